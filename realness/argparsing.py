@@ -1,0 +1,93 @@
+"""Command-line flags from dataclasses, with defaults from a YAML file (`--config`) that flags override.
+
+Each field becomes `--field_name` (underscores kept, dashes accepted), its help text taken from
+`metadata["help"]` and its default printed. Booleans take `true/false`; tuples and lists take several
+values. Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+_MISSING = dataclasses.MISSING
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _unwrap(tp) -> tuple[Any, bool]:
+    """(inner type, optional?) for `X | None` / `Optional[X]`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
+    """Add one flag per field of dataclass `cls`."""
+    target = parser.add_argument_group(group or cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap(hints[f.name])
+        default = f.default if f.default is not _MISSING else (
+            f.default_factory() if f.default_factory is not _MISSING else None
+        )
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        origin = typing.get_origin(tp)
+        if origin in (tuple, list):
+            inner = [a for a in typing.get_args(tp) if a is not Ellipsis] or [str]
+            kwargs.update(nargs="+", type=inner[0])
+        elif tp is bool:
+            kwargs.update(type=_bool, metavar="{true,false}")
+        elif tp in (int, float, str):
+            kwargs.update(type=tp)
+        required = f.default is _MISSING and f.default_factory is _MISSING
+        help_text = f.metadata.get("help", "")
+        help_text += " (required)" if required else f" (default: {default})"
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        target.add_argument(*names, help=help_text, **kwargs)
+
+
+def parse_dataclasses(
+    classes: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+) -> tuple:
+    """Parse `argv` into one instance per dataclass; `--config FILE.yaml` supplies defaults."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, help="YAML file whose keys set defaults; flags override it (default: none)")
+    for cls in classes:
+        add_dataclass_arguments(parser, cls)
+    args = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    if args.get("config"):
+        import yaml
+
+        loaded = yaml.safe_load(Path(args["config"]).read_text()) or {}
+        known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            parser.error(f"{args['config']}: unknown key(s) {unknown}")
+        values.update(loaded)
+    values.update({k: v for k, v in args.items() if k != "config"})
+    out = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in values and f.default is _MISSING and f.default_factory is _MISSING]
+        if missing:
+            parser.error(f"missing required option(s): {', '.join('--' + m for m in missing)}")
+        out.append(cls(**{k: v for k, v in values.items() if k in names}))
+    return tuple(out)

@@ -1,0 +1,89 @@
+"""The `realness` command: one subcommand per public function.
+
+    realness train-core   -> realness.core.training.train_core
+    realness score-core   -> realness.scoring.score_folder
+    realness eval         -> realness.evaluation.evaluate_file
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _train_core(argv: list[str]) -> int:
+    from realness.argparsing import parse_dataclasses
+    from realness.core.training import CoreTrainConfig, train_core
+
+    (cfg,) = parse_dataclasses([CoreTrainConfig], argv, prog="realness train-core",
+                               description="Train / cross-validate CORE (the paper's recipe). "
+                                           "For several GPUs use: accelerate launch training/train_core.py ...")
+    train_core(cfg)
+    return 0
+
+
+def _score_core(argv: list[str]) -> int:
+    from realness.scoring import score_folder
+
+    p = argparse.ArgumentParser(prog="realness score-core", description="Score every image of a folder with a trained CORE model.")
+    p.add_argument("--model", required=True, help="Folder written by CoreModel.save_pretrained / train-core (its best/ folder), "
+                                                  "or 'offline' for the bundled offline model (required)")
+    p.add_argument("--images", required=True, help="Folder of images to score (required)")
+    p.add_argument("--descriptions", default=None, help="CSV/JSONL with filename,description (default: none; needed unless the model is image-only)")
+    p.add_argument("--out", default="scores.csv", help="Output CSV (default: scores.csv)")
+    p.add_argument("--batch-size", type=int, default=16, help="Images per forward pass (default: 16)")
+    p.add_argument("--device", default="cpu", help="Torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown)")
+    a = p.parse_args(argv)
+    ok, failed = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress)
+    print(f"scored {ok} image(s), {failed} failed -> {a.out}")
+    return 0 if ok or not failed else 1
+
+
+def _eval(argv: list[str]) -> int:
+    from realness.evaluation import evaluate_file
+
+    p = argparse.ArgumentParser(prog="realness eval", description="Compare predicted scores with human opinion scores.")
+    p.add_argument("--scores", required=True, help="CSV from score-core (filename, score_z/score_mos) (required)")
+    p.add_argument("--truth", required=True, help="RAISE ratings.csv or a manifest with image,mos (required)")
+    p.add_argument("--out", default="eval", help="Folder for metrics.json, metrics.csv, scatter.png (default: eval)")
+    p.add_argument("--column", default=None, help="Score column to evaluate (default: score_mos if filled, else score_z)")
+    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (default: 1000)")
+    a = p.parse_args(argv)
+    r = evaluate_file(a.scores, a.truth, a.out, a.column, a.n_boot)
+    print(f"n={r['n']}  SROCC {r['srocc']:.4f} [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]  "
+          f"PLCC {r['plcc']:.4f}  PLCC(logistic) {r['plcc_logistic']:.4f}  KRCC {r['krcc']:.4f}  RMSE {r['rmse']:.4f}")
+    if r["unmatched"]:
+        print(f"{len(r['unmatched'])} scored file(s) had no ground truth or no score: {r['unmatched'][:5]}")
+    print(f"wrote {a.out}/metrics.json, metrics.csv, scatter.png")
+    return 0
+
+
+COMMANDS = {
+    "train-core": (_train_core, "train and cross-validate CORE (flags: realness train-core --help)"),
+    "score-core": (_score_core, "score a folder of images with a trained CORE model"),
+    "eval": (_eval, "SROCC/KRCC/PLCC/RMSE with bootstrap intervals and a scatter plot"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: realness COMMAND [options]\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<12} {text}")
+        print("\n`realness COMMAND --help` explains each flag and its default.")
+        return 0 if argv and argv[0] in ("-h", "--help") else (2 if argv else 0)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[argv[0]][0](argv[1:])
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

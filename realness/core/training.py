@@ -1,0 +1,290 @@
+"""Train and cross-validate CORE with `accelerate`: the paper's recipe, honest model selection, resume.
+
+Recipe (the paper's): AdamW, lr 1.1e-4, batch 16, MSE on z-scored MOS, 384x512 input, flip / +-10 degree
+rotation / colour-jitter augmentation, 15 epochs. What differs from the reference code: the epoch kept is
+chosen on a *selection* split carved from the training rows, never on the rows it is reported on; every
+(seed, fold) is reported and summarised as mean +- std.
+
+Layout of `output_dir`:
+    seed{S}/fold{F}/checkpoint/   accelerate state after the last finished epoch (resume point)
+    seed{S}/fold{F}/best/         the selected CORE model (`CoreModel.from_pretrained`)
+    seed{S}/fold{F}/predictions.csv, result.json
+    metrics.jsonl                 one line per epoch and run
+    summary.json, summary.csv, scatter.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from realness.core.configuration import PRESETS
+from realness.core.modeling import CoreModel, create_core
+from realness.data import kfold, load_manifest, load_raise, manifest_splits, train_val_split
+from realness.images import ImageError, load_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CoreTrainConfig:
+    """Options of `realness train-core` / `training/train_core.py`."""
+
+    data: str = field(metadata={"help": "RAISE-layout folder (images/, ratings.csv, descriptions CSV) or a manifest CSV/JSONL."})
+    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file to use instead of the RAISE folder's GPT-4.1 one."})
+    output_dir: str = field(default="runs/core", metadata={"help": "Where checkpoints, models and reports go."})
+    preset: str = field(default="paper", metadata={"help": f"CORE preset: {', '.join(sorted(PRESETS))}."})
+    mode: str | None = field(default=None, metadata={"help": "fusion, image or text; default: the preset's."})
+    image_backbone: str | None = field(default=None, metadata={"help": "Override the preset's image backbone."})
+    text_encoder: str | None = field(default=None, metadata={"help": "Override the preset's text encoder."})
+    text_pooling: str | None = field(default=None, metadata={"help": "pooler, mean or cls; default: the preset's."})
+    freeze_image: bool = field(default=False, metadata={"help": "Freeze the image backbone."})
+    freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
+    image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
+    head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
+    pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
+    pretrained_text: bool | None = field(default=None, metadata={"help": "Override --pretrained for the text encoder."})
+    folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the manifest's split column if present)."})
+    only_folds: list[int] | None = field(default=None, metadata={"help": "Run only these fold indices."})
+    seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "One run per seed per fold."})
+    selection_fraction: float = field(default=0.1, metadata={"help": "Share of training rows held out to choose the best epoch."})
+    epochs: int = field(default=15, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=16, metadata={"help": "Per-device batch size."})
+    lr: float = field(default=1.1e-4, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    augment: bool = field(default=True, metadata={"help": "Flip, rotate and colour-jitter training images."})
+    num_workers: int = field(default=2, metadata={"help": "Data loader worker processes."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's config."})
+    resume: bool = field(default=True, metadata={"help": "Continue from the last checkpoint and skip finished runs."})
+    tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under output_dir/tb."})
+    save_frozen: bool = field(default=True, metadata={"help": "Include frozen pretrained backbones in saved models."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def model_overrides(self) -> dict:
+        keys = ("mode", "image_backbone", "text_encoder", "text_pooling")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
+                   image_size=tuple(self.image_size), head_hidden=self.head_hidden)
+        return out
+
+
+class _Rows(Dataset):
+    """(image, description, z-score) rows; images decoded in the workers."""
+
+    def __init__(self, records: list[dict], z: np.ndarray, needs_image: bool):
+        self.records, self.z, self.needs_image = records, z, needs_image
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        image = load_image(r["image"]) if self.needs_image else None
+        return image, r["description"], float(self.z[i])
+
+
+class EpochSampler(Sampler):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def load_training_data(cfg: CoreTrainConfig, needs_text: bool):
+    """The dataset as a list of records plus the score range to clip predictions to."""
+    path = Path(cfg.data)
+    if path.is_dir():
+        ds = load_raise(path, descriptions=cfg.descriptions, require_description=needs_text)
+        score_range = (0.0, 100.0)
+    else:
+        ds = load_manifest(path, require_description=needs_text)
+        score_range = None
+    return ds.to_list(), score_range
+
+
+def readable(records: list[dict], needs_image: bool) -> list[dict]:
+    """Drop rows whose image cannot be decoded, logging one line per file (never silently)."""
+    if not needs_image:
+        return records
+    keep = []
+    for r in records:
+        try:
+            load_image(r["image"])
+            keep.append(r)
+        except ImageError as err:
+            logger.warning("skipping unreadable image: %s", err)
+    return keep
+
+
+def _collate(processor, augment: bool):
+    def collate(items):
+        images, texts, z = zip(*items)
+        batch = processor(list(images) if images[0] is not None else None, list(texts), augment=augment)
+        batch["labels"] = torch.tensor(z, dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+def _splits(cfg: CoreTrainConfig, records: list[dict]):
+    n = len(records)
+    if cfg.folds >= 2:
+        folds = kfold(n, cfg.folds, seed=0)  # folds fixed across seeds, so seeds vary only training
+    elif any(r["split"] for r in records):
+        import datasets
+
+        folds = [manifest_splits(datasets.Dataset.from_list(records))]
+    else:
+        folds = [train_val_split(n, 0.2, seed=0)]
+    wanted = cfg.only_folds
+    return [f for f in folds if wanted is None or f.index in wanted]
+
+
+def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_range, accelerator, run_dir: Path) -> dict:
+    """Train one (seed, fold) run, resumable; returns its held-out metrics."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from realness.metrics import correlations, srocc
+
+    done = run_dir / "result.json"
+    if cfg.resume and done.is_file():
+        logger.info("%s already finished; skipping", run_dir)
+        return json.loads(done.read_text())
+    set_seed(seed)
+    rng = np.random.default_rng(seed)
+    train_idx = rng.permutation(fold.train)
+    n_sel = max(2, int(round(len(train_idx) * cfg.selection_fraction)))
+    sel_idx, fit_idx = np.sort(train_idx[:n_sel]), np.sort(train_idx[n_sel:])
+    mos = np.array([r["mos"] for r in records], dtype=np.float64)
+    mean, std = float(mos[fit_idx].mean()), float(mos[fit_idx].std()) or 1.0
+    z = (mos - mean) / std
+
+    model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
+                        mos_mean=mean, mos_std=std, mos_range=score_range)
+    needs_image = model.config.uses_image
+    fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], needs_image)
+    sampler = EpochSampler(len(fit_rows), seed)
+    loader = DataLoader(fit_rows, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(fit_rows) > cfg.batch_size,
+                        num_workers=cfg.num_workers, collate_fn=_collate(model.processor, cfg.augment),
+                        persistent_workers=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    ckpt = run_dir / "checkpoint"
+    start_epoch, best = 0, {"score": -math.inf, "epoch": -1}
+    if cfg.resume and (ckpt / "state.json").is_file():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "state.json").read_text())
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        accelerator.print(f"resuming {run_dir} after epoch {state['epoch'] + 1}/{cfg.epochs}")
+
+    def evaluate(idx):
+        core = accelerator.unwrap_model(model)
+        rows = [records[i] for i in idx]
+        images = [load_image(r["image"]) for r in rows] if needs_image else None
+        pred = core.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
+        return pred
+
+    log = (Path(cfg.output_dir) / "metrics.jsonl")
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)  # the prepared loader wraps this same sampler
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"seed {seed} fold {fold.index} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and accelerator.is_main_process), leave=False)
+        for batch in bar:
+            labels = batch.pop("labels")
+            with accelerator.autocast():
+                pred = model(**batch)
+            loss = torch.nn.functional.mse_loss(pred.float(), labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        sel_pred = evaluate(sel_idx)
+        sel_srocc = srocc(sel_pred, z[sel_idx]) if np.ptp(sel_pred) > 0 else math.nan
+        score = sel_srocc if math.isfinite(sel_srocc) else -math.inf
+        improved = score > best["score"]
+        if improved and accelerator.is_main_process:
+            best = {"score": score, "epoch": epoch}
+            accelerator.unwrap_model(model).save_pretrained(run_dir / "best", include_frozen=cfg.save_frozen)
+        entry = {"seed": seed, "fold": fold.index, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                 "selection_srocc": sel_srocc, "best_epoch": best["epoch"] + 1}
+        if accelerator.is_main_process:
+            with log.open("a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            if cfg.tensorboard:
+                accelerator.log({f"seed{seed}/fold{fold.index}/{k}": v for k, v in entry.items()
+                                 if k not in ("seed", "fold", "epoch")}, step=epoch + 1)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(ckpt))
+        if accelerator.is_main_process:
+            (ckpt / "state.json").write_text(json.dumps({"epoch": epoch, "best": best}))
+        accelerator.print(f"seed {seed} fold {fold.index} epoch {epoch + 1}: loss {entry['train_loss']:.4f} "
+                          f"selection SROCC {sel_srocc:.4f}{' (best)' if improved else ''}")
+
+    best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
+    rows = [records[i] for i in fold.val]
+    images = [load_image(r["image"]) for r in rows] if needs_image else None
+    pred_z = best_model.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
+    result = {"seed": seed, "fold": fold.index, "best_epoch": best["epoch"] + 1, "n_val": len(rows),
+              **{k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"}}
+    if accelerator.is_main_process:
+        import csv
+
+        with (run_dir / "predictions.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["filename", "mos", "pred_z", "pred_mos"])
+            for r, p in zip(rows, pred_z):
+                w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(best_model.to_mos(float(p))):.4f}"])
+        done.write_text(json.dumps(result, indent=2))
+        shutil.rmtree(ckpt, ignore_errors=True)  # finished: result.json is the resume point now
+    return result
+
+
+def train_core(cfg: CoreTrainConfig) -> dict:
+    """Run every (seed, fold), then write the summary table and the out-of-fold scatter plot."""
+    from accelerate import Accelerator
+
+    from realness.evaluation import write_cv_report
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                              log_with="tensorboard" if cfg.tensorboard else None, project_dir=str(out / "tb"))
+    if cfg.tensorboard:
+        accelerator.init_trackers("core")
+    needs_text = (cfg.mode or PRESETS[cfg.preset].get("mode", "fusion")) != "image"
+    needs_image = (cfg.mode or PRESETS[cfg.preset].get("mode", "fusion")) != "text"
+    records, score_range = load_training_data(cfg, needs_text)
+    records = readable(records, needs_image)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    results = []
+    for seed in cfg.seeds:
+        for fold in _splits(cfg, records):
+            run_dir = out / f"seed{seed}" / f"fold{fold.index}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            results.append(train_one(cfg, records, fold, seed, score_range, accelerator, run_dir))
+    summary = write_cv_report(out, results) if accelerator.is_main_process else {}
+    accelerator.end_training()
+    return summary

@@ -1,0 +1,254 @@
+"""The dataset layer: RAISE folders and user manifests as Hugging Face `datasets`, validated and split.
+
+Every loader returns a `datasets.Dataset` with the same columns:
+
+    filename     the image's file name (unique within a dataset)
+    image        absolute path to the image file
+    mos          realness opinion score on the dataset's own scale (RAISE: 0-100), float or NaN
+    description  text describing the image's visual inconsistencies ("" when not known)
+    source       who wrote the description: "gpt", "human" or ""
+    split        a split name from the manifest ("" when not given)
+
+Validation never drops a row silently: every problem (missing image, NaN score, empty description,
+duplicate file name, missing column) is collected with the file and row it concerns and raised together
+as one `DataError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import datasets
+
+COLUMNS = ("filename", "image", "mos", "description", "source", "split")
+SOURCES = ("gpt", "human", "")
+
+
+class DataError(ValueError):
+    """Problems found in a dataset; `problems` lists one line per bad row or file."""
+
+    def __init__(self, where: str, problems: Sequence[str]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(f"{where}: {len(self.problems)} problem(s)\n{shown}{more}")
+
+
+def _read_table(path: Path) -> list[dict]:
+    """Rows of a CSV or JSONL file as dicts; JSONL errors name the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(str(path), [f"line {lineno}: not valid JSON ({err.msg})"]) from None
+        return rows
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _require_columns(path: Path, rows: list[dict], required: Iterable[str]) -> None:
+    present = set(rows[0]) if rows else set()
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise DataError(str(path), [f"missing column(s) {', '.join(missing)}; found {sorted(present)}"])
+
+
+def _to_float(value) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def validate_records(
+    records: list[dict],
+    where: str,
+    *,
+    require_mos: bool = True,
+    require_description: bool = True,
+    check_files: bool = True,
+) -> None:
+    """Raise one `DataError` listing every bad row; rows are numbered from 1 as in the file."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, r in enumerate(records, 1):
+        name = r.get("filename") or "?"
+        tag = f"row {i} ({name})"
+        if name in seen:
+            problems.append(f"{tag}: duplicate file name, first seen in row {seen[name]}")
+        else:
+            seen[name] = i
+        if check_files and not Path(r["image"]).is_file():
+            problems.append(f"{tag}: image not found at {r['image']}")
+        if require_mos and not math.isfinite(r["mos"]):
+            problems.append(f"{tag}: score is missing or not a number")
+        if require_description and not r["description"].strip():
+            problems.append(f"{tag}: empty description")
+        if r["source"] not in SOURCES:
+            problems.append(f"{tag}: source must be one of gpt/human, got {r['source']!r}")
+    if problems:
+        raise DataError(where, problems)
+
+
+def _to_dataset(records: list[dict]) -> "datasets.Dataset":
+    import datasets
+
+    features = datasets.Features(
+        {
+            "filename": datasets.Value("string"),
+            "image": datasets.Value("string"),
+            "mos": datasets.Value("float64"),
+            "description": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "split": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_list([{c: r[c] for c in COLUMNS} for r in records], features=features)
+
+
+def load_raise(
+    root: str | Path,
+    *,
+    descriptions: str | Path | None = None,
+    require_description: bool = True,
+) -> "datasets.Dataset":
+    """Load a RAISE-layout folder: `images/`, `ratings.csv` and a descriptions CSV.
+
+    Args:
+        root: folder holding `images/`, `ratings.csv` (`filename, MOS_Rating, MOS_ZScore`) and
+            `descriptions_gpt41.csv` (`filename, MOS, description`).
+        descriptions: another descriptions file (CSV or JSONL with `filename, description`, optional
+            `source`), e.g. one written by the describer. Default: `root/descriptions_gpt41.csv`.
+        require_description: fail on images that have no description (set False for image-only use).
+    """
+    root = Path(root)
+    ratings_path = root / "ratings.csv"
+    ratings = _read_table(ratings_path)
+    _require_columns(ratings_path, ratings, ("filename", "MOS_Rating"))
+    desc_path = Path(descriptions) if descriptions else root / "descriptions_gpt41.csv"
+    texts: dict[str, tuple[str, str]] = {}
+    if desc_path.is_file() or require_description:
+        rows = _read_table(desc_path)
+        _require_columns(desc_path, rows, ("filename", "description"))
+        default_source = "gpt" if descriptions is None else ""
+        for row in rows:
+            texts[row["filename"]] = ((row["description"] or "").strip(), row.get("source") or default_source)
+    records = []
+    for row in ratings:
+        text, source = texts.get(row["filename"], ("", ""))
+        records.append(
+            {
+                "filename": row["filename"],
+                "image": str((root / "images" / row["filename"]).resolve()),
+                "mos": _to_float(row["MOS_Rating"]),
+                "description": text,
+                "source": source,
+                "split": "",
+            }
+        )
+    validate_records(records, str(root), require_description=require_description)
+    return _to_dataset(records)
+
+
+def load_manifest(
+    path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    require_mos: bool = True,
+    require_description: bool = True,
+) -> "datasets.Dataset":
+    """Load a user manifest (CSV or JSONL) with columns `image, mos, description[, source, split]`.
+
+    `image` is a path, relative to `image_root` (default: the manifest's folder) unless absolute.
+    `mos` may be left out when `require_mos=False` (scoring new images).
+    """
+    path = Path(path)
+    rows = _read_table(path)
+    if not rows:
+        raise DataError(str(path), ["no rows"])
+    required = ["image"] + (["mos"] if require_mos else []) + (["description"] if require_description else [])
+    _require_columns(path, rows, required)
+    base = Path(image_root) if image_root else path.parent
+    records = []
+    for row in rows:
+        image = Path(str(row.get("image") or ""))
+        image = image if image.is_absolute() else base / image
+        records.append(
+            {
+                "filename": image.name,
+                "image": str(image.resolve()),
+                "mos": _to_float(row.get("mos")),
+                "description": str(row.get("description") or "").strip(),
+                "source": str(row.get("source") or "").strip().lower(),
+                "split": str(row.get("split") or "").strip(),
+            }
+        )
+    validate_records(records, str(path), require_mos=require_mos, require_description=require_description)
+    return _to_dataset(records)
+
+
+def load_descriptions(path: str | Path) -> dict[str, str]:
+    """`filename -> description` from a descriptions CSV/JSONL (`filename` or `image`, `description`)."""
+    path = Path(path)
+    rows = _read_table(path)
+    if not rows:
+        return {}
+    key = "filename" if "filename" in rows[0] else "image"
+    _require_columns(path, rows, (key, "description"))
+    return {Path(str(r[key])).name: str(r["description"] or "").strip() for r in rows}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Row indices of one train/validation split."""
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+
+
+def kfold(n: int, k: int = 5, seed: int = 42) -> list[Fold]:
+    """Deterministic k-fold split of `n` rows: the same (n, k, seed) always gives the same folds."""
+    if k < 2 or k > n:
+        raise ValueError(f"k must be in [2, {n}], got {k}")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.array_split(order, k)
+    return [
+        Fold(i, np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i]))
+        for i in range(k)
+    ]
+
+
+def train_val_split(n: int, val_fraction: float = 0.2, seed: int = 42) -> Fold:
+    """A seeded random train/validation split of `n` rows."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    return Fold(0, np.sort(order[n_val:]), np.sort(order[:n_val]))
+
+
+def manifest_splits(ds: "datasets.Dataset", train: str = "train", val: str = "val") -> Fold:
+    """The split a manifest's own `split` column defines."""
+    splits = np.asarray(ds["split"])
+    tr, va = np.flatnonzero(splits == train), np.flatnonzero(splits == val)
+    if len(tr) == 0 or len(va) == 0:
+        raise ValueError(f"manifest needs rows with split={train!r} and split={val!r}")
+    return Fold(0, tr, va)

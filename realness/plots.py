@@ -1,0 +1,43 @@
+"""Pictures of results: predicted-vs-MOS scatter plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def scatter_plot(
+    pred: Sequence[float],
+    mos: Sequence[float],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "predicted score",
+    ylabel: str = "MOS",
+) -> Path:
+    """Scatter of predictions against opinion scores with the fitted logistic curve; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from realness.metrics import correlations, fit_logistic
+
+    p, m = np.asarray(pred, dtype=float), np.asarray(mos, dtype=float)
+    stats = correlations(p, m)
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    ax.scatter(p, m, s=12, alpha=0.6, edgecolors="none")
+    order = np.argsort(p)
+    ax.plot(p[order], fit_logistic(p, m)[order], color="crimson", lw=1.5, label="5-parameter logistic fit")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\nSROCC {stats['srocc']:.3f}  PLCC {stats['plcc']:.3f}  n={len(p)}".strip())
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

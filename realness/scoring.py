@@ -1,0 +1,108 @@
+"""Score images with a trained CORE model: a folder (or list) in, one CSV row per image out."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from realness.images import ImageError, list_images, load_image
+
+logger = logging.getLogger(__name__)
+FIELDS = ("filename", "score_z", "score_mos", "description", "error")
+
+
+@dataclass
+class CoreScore:
+    """One image's result; `error` is set (and the scores are None) when it could not be scored."""
+
+    filename: str
+    score_z: float | None
+    score_mos: float | None
+    description: str
+    error: str = ""
+
+
+def score_images(
+    model,
+    paths: Sequence[str | Path],
+    descriptions: dict[str, str] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Iterator[CoreScore]:
+    """Yield a `CoreScore` per image, in order; unreadable images or missing descriptions yield errors.
+
+    Args:
+        model: a `CoreModel`.
+        paths: image files.
+        descriptions: file name -> description (needed unless the model is image-only).
+    """
+    from tqdm.auto import tqdm
+
+    descriptions = descriptions or {}
+    needs_text = model.config.uses_text
+    needs_image = model.config.uses_image
+    bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr)
+    pending: list[tuple[str, object, str]] = []
+
+    def flush() -> Iterator[CoreScore]:
+        if not pending:
+            return
+        names, images, texts = zip(*pending)
+        z = model.predict(list(images) if needs_image else None, list(texts) if needs_text else None,
+                          batch_size=batch_size)
+        for name, text, value in zip(names, texts, z.tolist()):
+            mos = model.to_mos(value)
+            yield CoreScore(name, value, None if mos is None else float(mos), text)
+        bar.update(len(pending))
+        pending.clear()
+
+    for path in paths:
+        path = Path(path)
+        text = descriptions.get(path.name, "")
+        try:
+            if needs_text and not text.strip():
+                raise ValueError(f"{path}: no description for this image")
+            image = load_image(path) if needs_image else None
+        except (ImageError, ValueError) as err:
+            logger.warning("%s", err)
+            bar.update(1)
+            yield from flush()  # keep output in input order
+            yield CoreScore(path.name, None, None, text, str(err))
+            continue
+        pending.append((path.name, image, text))
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()
+    bar.close()
+
+
+def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, int]:
+    """Write results to CSV as they come; returns (scored, failed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok = failed = 0
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(FIELDS)
+        for r in results:
+            w.writerow([r.filename, "" if r.score_z is None else f"{r.score_z:.6f}",
+                        "" if r.score_mos is None else f"{r.score_mos:.4f}", r.description, r.error])
+            fh.flush()
+            ok, failed = (ok, failed + 1) if r.error else (ok + 1, failed)
+    return ok, failed
+
+
+def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | Path | None, out: str | Path,
+                 batch_size: int = 16, device: str = "cpu", progress: bool = True) -> tuple[int, int]:
+    """`realness score-core`: score every image in a folder and write `out` (CSV)."""
+    from realness.core import CoreModel
+    from realness.data import load_descriptions
+
+    model = CoreModel.from_pretrained(model_dir, device=device)
+    texts = load_descriptions(descriptions) if descriptions else {}
+    paths = list_images(images)
+    return write_scores(score_images(model, paths, texts, batch_size, progress), out)
