@@ -144,8 +144,11 @@ class CoreModel(nn.Module):
 
         with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as fh:
             full = (fh.metadata() or {}).get("include_frozen", "True") == "True"
-        text_dir = str(folder / TEXT_DIR) if config.uses_text and full else None
-        model = cls(config, pretrained=not full, _text_config_dir=text_dir)
+        # Only backbones left out of the file are rebuilt from their pretrained source.
+        image_from_source = not full and config.freeze_image
+        text_from_source = not full and config.freeze_text
+        text_dir = None if text_from_source or not config.uses_text else str(folder / TEXT_DIR)
+        model = cls(config, pretrained=image_from_source, pretrained_text=text_from_source, _text_config_dir=text_dir)
         state = load_file(str(folder / WEIGHTS_NAME))
         missing, unexpected = model.load_state_dict(state, strict=False)
         frozen = tuple(p for p, f in (("image_backbone.", config.freeze_image), ("text_encoder.", config.freeze_text)) if f)

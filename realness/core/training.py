@@ -158,6 +158,39 @@ def _splits(cfg: CoreTrainConfig, records: list[dict]):
     return [f for f in folds if wanted is None or f.index in wanted]
 
 
+def _latest_checkpoint(ckpt: Path) -> Path | None:
+    """The last complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a kill hit the swap."""
+    for path in (ckpt, ckpt.with_name(ckpt.name + ".old")):
+        if (path / "state.json").is_file():
+            return path
+    return None
+
+
+def _save_checkpoint(accelerator, ckpt: Path, state: dict) -> None:
+    """Write the accelerate state to a temporary folder, then swap it in, so a kill mid-save
+    leaves the previous checkpoint usable. `state.json` is written last and marks completeness."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(old, ignore_errors=True)
+        if ckpt.exists():
+            ckpt.rename(old)
+        tmp.rename(ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _write_run_log(log: Path, seed: int, fold: int, history: list[dict]) -> None:
+    """Make this run's lines in metrics.jsonl equal its checkpointed history (no duplicates after a kill)."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    keep = [l for l in lines if (json.loads(l)["seed"], json.loads(l)["fold"]) != (seed, fold)]
+    tmp = log.with_name(log.name + ".tmp")
+    tmp.write_text("".join(l + "\n" for l in keep + [json.dumps(e) for e in history]))
+    tmp.replace(log)
+
+
 def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_range, accelerator, run_dir: Path) -> dict:
     """Train one (seed, fold) run, resumable; returns its held-out metrics."""
     from accelerate.utils import set_seed
@@ -190,11 +223,12 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     ckpt = run_dir / "checkpoint"
-    start_epoch, best = 0, {"score": -math.inf, "epoch": -1}
-    if cfg.resume and (ckpt / "state.json").is_file():
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "state.json").read_text())
-        start_epoch, best = state["epoch"] + 1, state["best"]
+    start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
+    resume_from = _latest_checkpoint(ckpt) if cfg.resume else None
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        state = json.loads((resume_from / "state.json").read_text())
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         accelerator.print(f"resuming {run_dir} after epoch {state['epoch'] + 1}/{cfg.epochs}")
 
     def evaluate(idx):
@@ -230,16 +264,13 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             accelerator.unwrap_model(model).save_pretrained(run_dir / "best", include_frozen=cfg.save_frozen)
         entry = {"seed": seed, "fold": fold.index, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                  "selection_srocc": sel_srocc, "best_epoch": best["epoch"] + 1}
+        history.append(entry)
+        _save_checkpoint(accelerator, ckpt, {"epoch": epoch, "best": best, "history": history})
         if accelerator.is_main_process:
-            with log.open("a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            _write_run_log(log, seed, fold.index, history)
             if cfg.tensorboard:
                 accelerator.log({f"seed{seed}/fold{fold.index}/{k}": v for k, v in entry.items()
                                  if k not in ("seed", "fold", "epoch")}, step=epoch + 1)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(ckpt))
-        if accelerator.is_main_process:
-            (ckpt / "state.json").write_text(json.dumps({"epoch": epoch, "best": best}))
         accelerator.print(f"seed {seed} fold {fold.index} epoch {epoch + 1}: loss {entry['train_loss']:.4f} "
                           f"selection SROCC {sel_srocc:.4f}{' (best)' if improved else ''}")
 
@@ -258,7 +289,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             for r, p in zip(rows, pred_z):
                 w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(best_model.to_mos(float(p))):.4f}"])
         done.write_text(json.dumps(result, indent=2))
-        shutil.rmtree(ckpt, ignore_errors=True)  # finished: result.json is the resume point now
+        for leftover in (ckpt, ckpt.with_name("checkpoint.old"), ckpt.with_name("checkpoint.tmp")):
+            shutil.rmtree(leftover, ignore_errors=True)  # finished: result.json is the resume point now
     return result
 
 
