@@ -120,3 +120,33 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tiny_core_
     b = list(csv.DictReader((straight / "seed42" / "fold0" / "predictions.csv").open()))
     assert [float(r["pred_z"]) for r in a] == pytest.approx([float(r["pred_z"]) for r in b], abs=1e-5)
     assert CoreModel.from_pretrained(killed / "seed42" / "fold0" / "best").config.mos_std > 0
+
+
+def test_frozen_backbones_train_on_cached_features_with_the_same_predictions(tiny_core_kwargs, tmp_path):
+    data, image_term, text_term = _manifest(tmp_path / "data", 60)
+    cfg = _tiny_cfg(tiny_core_kwargs, data, tmp_path / "cached", freeze_image=True, freeze_text=True,
+                    epochs=20, lr=1e-2)
+    from realness.core.training import uses_cache
+
+    assert uses_cache(cfg, _cfg_model(cfg))
+    train_core(cfg)
+    caches = sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*.safetensors"))
+    assert caches == ["image", "text"]
+    # The selected model, loaded from disk and run on the images themselves, gives the cached predictions.
+    best = CoreModel.from_pretrained(tmp_path / "cached" / "seed42" / "fold0" / "best")
+    rows = list(csv.DictReader((tmp_path / "cached" / "seed42" / "fold0" / "predictions.csv").open()))
+    from realness.data import load_manifest
+    from realness.images import load_image
+
+    ds = {r["filename"]: r for r in load_manifest(data).to_list()}
+    images = [load_image(ds[r["filename"]]["image"]) for r in rows]
+    direct = best.predict(images, [ds[r["filename"]]["description"] for r in rows]).numpy()
+    assert direct == pytest.approx([float(r["pred_z"]) for r in rows], abs=1e-4)
+    _, image_corr, _ = _held_out(tmp_path / "cached", image_term, text_term)
+    assert image_corr > 0.8  # random frozen CNN features keep brightness: the head alone learns it
+
+
+def _cfg_model(cfg):
+    from realness.core.configuration import CoreConfig
+
+    return CoreConfig(**cfg.model_overrides())

@@ -78,14 +78,25 @@ class CoreModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predicted z-scores, shape (B,)."""
+        """Predicted z-scores, shape (B,); `features` (from `features()`) skips the backbones."""
+        if features is None:
+            features = self.features(pixel_values, input_ids, attention_mask)
+        return self.score_features(features)
+
+    def features(self, pixel_values=None, input_ids=None, attention_mask=None) -> torch.Tensor:
+        """The concatenated pooled features the head reads: image first, then text."""
         feats = []
         if self.image_backbone is not None:
-            feats.append(self.image_backbone(pixel_values))
+            feats.append(self.image_backbone(pixel_values).float())
         if self.text_encoder is not None:
-            feats.append(self.text_encoder(input_ids, attention_mask))
-        return self.head(torch.cat(feats, dim=-1).float()).squeeze(-1)
+            feats.append(self.text_encoder(input_ids, attention_mask).float())
+        return torch.cat(feats, dim=-1)
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head alone: features (B, D) to z-scores (B,)."""
+        return self.head(features).squeeze(-1)
 
     def to_mos(self, z: torch.Tensor | float):
         """Map predicted z-scores back to the training MOS scale (None when that scale is unknown)."""

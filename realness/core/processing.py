@@ -59,16 +59,19 @@ class CoreProcessor:
         if self.config.uses_text:
             if descriptions is None:
                 raise ValueError("this CORE model needs descriptions")
-            empty = [i for i, d in enumerate(descriptions) if not str(d).strip()]
-            if empty:
-                raise ValueError(f"empty description at batch position(s) {empty}")
-            tokens = self.tokenizer(
-                [str(d) for d in descriptions],
-                padding=True,
-                truncation=True,
-                max_length=self.config.max_text_tokens,
-                return_tensors="pt",
-            )
-            batch["input_ids"] = tokens["input_ids"]
-            batch["attention_mask"] = tokens["attention_mask"]
+            batch.update(self.tokenize(descriptions))
         return batch
+
+    def tokenize(self, descriptions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """`input_ids` and `attention_mask` for descriptions, cut at `max_text_tokens`."""
+        empty = [i for i, d in enumerate(descriptions) if not str(d).strip()]
+        if empty:
+            raise ValueError(f"empty description at batch position(s) {empty}")
+        tokens = self.tokenizer(
+            [str(d) for d in descriptions],
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_text_tokens,
+            return_tensors="pt",
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}

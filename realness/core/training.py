@@ -66,6 +66,8 @@ class CoreTrainConfig:
     resume: bool = field(default=True, metadata={"help": "Continue from the last checkpoint and skip finished runs."})
     tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under output_dir/tb."})
     save_frozen: bool = field(default=True, metadata={"help": "Include frozen pretrained backbones in saved models."})
+    cache_features: bool = field(default=True, metadata={"help": "With every used backbone frozen and no augmentation, compute backbone features once and train only the head."})
+    feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached features; default: output_dir/feature_cache."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def model_overrides(self) -> dict:
@@ -144,6 +146,26 @@ def _collate(processor, augment: bool):
     return collate
 
 
+def uses_cache(cfg: CoreTrainConfig, config) -> bool:
+    """Whether training can run on cached backbone features (nothing upstream of the head changes)."""
+    frozen = (not config.uses_image or config.freeze_image) and (not config.uses_text or config.freeze_text)
+    return cfg.cache_features and frozen and not cfg.augment
+
+
+def _collate_features(items):
+    feats, z = zip(*items)
+    return {"features": torch.stack(feats), "labels": torch.stack(z)}
+
+
+@torch.no_grad()
+def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
+    was_training = core.training
+    core.eval()
+    out = core.score_features(feats.to(next(core.parameters()).device)).float().cpu().numpy()
+    core.train(was_training)
+    return out
+
+
 def _splits(cfg: CoreTrainConfig, records: list[dict]):
     n = len(records)
     if cfg.folds >= 2:
@@ -214,11 +236,20 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
                         mos_mean=mean, mos_std=std, mos_range=score_range)
     needs_image = model.config.uses_image
-    fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], needs_image)
+    feats = None
+    if uses_cache(cfg, model.config):
+        from realness.core.features import cached_features
+
+        feats = cached_features(model, records, cfg.feature_cache or Path(cfg.output_dir) / "feature_cache",
+                                batch_size=cfg.batch_size, progress=cfg.progress and accelerator.is_main_process)
+        fit_rows = torch.utils.data.TensorDataset(feats[fit_idx], torch.tensor(z[fit_idx], dtype=torch.float32))
+        collate, workers = _collate_features, 0
+    else:
+        fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], needs_image)
+        collate, workers = _collate(model.processor, cfg.augment), cfg.num_workers
     sampler = EpochSampler(len(fit_rows), seed)
     loader = DataLoader(fit_rows, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(fit_rows) > cfg.batch_size,
-                        num_workers=cfg.num_workers, collate_fn=_collate(model.processor, cfg.augment),
-                        persistent_workers=False)
+                        num_workers=workers, collate_fn=collate)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -233,6 +264,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     def evaluate(idx):
         core = accelerator.unwrap_model(model)
+        if feats is not None:
+            return _score_cached(core, feats[idx])
         rows = [records[i] for i in idx]
         images = [load_image(r["image"]) for r in rows] if needs_image else None
         pred = core.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
@@ -276,8 +309,11 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
     rows = [records[i] for i in fold.val]
-    images = [load_image(r["image"]) for r in rows] if needs_image else None
-    pred_z = best_model.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
+    if feats is not None:
+        pred_z = _score_cached(best_model, feats[fold.val])
+    else:
+        images = [load_image(r["image"]) for r in rows] if needs_image else None
+        pred_z = best_model.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
     result = {"seed": seed, "fold": fold.index, "best_epoch": best["epoch"] + 1, "n_val": len(rows),
               **{k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"}}
     if accelerator.is_main_process:
