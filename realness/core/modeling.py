@@ -17,6 +17,8 @@ from realness.core.backbones import build_image_backbone, build_text_encoder
 from realness.core.configuration import PRESETS, CoreConfig
 from realness.core.processing import CoreProcessor
 
+# Models that ship inside the package, loadable by name: `CoreModel.from_pretrained("offline")`.
+BUNDLED = {"offline": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline"}
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEXT_DIR = "text_encoder"
@@ -146,8 +148,11 @@ class CoreModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "CoreModel":
-        """Load a folder written by `save_pretrained`; no network access unless backbones were left out."""
-        folder = Path(folder)
+        """Load a folder written by `save_pretrained`, or a bundled model by name (`"offline"`).
+
+        No network access unless backbones were left out of the file and must come from their source.
+        """
+        folder = BUNDLED.get(str(folder), Path(folder)) if not Path(folder).exists() else Path(folder)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; not a saved CORE model")
         config = CoreConfig.load(folder / CONFIG_NAME)
