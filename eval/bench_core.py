@@ -1,7 +1,7 @@
-"""CORE scoring throughput (images/s), batched vs one image at a time, measured in the same run.
+"""CORE scoring throughput (images/s) per batch size, as a ratio to batch size 1 measured in the same run.
 
     python eval/bench_core.py                      # CPU: offline preset and the paper's architecture
-    python eval/bench_core.py --device cuda --batch-size 32
+    python eval/bench_core.py --device cuda --batch-sizes 1 8 32 64
 
 The paper's architecture runs with random weights when its pretrained weights cannot be fetched (speed
 does not depend on the weights). Prints one line per model and writes --out (JSON).
@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["offline", "paper"], help="offline and/or paper (default: both)")
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
-    p.add_argument("--batch-size", type=int, default=8, help="Batch size of the batched run (default: 8)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is the baseline (default: 1 2 4 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")
     a = p.parse_args(argv)
@@ -68,12 +68,12 @@ def main(argv=None) -> dict:
     results = {"device": a.device, "torch_threads": torch.get_num_threads(), "input": "384x512", "models": {}}
     for name in a.models:
         model, weights = _build(name, a.device)
-        batched = _rate(model, images, texts, a.batch_size, a.device)
-        single = _rate(model, images[: max(4, a.images // 4)], texts[: max(4, a.images // 4)], 1, a.device)
-        results["models"][name] = {"weights": weights, "images_per_s": batched, "images_per_s_batch1": single,
-                                   "speedup_vs_batch1": batched / single, "batch_size": a.batch_size}
-        print(f"{name:8s} {a.device}: {batched:7.2f} images/s at batch {a.batch_size}, {single:7.2f} at batch 1 "
-              f"(ratio {batched / single:.2f}x)  [{weights}]")
+        rates = {bs: _rate(model, images, texts, bs, a.device) for bs in a.batch_sizes}
+        base = rates[a.batch_sizes[0]]
+        results["models"][name] = {"weights": weights, "images_per_s": rates,
+                                   "ratio_vs_first": {bs: r / base for bs, r in rates.items()}}
+        cells = "  ".join(f"batch {bs}: {r:6.2f}/s ({r / base:.2f}x)" for bs, r in rates.items())
+        print(f"{name:8s} {a.device}  {cells}  [{weights}]")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     return results

