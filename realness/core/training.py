@@ -280,7 +280,9 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     log = (Path(cfg.output_dir) / "metrics.jsonl")
     for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)  # the prepared loader wraps this same sampler
+        # Through the prepared loader: accelerate's own epoch counter (which restarts at 0 after a
+        # resume) would otherwise overwrite the sampler's epoch and reshuffle differently.
+        loader.set_epoch(epoch)
         trained.train()
         losses = []
         bar = tqdm(loader, desc=f"seed {seed} fold {fold.index} epoch {epoch + 1}/{cfg.epochs}",
