@@ -3,6 +3,8 @@
     realness train-core   -> realness.core.training.train_core
     realness score-core   -> realness.scoring.score_folder
     realness eval         -> realness.evaluation.evaluate_file
+    realness map          -> realness.dream.map_folder
+    realness eval-maps    -> realness.dream.evaluate_maps
 """
 
 from __future__ import annotations
@@ -60,10 +62,52 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _map(argv: list[str]) -> int:
+    from dataclasses import dataclass, field
+
+    from realness.argparsing import parse_dataclasses
+    from realness.dream.configuration import DreamConfig
+    from realness.dream.run import map_folder
+
+    @dataclass
+    class MapArgs:
+        images: str = field(metadata={"help": "Folder of images to map."})
+        descriptions: str = field(metadata={"help": "CSV/JSONL with filename,description."})
+        out: str = field(default="maps", metadata={"help": "Output folder: <name>.npz, _heatmap.png, _overlay.png, summary.json."})
+        device: str = field(default="cpu", metadata={"help": "Torch device."})
+        batch_size: int = field(default=8, metadata={"help": "Images per batch."})
+        progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    args, config = parse_dataclasses([MapArgs, DreamConfig], argv, prog="realness map",
+                                     description="Dense realness maps (DREAM) for a folder of images.")
+    s = map_folder(args.images, args.descriptions, args.out, config, args.device, args.batch_size, args.progress)
+    print(f"mapped {len(s['mapped'])}, flat ('No') {len(s['flat'])}, failed {len(s['failed'])} -> {args.out}")
+    return 0
+
+
+def _eval_maps(argv: list[str]) -> int:
+    from realness.dream.run import evaluate_maps
+
+    p = argparse.ArgumentParser(prog="realness eval-maps", description="Localization metrics of maps against binary mask PNGs.")
+    p.add_argument("--maps", required=True, help="Folder of <name>.npz written by `realness map` (required)")
+    p.add_argument("--masks", required=True, help="Folder of <name>.png masks, non-zero = unreal region (required)")
+    p.add_argument("--out", default=None, help="Folder for localization.json/.csv (default: print only)")
+    p.add_argument("--threshold", type=float, default=0.5, help="Map threshold for F1/IoU (default: 0.5)")
+    p.add_argument("--tolerance", type=int, default=0, help="Pointing-game tolerance in pixels (default: 0)")
+    a = p.parse_args(argv)
+    r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance)
+    print(f"n={r['n']}  " + "  ".join(f"{k} {v:.4f}" for k, v in r["mean"].items()))
+    if r["no_mask"]:
+        print(f"{len(r['no_mask'])} map(s) without a mask: {r['no_mask'][:5]}")
+    return 0
+
+
 COMMANDS = {
     "train-core": (_train_core, "train and cross-validate CORE (flags: realness train-core --help)"),
     "score-core": (_score_core, "score a folder of images with a trained CORE model"),
     "eval": (_eval, "SROCC/KRCC/PLCC/RMSE with bootstrap intervals and a scatter plot"),
+    "map": (_map, "dense realness maps (DREAM) for a folder of images"),
+    "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }
 
 

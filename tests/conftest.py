@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-RAISE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raise-train"
+RAISE_DIR = Path(os.environ.get("REALNESS_RAISE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raise-train")
 
 WORDS = (
     "yes no somewhat the a an and of is are in on with to looks look seems image face hand hands hat dog "
@@ -82,3 +82,87 @@ def planted_dataset(folder: Path, n: int, seed: int = 0) -> tuple[list[dict], np
         rows.append({"image": path.name, "mos": 50 + 20 * (image_term[i] + text_term[i]),
                      "description": f"{filler} {word} {filler}"})
     return rows, image_term, text_term
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16, "pool_type": "avg"},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def build_tiny_clip(folder: Path, engineer: str | None = None) -> dict:
+    """A tiny open_clip model saved as config JSON + safetensors; returns `DreamConfig` overrides.
+
+    `engineer="redness"` sets the weights so the answer is known: a patch embedding's (and an
+    average-pooled crop embedding's) cosine with +e0 grows with how red its pixels are, and every text
+    embeds to +e0. Transformer blocks pass tokens through unchanged except
+    the last, whose query-query attention (for ClearCLIP) is sharp and value/output maps are identity.
+    """
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"tiny-clip-{engineer or 'random'}"
+    (folder / f"{name}.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    model = open_clip.create_model(name, pretrained=None)
+    if engineer == "redness":
+        v, t = model.visual, model.transformer
+        with torch.no_grad():
+            v.conv1.weight.zero_()
+            v.conv1.weight[0, 0] = 1.0 / 256
+            v.conv1.weight[0, 1:] = -0.5 / 256
+            v.class_embedding.zero_()
+            # A constant second component keeps the embedding graded (LayerNorm of a lone redness
+            # value would only keep its sign): cos(token, e0) ~ redness / sqrt(redness^2 + 1).
+            v.positional_embedding.zero_()
+            v.positional_embedding[:, 1] = 1.0
+            blocks = list(v.transformer.resblocks)
+            for block in blocks:
+                block.mlp.c_proj.weight.zero_()
+                block.mlp.c_proj.bias.zero_()
+                block.attn.out_proj.weight.zero_()
+                block.attn.out_proj.bias.zero_()
+                block.attn.in_proj_bias.zero_()
+            last = blocks[-1].attn
+            width = v.conv1.out_channels
+            last.in_proj_weight.zero_()
+            last.in_proj_weight[:width] = 8 * torch.eye(width)          # q: sharp query-query attention
+            last.in_proj_weight[2 * width:] = torch.eye(width)          # v: identity
+            last.out_proj.weight.copy_(torch.eye(width))                # output projection: identity
+            for ln in (v.ln_pre, v.ln_post, blocks[-1].ln_1):
+                ln.weight.fill_(1.0)
+                ln.bias.zero_()
+            v.proj.zero_()
+            v.proj[0, 0] = 1.0
+            v.proj[1, 1] = 1.0
+            # Text: blocks pass through, every text's end token embeds to +e0.
+            for block in t.resblocks:
+                block.mlp.c_proj.weight.zero_()
+                block.mlp.c_proj.bias.zero_()
+                block.attn.out_proj.weight.zero_()
+                block.attn.out_proj.bias.zero_()
+            model.token_embedding.weight.zero_()
+            model.token_embedding.weight[:, 0] = 1.0
+            model.positional_embedding.zero_()
+            model.ln_final.weight.fill_(1.0)
+            model.ln_final.bias.zero_()
+            model.text_projection.zero_()
+            model.text_projection[0, 0] = 1.0
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return {"model": name, "pretrained": str(weights), "model_config_dir": str(folder)}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> dict:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def redness_clip(tmp_path_factory) -> dict:
+    return build_tiny_clip(tmp_path_factory.mktemp("redness-clip"), engineer="redness")

@@ -1,0 +1,210 @@
+"""Dense realness maps: where an image looks like its description of what is unreal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from realness.dream.clip import dense_embeddings, encode_crops, encode_texts, image_stats, load_clip
+from realness.dream.configuration import DreamConfig
+from realness.dream.text import parse_verdict, split_phrases
+
+
+@dataclass
+class RealnessMap:
+    """A map at image resolution: 1 = most like the described flaw, 0 = least.
+
+    Attributes:
+        map: (H, W) float32 in [0, 1], the phrase maps combined then min-max normalised.
+        phrases: the claims mapped (empty when flat).
+        phrase_maps: (P, H, W) float32 in [0, 1], one per phrase, each min-max normalised.
+        raw_range: (min, max) of the combined score before normalisation (cosine units; with contrast,
+            similarity to the flaw minus similarity to the neutral prompt). A small range is a weak map.
+        verdict: yes / no / somewhat, or "" when the description does not start with one.
+        flat: True when nothing was mapped (a "No" answer): `map` is all zeros.
+    """
+
+    map: np.ndarray
+    phrases: list[str] = field(default_factory=list)
+    phrase_maps: np.ndarray | None = None
+    raw_range: tuple[float, float] = (0.0, 0.0)
+    verdict: str = ""
+    flat: bool = False
+    method: str = "dense"
+
+    def save(self, path: str | Path) -> Path:
+        """Write an `.npz` with the maps and a JSON header of the rest."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        phrase_maps = self.phrase_maps if self.phrase_maps is not None else np.zeros((0, *self.map.shape), np.float32)
+        meta = {"phrases": self.phrases, "raw_range": list(self.raw_range), "verdict": self.verdict,
+                "flat": self.flat, "method": self.method}
+        np.savez_compressed(path, map=self.map.astype(np.float32), phrase_maps=phrase_maps.astype(np.float32),
+                            meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RealnessMap":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return cls(map=data["map"], phrase_maps=data["phrase_maps"], phrases=meta["phrases"],
+                       raw_range=tuple(meta["raw_range"]), verdict=meta["verdict"], flat=meta["flat"],
+                       method=meta["method"])
+
+    def heatmap(self, colormap: str = "hot") -> Image.Image:
+        """The map drawn with a matplotlib colour map, as an RGB image of the image's size."""
+        import matplotlib
+
+        rgba = matplotlib.colormaps[colormap](np.clip(self.map, 0, 1))
+        return Image.fromarray((rgba[..., :3] * 255).round().astype(np.uint8))
+
+    def overlay(self, image: Image.Image, colormap: str = "hot", alpha: float = 0.5) -> Image.Image:
+        """The heatmap blended over the image (`alpha` = heatmap opacity)."""
+        base = image.convert("RGB").resize(self.map.shape[::-1], Image.Resampling.BILINEAR)
+        return Image.blend(base, self.heatmap(colormap), alpha)
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    lo, hi = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(hi - lo > 1e-12, (x - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(x))
+
+
+def _positions(length: int, window: int, stride: int) -> list[int]:
+    """Window starts covering [0, length): a regular grid plus one flush with the far edge."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+class DreamMapper:
+    """Computes `RealnessMap`s with a CLIP model; see `DreamConfig` for the options."""
+
+    def __init__(self, config: DreamConfig | None = None, device: str = "cpu", clip=None, tokenizer=None):
+        self.config = config or DreamConfig()
+        self.device = device
+        if clip is None:
+            clip, tokenizer = load_clip(self.config.model, self.config.pretrained, self.config.model_config_dir, device)
+        self.clip, self.tokenizer = clip.to(device).eval(), tokenizer
+        self.mean, self.std = image_stats(self.clip)
+        size = self.clip.visual.image_size
+        self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        patch = self.clip.visual.patch_size
+        self.patch = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+
+    # ---- public -------------------------------------------------------------------------------
+    def map(self, image: Image.Image, description: str) -> RealnessMap:
+        """One image's map."""
+        return self.map_batch([image], [description])[0]
+
+    def map_batch(self, images: Sequence[Image.Image], descriptions: Sequence[str]) -> list[RealnessMap]:
+        """Maps for several images; dense mode runs same-sized images in one forward pass."""
+        if len(images) != len(descriptions):
+            raise ValueError(f"{len(images)} images but {len(descriptions)} descriptions")
+        parsed = [self._parse(d) for d in descriptions]
+        results: list[RealnessMap | None] = [None] * len(images)
+        todo = []
+        for i, (image, (verdict, phrases)) in enumerate(zip(images, parsed)):
+            if verdict == "no" and self.config.flat_for_no:
+                results[i] = RealnessMap(np.zeros((image.height, image.width), np.float32), [],
+                                         np.zeros((0, image.height, image.width), np.float32), (0.0, 0.0),
+                                         verdict, True, self.config.method)
+            else:
+                todo.append(i)
+        if not todo:
+            return results
+        texts = sorted({p for i in todo for p in parsed[i][1]})
+        emb = encode_texts(self.clip, self.tokenizer, texts + [self.config.neutral_prompt])
+        index = {t: k for k, t in enumerate(texts)}
+        neutral = emb[-1] if self.config.contrast else None
+        if self.config.method == "dense":
+            raw = self._dense([images[i] for i in todo])
+        else:
+            raw = [self._window(images[i]) for i in todo]
+        for i, feats in zip(todo, raw):
+            phrases = parsed[i][1]
+            text = emb[[index[p] for p in phrases]]
+            results[i] = self._finish(feats, text, neutral, images[i], parsed[i][0], phrases)
+        return results
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _parse(self, description: str) -> tuple[str, list[str]]:
+        verdict, body = parse_verdict(description)
+        body = body or description.strip()
+        return verdict, split_phrases(body) if self.config.split_phrases else [body]
+
+    def _pixels(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+        """(3, h, w) normalised tensor of `image` resized to `size` = (w, h)."""
+        img = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (x - self.mean) / self.std
+
+    def _dense_size(self, image: Image.Image) -> tuple[int, int]:
+        scale = self.config.dense_long_side / max(image.width, image.height)
+        pw, ph = self.patch[1], self.patch[0]
+        return (max(pw, round(image.width * scale / pw) * pw), max(ph, round(image.height * scale / ph) * ph))
+
+    def _dense(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """Per image, (D, gh, gw) patch embeddings; images of equal working size share a pass."""
+        sizes = [self._dense_size(im) for im in images]
+        out: list[torch.Tensor | None] = [None] * len(images)
+        for size in dict.fromkeys(sizes):
+            idx = [k for k, s in enumerate(sizes) if s == size]
+            pixels = torch.stack([self._pixels(images[k], size) for k in idx]).to(self.device)
+            tokens = dense_embeddings(self.clip, pixels, self.config.dense_fix)
+            for k, t in zip(idx, tokens):
+                out[k] = t.permute(2, 0, 1)
+        return out
+
+    def _window(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], tuple[int, int]]:
+        """The paper's sliding window: pooled embeddings of every crop, and where each crop lies."""
+        c = self.config
+        scale = min(1.0, c.window_long_side / max(image.width, image.height))
+        w, h = max(c.window, round(image.width * scale)), max(c.window, round(image.height * scale))
+        work = image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+        boxes = [(x, y) for y in _positions(h, c.window, c.stride) for x in _positions(w, c.window, c.stride)]
+        embs = []
+        for start in range(0, len(boxes), c.crop_batch):
+            crops = [work.crop((x, y, x + c.window, y + c.window)) for x, y in boxes[start:start + c.crop_batch]]
+            pixels = torch.stack([self._pixels(cr, self.input_size[::-1]) for cr in crops]).to(self.device)
+            embs.append(encode_crops(self.clip, pixels))
+        return torch.cat(embs), boxes, (w, h)
+
+    def _finish(self, feats, text: torch.Tensor, neutral, image: Image.Image, verdict: str, phrases) -> RealnessMap:
+        if self.config.method == "dense":
+            scores = torch.einsum("dhw,pd->phw", feats, text)
+            if neutral is not None:
+                scores = scores - torch.einsum("dhw,d->hw", feats, neutral)[None]
+        else:
+            embs, boxes, (w, h) = feats
+            crop_scores = embs @ text.T  # (crops, P)
+            if neutral is not None:
+                crop_scores = crop_scores - (embs @ neutral)[:, None]
+            total = torch.zeros(len(phrases), h, w)
+            count = torch.zeros(h, w)
+            win = self.config.window
+            for (x, y), s in zip(boxes, crop_scores.cpu()):
+                total[:, y:y + win, x:x + win] += s[:, None, None]
+                count[y:y + win, x:x + win] += 1
+            scores = total / count.clamp_min(1)
+        scores = F.interpolate(scores[None].float().cpu(), size=(image.height, image.width), mode="bilinear",
+                               align_corners=False)[0]
+        combined = scores.mean(0) if self.config.combine == "mean" else scores.amax(0)
+        return RealnessMap(
+            map=_minmax(combined).numpy().astype(np.float32),
+            phrases=list(phrases),
+            phrase_maps=_minmax(scores).numpy().astype(np.float32),
+            raw_range=(float(combined.min()), float(combined.max())),
+            verdict=verdict,
+            flat=False,
+            method=self.config.method,
+        )
