@@ -100,13 +100,19 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tiny_core_
     proc = subprocess.Popen(script + flags + ["--output_dir", str(killed)], env=env, stdout=log, stderr=log)
     state = killed / "seed42" / "fold0" / "checkpoint" / "state.json"
     deadline = time.time() + 300
-    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1) and time.time() < deadline:
+    def checkpointed_epoch() -> int:
+        try:  # the checkpoint folder is swapped atomically, so it can vanish between two calls
+            return json.loads(state.read_text())["epoch"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return -1
+
+    while checkpointed_epoch() < 1 and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_epochs = [json.loads(l)["epoch"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert 2 <= len(done_epochs) < 6, done_epochs
+    assert 1 <= len(done_epochs) < 6, done_epochs  # the log may lag the checkpoint by one epoch
     assert not (killed / "seed42" / "fold0" / "result.json").exists()
 
     resumed = subprocess.run(script + flags + ["--output_dir", str(killed)], env=env, capture_output=True, text=True)

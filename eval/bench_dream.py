@@ -1,0 +1,72 @@
+"""DREAM speed: maps per second, dense (one pass) vs the paper's sliding window, same images, same run.
+
+    python eval/bench_dream.py                          # CPU, ViT-B-32, 512x384 images
+    python eval/bench_dream.py --device cuda --images 32
+
+Uses the OpenAI weights when they can be loaded and random weights otherwise (speed does not depend
+on the weights). Prints one line per method and the ratio; writes --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from realness.dream import DreamConfig, DreamMapper
+
+DESC = "Yes, the hat looks warped on the dog's head; the fur around the hat is blurry."
+
+
+def _time(mapper: DreamMapper, images, batch: int, device: str) -> float:
+    mapper.map_batch(images[:1], [DESC])  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        mapper.map_batch(images[i:i + batch], [DESC] * len(images[i:i + batch]))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=4, help="Images per method (default: 4)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
+    p.add_argument("--stride", type=int, default=16, help="Window stride in px (default: 16, the issue's default)")
+    p.add_argument("--out", default="eval/out/bench_dream.json", help="JSON results (default: eval/out/bench_dream.json)")
+    a = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)) for _ in range(a.images)]
+    try:
+        from realness.dream.clip import load_clip
+
+        clip, tok = load_clip(a.model, "openai", device=a.device)
+        weights = "openai"
+    except Exception:
+        clip, tok = load_clip(a.model, None, device=a.device)
+        weights = "random init (OpenAI weights not reachable)"
+    rates = {}
+    for method in ("window", "dense"):
+        mapper = DreamMapper(DreamConfig(model=a.model, method=method, stride=a.stride), device=a.device, clip=clip,
+                             tokenizer=tok)
+        rates[method] = _time(mapper, images, batch=8, device=a.device)
+        print(f"{method:6s} {a.device}: {rates[method]:8.3f} maps/s")
+    ratio = rates["dense"] / rates["window"]
+    print(f"dense / window: {ratio:.1f}x  ({a.model}, {weights}, 512x384, window 64 px stride {a.stride})")
+    result = {"device": a.device, "model": a.model, "weights": weights, "maps_per_s": rates, "ratio": ratio,
+              "torch_threads": torch.get_num_threads()}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
