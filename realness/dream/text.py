@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import re
 
-VERDICTS = ("yes", "no", "somewhat")
-_VERDICT = re.compile(r"^\s*(yes|no|somewhat)\b[\s,.:;!\-–—]*", re.IGNORECASE)
+from describe.prompt import parse_verdict  # one verdict parser for the whole project
+
 # Sentence ends, semicolons, and clause joints that start a new claim.
 _SPLIT = re.compile(r"(?<=[.!?;])\s+|;\s*|,\s*(?:and|while|but|whereas)\s+|\s+(?:while|whereas)\s+", re.IGNORECASE)
 MIN_WORDS = 2
-
-
-def parse_verdict(description: str) -> tuple[str, str]:
-    """`(verdict, rest)`: verdict is yes/no/somewhat, or "" when the text does not start with one."""
-    if not description or not description.strip():
-        raise ValueError("empty description: nothing to map")
-    m = _VERDICT.match(description)
-    if not m:
-        return "", description.strip()
-    return m.group(1).lower(), description[m.end():].strip()
+__all__ = ["parse_verdict", "split_phrases"]
 
 
 def split_phrases(text: str) -> list[str]:

@@ -1,0 +1,59 @@
+"""`Describer`: describe images with a base VLM plus an optional LoRA adapter, in batches (transformers).
+
+This is the CPU / no-vLLM engine and the reference the vLLM engine is compared with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, Answer, parse_answer
+
+
+class Describer:
+    """Base model (+ adapter) that answers the realness question for images.
+
+    Args:
+        model_id: base model id or folder.
+        adapter: a PEFT LoRA folder (as written by training), or None for the base model.
+        quantize_4bit: load the base in 4-bit NF4.
+        merge: merge the adapter into the weights after loading (faster generation).
+    """
+
+    def __init__(self, model_id: str, adapter: str | Path | None = None, quantize_4bit: bool = False,
+                 dtype: str = "auto", device: str | None = None, merge: bool = False,
+                 question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64):
+        import torch
+
+        from describe.modeling import load_base
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.processor = load_base(model_id, quantize_4bit, dtype,
+                                               device_map=device if quantize_4bit else None)
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            if merge:
+                self.model = self.model.merge_and_unload()
+        if not quantize_4bit:
+            self.model.to(device)
+        self.model.eval()
+        self.question, self.system, self.max_new_tokens = question, system, max_new_tokens
+
+    def generate(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[str]:
+        """Raw answers, greedy, in input order."""
+        from describe.training import generate
+
+        out: list[str] = []
+        for start in range(0, len(images), batch_size):
+            out += generate(self.model, self.processor, list(images[start:start + batch_size]), self.question,
+                            self.system, self.max_new_tokens)
+        return [t.strip() for t in out]
+
+    def describe(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[Answer]:
+        """Parsed answers (verdict, explanation, contract problems)."""
+        return [parse_answer(t) for t in self.generate(images, batch_size)]

@@ -1,0 +1,181 @@
+"""Fine-tune an open VLM to write realness descriptions: LoRA or QLoRA, transformers Trainer, accelerate.
+
+    accelerate launch training/train_describer.py --config training/configs/describer_raise.yaml
+
+The Trainer brings checkpoints, resume, evaluation loss, mixed precision and DDP / DeepSpeed / FSDP
+through accelerate's config; this module adds the data (sources mixed, held out by image), answer-only
+labels, LoRA that vLLM can serve, and a few generated samples at every evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from describe.chat import TrainCollator, generation_inputs
+from describe.data import mix_sources, prefer_human_rows, split_by_image
+from describe.modeling import LANGUAGE_PROJECTIONS, LoraSettings, add_lora, load_base
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DescriberTrainConfig:
+    """Options of `training/train_describer.py` (and `realness train-describer`)."""
+
+    data: str = field(metadata={"help": "RAISE-layout folder or a manifest (image, description, source) CSV/JSONL."})
+    model_id: str = field(default="Qwen/Qwen2.5-VL-3B-Instruct", metadata={"help": "Base VLM (hub id or folder)."})
+    output_dir: str = field(default="runs/describer", metadata={"help": "Checkpoints, adapter/, samples.jsonl."})
+    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file for a RAISE folder (default: its GPT-4.1 CSV)."})
+    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD question)."})
+    system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
+    quantize_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (double quant, bf16 compute)."})
+    dtype: str = field(default="auto", metadata={"help": "Base weights dtype: auto, bf16, fp16, fp32."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS), metadata={"help": "Language-model projections with LoRA."})
+    lora_vision: bool = field(default=False, metadata={"help": "Also LoRA on the vision tower."})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for memory."})
+    image_max_pixels: int | None = field(default=None, metadata={"help": "Cap on image pixels (fewer image tokens, faster); default: the processor's."})
+    epochs: float = field(default=3.0, metadata={"help": "Training epochs."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)."})
+    batch_size: int = field(default=4, metadata={"help": "Per-device batch size."})
+    grad_accum: int = field(default=4, metadata={"help": "Gradient accumulation steps."})
+    lr: float = field(default=2e-4, metadata={"help": "Learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Linear warm-up share of the steps."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Share of images held out for evaluation (by image)."})
+    weight_gpt: float = field(default=1.0, metadata={"help": "Sampling weight of GPT-written descriptions."})
+    weight_human: float = field(default=1.0, metadata={"help": "Sampling weight of human descriptions."})
+    prefer_human: bool = field(default=False, metadata={"help": "Drop an image's GPT description when a human one exists."})
+    eval_steps: int = field(default=50, metadata={"help": "Evaluate (loss + samples) every N steps."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
+    samples_per_eval: int = field(default=4, metadata={"help": "Held-out images described at each evaluation."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation length for samples."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    num_workers: int = field(default=2, metadata={"help": "Data loader workers."})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
+    resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        from realness.images import load_image
+
+        return {"image": load_image(self.rows[i]["image"]), "answer": self.rows[i]["description"]}
+
+
+def load_rows(cfg: DescriberTrainConfig) -> list[dict]:
+    """Describer rows from a RAISE folder or a manifest (scores are not needed)."""
+    from realness.data import load_manifest, load_raise
+
+    path = Path(cfg.data)
+    ds = load_raise(path, descriptions=cfg.descriptions) if path.is_dir() else load_manifest(path, require_mos=False)
+    return ds.to_list()
+
+
+def prepare_data(cfg: DescriberTrainConfig, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train rows after preference and mixing, held-out rows), split by image first."""
+    if cfg.prefer_human:
+        rows = prefer_human_rows(rows)
+    train, held = split_by_image(rows, cfg.val_fraction, cfg.seed)
+    return mix_sources(train, {"gpt": cfg.weight_gpt, "human": cfg.weight_human}, cfg.seed), held
+
+
+def set_image_budget(processor, max_pixels: int | None) -> None:
+    """Cap the pixels (hence image tokens) per image for processors that support it (Qwen-VL family)."""
+    if not max_pixels:
+        return
+    ip = processor.image_processor
+    if hasattr(ip, "max_pixels"):
+        ip.max_pixels = max_pixels
+    size = getattr(ip, "size", None)
+    if isinstance(size, dict) and "longest_edge" in size:
+        size["longest_edge"] = max_pixels
+
+
+def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
+    from transformers import TrainerCallback
+
+    from realness.images import load_image
+
+    path = Path(cfg.output_dir) / "samples.jsonl"
+
+    class Samples(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero or not held or cfg.samples_per_eval <= 0:
+                return
+            rows = held[: cfg.samples_per_eval]
+            texts = generate(model, processor, [load_image(r["image"]) for r in rows], cfg.question,
+                             cfg.system or None, cfg.max_new_tokens)
+            with path.open("a") as fh:
+                for r, t in zip(rows, texts):
+                    fh.write(json.dumps({"step": state.global_step, "image": Path(r["image"]).name,
+                                         "reference": r["description"], "generated": t}) + "\n")
+            logger.info("step %d sample: %s", state.global_step, texts[0])
+
+    return Samples()
+
+
+@torch.no_grad()
+def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT_SYSTEM, max_new_tokens=64,
+             do_sample: bool = False) -> list[str]:
+    """Greedy (default) descriptions for a batch of PIL images."""
+    was_training = model.training
+    model.eval()
+    inputs = generation_inputs(processor, images, question, system)
+    device = next(p for p in model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                         pad_token_id=processor.tokenizer.pad_token_id)
+    model.train(was_training)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def train_describer(cfg: DescriberTrainConfig) -> Path:
+    """Fine-tune and save the adapter (+ processor) to `output_dir/adapter`; returns that folder."""
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train_rows, held = prepare_data(cfg, load_rows(cfg))
+    model, processor = load_base(cfg.model_id, cfg.quantize_4bit, cfg.dtype)
+    set_image_budget(processor, cfg.image_max_pixels)
+    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_modules), cfg.lora_vision)
+    model = add_lora(model, lora, cfg.gradient_checkpointing)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps, eval_strategy="steps" if held else "no", eval_steps=cfg.eval_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, bf16=bf16, seed=cfg.seed,
+        remove_unused_columns=False, dataloader_num_workers=cfg.num_workers, report_to=cfg.report_to,
+        label_names=["labels"], disable_tqdm=False,
+    )
+    collator = TrainCollator(processor, cfg.question, cfg.system or None)
+    trainer = Trainer(model=model, args=args, train_dataset=_Pairs(train_rows),
+                      eval_dataset=_Pairs(held) if held else None, data_collator=collator,
+                      callbacks=[_sample_callback(cfg, processor, held)])
+    last = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    adapter = out / "adapter"
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(adapter)
+        processor.save_pretrained(adapter)
+    return adapter

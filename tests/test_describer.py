@@ -1,0 +1,159 @@
+"""The describer on a tiny random Qwen2-VL built offline: labels, LoRA/QLoRA overfitting, adapters."""
+
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("peft")
+
+from describe.chat import IGNORE, TrainCollator
+from describe.data import mix_sources, prefer_human_rows, split_by_image
+from describe.prompt import DEFAULT_QUESTION, build_messages, parse_answer
+
+PAIRS = [
+    ((220, 30, 30), "Yes, the face is distorted."),
+    ((30, 200, 40), "No, nothing looks unrealistic."),
+    ((30, 40, 220), "Somewhat. The hat looks merged with the fur."),
+    ((240, 240, 240), "Yes, the hands look merged and the lighting is inconsistent."),
+]
+
+
+def _image(colour, seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.clip(np.array(colour)[None, None] + rng.integers(-10, 11, (56, 56, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+@pytest.fixture(scope="module")
+def pairs_manifest(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pairs")
+    with (d / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "description", "source"])
+        for i, (colour, text) in enumerate(PAIRS):
+            _image(colour).save(d / f"p{i}.png")
+            w.writerow([f"p{i}.png", text, "gpt"])
+    return d / "manifest.csv"
+
+
+@pytest.mark.parametrize(
+    "text,verdict,ok",
+    [
+        ("Yes, the face is distorted.", "yes", True),
+        ("somewhat: odd shadows", "somewhat", True),
+        ("No.", "no", True),
+        ("No, nothing looks unrealistic in this image.", "no", True),
+        ("The face is distorted.", "", False),
+        ("Yes.", "yes", False),
+        ("Yes, " + "very " * 40 + "odd.", "yes", False),
+        ("", "", False),
+    ],
+)
+def test_answer_contract(text, verdict, ok):
+    a = parse_answer(text)
+    assert (a.verdict, a.ok) == (verdict, ok)
+    if ok:
+        assert not a.problems
+    else:
+        assert a.problems
+
+
+def test_labels_cover_exactly_the_answer(tiny_vlm):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    batch = TrainCollator(processor)([{"image": _image(c), "answer": t} for c, t in PAIRS[:2]] +
+                                     [{"image": _image((0, 0, 0)).resize((84, 56)), "answer": PAIRS[2][1]}])
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for i, (_, text) in enumerate(PAIRS[:3]):
+        labels = batch["labels"][i]
+        kept = labels[labels != IGNORE]
+        assert processor.tokenizer.decode(kept[:-1]) == text and kept[-1].item() == eos
+        positions = (labels != IGNORE).nonzero().ravel()
+        assert (positions.diff() == 1).all()  # one contiguous span ...
+        prompt = batch["input_ids"][i, : positions[0]]
+        assert (prompt == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).any()  # ... after the image
+        assert processor.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")
+        assert (labels[batch["attention_mask"][i] == 0] == IGNORE).all()
+
+
+def test_messages_use_the_papers_question():
+    msgs = build_messages(answer="No.")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    assert msgs[1]["content"][0] == {"type": "image"} and msgs[1]["content"][1]["text"] == DEFAULT_QUESTION
+    assert DEFAULT_QUESTION.startswith("Is there anything unrealistic in this image? yes or no or somewhat,if yes")
+
+
+def test_source_mixing_and_split_by_image():
+    rows = [{"image": f"g{i}.png", "description": "x", "source": "gpt"} for i in range(40)]
+    rows += [{"image": f"h{i}.png", "description": "y", "source": "human"} for i in range(20)]
+    mixed = mix_sources(rows, {"gpt": 1, "human": 3}, seed=1)
+    counts = Counter(r["source"] for r in mixed)
+    assert counts == {"gpt": 40, "human": 60}
+    half = Counter(r["source"] for r in mix_sources(rows, {"gpt": 0.5, "human": 2.5}, seed=1))
+    assert half == {"gpt": 20, "human": 50}
+    assert len({r["image"] for r in mix_sources(rows, {"gpt": 0.5}, seed=1) if r["source"] == "gpt"}) == 20
+    both = rows + [{"image": "g0.png", "description": "human says", "source": "human"}]
+    kept = prefer_human_rows(both)
+    assert [r["description"] for r in kept if r["image"] == "g0.png"] == ["human says"]
+    train, held = split_by_image(both, 0.2, seed=0)
+    assert not {r["image"] for r in train} & {r["image"] for r in held}
+    assert len({r["image"] for r in held}) == 12  # 20 % of 60 images, both g0 rows on one side
+
+
+def _train(tiny_vlm, manifest, out, **over):
+    from describe.training import DescriberTrainConfig, train_describer
+
+    settings = dict(data=str(manifest), model_id=str(tiny_vlm), output_dir=str(out), val_fraction=0, lora_r=16,
+                    lora_alpha=32, lora_dropout=0.0, gradient_checkpointing=False, max_steps=80, batch_size=4,
+                    grad_accum=1, lr=3e-3, warmup_ratio=0.0, num_workers=0, save_steps=1000, logging_steps=20,
+                    dtype="fp32")
+    cfg = DescriberTrainConfig(**{**settings, **over})
+    return train_describer(cfg)
+
+
+def test_lora_overfits_four_pairs_and_reproduces_them(tiny_vlm, pairs_manifest, tmp_path):
+    from describe.adapters import inspect_adapter, merge_adapter
+    from describe.describer import Describer
+
+    adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "run")
+    log = json.loads((tmp_path / "run" / "checkpoint-80" / "trainer_state.json").read_text())["log_history"]
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert losses[-1] < 0.05 < losses[0]
+    images = [_image(c) for c, _ in PAIRS]
+    tuned = Describer(str(tiny_vlm), adapter, max_new_tokens=24)
+    assert tuned.generate(images) == [t for _, t in PAIRS]
+    assert [a.verdict for a in tuned.describe(images)] == ["yes", "no", "somewhat", "yes"]
+    base = Describer(str(tiny_vlm), max_new_tokens=24)
+    assert base.generate(images) != [t for _, t in PAIRS]
+    # Standard PEFT files, LoRA only, on the language model: what vLLM's --lora-modules loads.
+    info = inspect_adapter(adapter)
+    assert info["problems"] == [] and info["vision_tensors"] == 0
+    assert set(info["modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # Reloaded adapter and merged model give the same outputs.
+    reloaded = Describer(str(tiny_vlm), adapter, max_new_tokens=24)
+    merged_dir = merge_adapter(str(tiny_vlm), adapter, tmp_path / "merged", dtype="fp32")
+    merged = Describer(str(merged_dir), max_new_tokens=24)
+    from describe.chat import generation_inputs
+
+    inputs = generation_inputs(tuned.processor, images)
+    with torch.no_grad():
+        a, b = tuned.model(**inputs).logits, merged.model(**inputs).logits
+        c = reloaded.model(**inputs).logits
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert merged.generate(images) == [t for _, t in PAIRS]
+
+
+def test_qlora_4bit_overfits_too(tiny_vlm, pairs_manifest, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from describe.describer import Describer
+
+    adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "qrun", quantize_4bit=True, max_steps=100)
+    tuned = Describer(str(tiny_vlm), adapter, quantize_4bit=True, max_new_tokens=24)
+    assert tuned.generate([_image(c) for c, _ in PAIRS]) == [t for _, t in PAIRS]
