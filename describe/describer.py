@@ -57,3 +57,42 @@ class Describer:
     def describe(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[Answer]:
         """Parsed answers (verdict, explanation, contract problems)."""
         return [parse_answer(t) for t in self.generate(images, batch_size)]
+
+
+def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter: str | Path | None = None,
+                    quantize_4bit: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
+                    progress: bool = True) -> dict:
+    """`realness describe`: a descriptions CSV (`filename, description, verdict, contract_ok, problems`)
+    that CORE and DREAM read. Unreadable images are reported and skipped."""
+    import csv
+    import logging
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from realness.images import ImageError, list_images, load_image
+
+    describer = Describer(model_id, adapter, quantize_4bit=quantize_4bit, max_new_tokens=max_new_tokens)
+    paths = list_images(images)
+    failed: dict[str, str] = {}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n_ok = 0
+    with out.open("w", newline="", encoding="utf-8") as fh, \
+            tqdm(total=len(paths), desc="describing", unit="img", disable=not progress, file=sys.stderr) as bar:
+        w = csv.writer(fh)
+        w.writerow(["filename", "description", "verdict", "contract_ok", "problems"])
+        for start in range(0, len(paths), batch_size):
+            batch = []
+            for p in paths[start:start + batch_size]:
+                try:
+                    batch.append((p, load_image(p)))
+                except ImageError as err:
+                    logging.getLogger(__name__).warning("%s", err)
+                    failed[p.name] = str(err)
+            for (p, _), answer in zip(batch, describer.describe([im for _, im in batch], batch_size)):
+                w.writerow([p.name, answer.text, answer.verdict, answer.ok, "; ".join(answer.problems)])
+                n_ok += 1
+            fh.flush()
+            bar.update(len(paths[start:start + batch_size]))
+    return {"described": n_ok, "failed": failed}

@@ -3,6 +3,9 @@
     realness train-core   -> realness.core.training.train_core
     realness score-core   -> realness.scoring.score_folder
     realness eval         -> realness.evaluation.evaluate_file
+    realness train-describer -> describe.training.train_describer
+    realness describe     -> describe.describer.describe_folder
+    realness adapter      -> describe.adapters.check_adapter / merge_adapter
     realness map          -> realness.dream.map_folder
     realness eval-maps    -> realness.dream.evaluate_maps
 """
@@ -102,10 +105,62 @@ def _eval_maps(argv: list[str]) -> int:
     return 0
 
 
+def _train_describer(argv: list[str]) -> int:
+    from describe.training import DescriberTrainConfig, train_describer
+    from realness.argparsing import parse_dataclasses
+
+    (cfg,) = parse_dataclasses([DescriberTrainConfig], argv, prog="realness train-describer",
+                               description="LoRA/QLoRA fine-tuning of the describer VLM. For several GPUs use: "
+                                           "accelerate launch training/train_describer.py ...")
+    print(f"adapter: {train_describer(cfg)}")
+    return 0
+
+
+def _describe(argv: list[str]) -> int:
+    from describe.describer import describe_folder
+
+    p = argparse.ArgumentParser(prog="realness describe", description="Describe what looks unreal in every image of a folder (transformers engine).")
+    p.add_argument("--model", required=True, help="Base VLM id or folder (required)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none, the base model)")
+    p.add_argument("--images", required=True, help="Folder of images (required)")
+    p.add_argument("--out", default="descriptions.csv", help="Output CSV for score-core / map (default: descriptions.csv)")
+    p.add_argument("--quantize-4bit", action="store_true", help="Load the base in 4-bit NF4 (default: off)")
+    p.add_argument("--batch-size", type=int, default=8, help="Images per generate call (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="Answer length cap in tokens (default: 64)")
+    a = p.parse_args(argv)
+    r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens)
+    print(f"described {r['described']} image(s), {len(r['failed'])} failed -> {a.out}")
+    return 0
+
+
+def _adapter(argv: list[str]) -> int:
+    import json
+
+    from describe.adapters import check_adapter, merge_adapter
+
+    p = argparse.ArgumentParser(prog="realness adapter", description="Check that a LoRA adapter loads and changes the base model, or merge it.")
+    p.add_argument("action", choices=["check", "merge"], help="check: load and compare with the base; merge: write a full model")
+    p.add_argument("--model", required=True, help="Base VLM id or folder (required)")
+    p.add_argument("--adapter", required=True, help="LoRA adapter folder (required)")
+    p.add_argument("--out", default=None, help="merge: output folder (required for merge)")
+    a = p.parse_args(argv)
+    if a.action == "merge":
+        if not a.out:
+            p.error("merge needs --out")
+        print(f"merged model -> {merge_adapter(a.model, a.adapter, a.out)}")
+        return 0
+    report = check_adapter(a.model, a.adapter)
+    print(json.dumps(report, indent=2))
+    return 0 if report["changes_output"] and not report["problems"] else 1
+
+
 COMMANDS = {
     "train-core": (_train_core, "train and cross-validate CORE (flags: realness train-core --help)"),
     "score-core": (_score_core, "score a folder of images with a trained CORE model"),
     "eval": (_eval, "SROCC/KRCC/PLCC/RMSE with bootstrap intervals and a scatter plot"),
+    "train-describer": (_train_describer, "LoRA/QLoRA fine-tuning of the describer VLM"),
+    "describe": (_describe, "describe what looks unreal in a folder of images (transformers engine)"),
+    "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
     "map": (_map, "dense realness maps (DREAM) for a folder of images"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }

@@ -157,3 +157,63 @@ def test_qlora_4bit_overfits_too(tiny_vlm, pairs_manifest, tmp_path):
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "qrun", quantize_4bit=True, max_steps=100)
     tuned = Describer(str(tiny_vlm), adapter, quantize_4bit=True, max_new_tokens=24)
     assert tuned.generate([_image(c) for c, _ in PAIRS]) == [t for _, t in PAIRS]
+
+
+def test_eval_samples_and_resume(tiny_vlm, pairs_manifest, tmp_path):
+    out = tmp_path / "run"
+    _train(tiny_vlm, pairs_manifest, out, val_fraction=0.25, max_steps=4, eval_steps=2, save_steps=2,
+           batch_size=2, samples_per_eval=1, max_new_tokens=8)
+    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [2, 4]
+    held = samples[0]["image"]
+    assert all(s["image"] == held for s in samples) and samples[0]["reference"] in [t for _, t in PAIRS]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert any("eval_loss" in e for e in state["log_history"])
+    # Train longer in the same folder: it resumes from checkpoint-4 instead of starting over.
+    _train(tiny_vlm, pairs_manifest, out, val_fraction=0.25, max_steps=6, eval_steps=2, save_steps=2,
+           batch_size=2, samples_per_eval=1, max_new_tokens=8)
+    steps = [s["step"] for s in (json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines())]
+    assert steps == [2, 4, 6]
+
+
+def test_training_script_help_and_adapter_check(tiny_vlm, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from describe.adapters import check_adapter
+    from describe.modeling import LoraSettings, add_lora, load_base
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "training" / "train_describer.py"), "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "--quantize_4bit" in out.stdout and "Qwen/Qwen2.5-VL-3B-Instruct" in out.stdout
+    model, _ = load_base(str(tiny_vlm), dtype="fp32")
+    peft_model = add_lora(model, LoraSettings(r=4, alpha=8))
+    peft_model.save_pretrained(tmp_path / "untrained")  # B = 0: no effect on outputs
+    assert check_adapter(str(tiny_vlm), tmp_path / "untrained")["changes_output"] is False
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "changed")
+    report = check_adapter(str(tiny_vlm), tmp_path / "changed")
+    assert report["changes_output"] and report["problems"] == []
+
+
+def test_describe_cli_writes_descriptions_core_can_read(tiny_vlm, tmp_path, capsys):
+    from realness.cli import main
+    from realness.data import load_descriptions
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, (colour, _) in enumerate(PAIRS[:3]):
+        _image(colour).save(images / f"p{i}.png")
+    (images / "broken.png").write_bytes(b"nope")
+    assert main(["describe", "--model", str(tiny_vlm), "--images", str(images), "--out", str(tmp_path / "d.csv"),
+                 "--max-new-tokens", "6", "--batch-size", "2"]) == 0
+    assert "described 3 image(s), 1 failed" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "d.csv").open()))
+    assert [r["filename"] for r in rows] == ["p0.png", "p1.png", "p2.png"]
+    assert all(r["contract_ok"] == "False" for r in rows)  # a random model does not follow the contract
+    assert set(load_descriptions(tmp_path / "d.csv")) == {"p0.png", "p1.png", "p2.png"}
