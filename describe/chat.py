@@ -4,6 +4,7 @@ Chat formatting goes through the model's own processor and chat template (never 
 tokens). For a training pair the full conversation is rendered, and the prompt part (system, image
 tokens, question, the assistant header) plus padding and anything the template appends after the
 answer's end-of-turn token is masked with -100, so only the answer and its end-of-turn token are learned.
+Works for templates that put a space or newline between the assistant header and the answer.
 """
 
 from __future__ import annotations
@@ -39,29 +40,36 @@ class TrainCollator:
     max_length: int | None = None
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        tok = self.processor.tokenizer
-        tok.padding_side = "right"
+        self.processor.tokenizer.padding_side = "right"
         images = [[ex["image"]] for ex in examples]
-        prompts = [render(self.processor, self.question, self.system) for _ in examples]
         answers = [ex["answer"].strip() for ex in examples]
-        full = [p + a for p, a in zip(prompts, answers)]
-        ends = [render(self.processor, self.question, self.system, a) for a in answers]
-        for f, e in zip(full, ends):
-            if not e.startswith(f):
-                raise ValueError("chat template does not render the answer right after the assistant header")
-        batch = self.processor(text=ends, images=images, padding=True, return_tensors="pt")
-        prompt_ids = self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
-        answer_ids = self.processor(text=full, images=images, padding=True, return_tensors="pt")
+        full = [render(self.processor, self.question, self.system, a) for a in answers]
+        cuts = [f.rfind(a) for f, a in zip(full, answers)]
+        if any(c < 0 for c in cuts):
+            raise ValueError("the chat template changed the answer text; cannot locate it for the labels")
+        batch = self.processor(text=full, images=images, padding=True, return_tensors="pt")
+        prompt = render(self.processor, self.question, self.system)
+        before = self.processor(text=[prompt] * len(examples), images=images, padding=True, return_tensors="pt")
+        through = self.processor(text=[f[:c + len(a)] for f, c, a in zip(full, cuts, answers)], images=images,
+                                 padding=True, return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE)
         for i in range(len(examples)):
-            start = int(prompt_ids["attention_mask"][i].sum())
-            stop = int(answer_ids["attention_mask"][i].sum()) + 1  # + the end-of-turn token
-            if not torch.equal(batch["input_ids"][i, :start], prompt_ids["input_ids"][i, :start]):
-                raise ValueError("the prompt tokenises differently inside the full conversation")
-            labels[i, start:stop] = batch["input_ids"][i, start:stop]
+            ids = batch["input_ids"][i]
+            # Labels start exactly where generation will start: after the tokens the generation
+            # prompt shares with the full text (a template's "Assistant:" + " Yes" puts the space in
+            # the answer, so the model learns to produce it).
+            start = _common_prefix(ids, before["input_ids"][i][before["attention_mask"][i].bool()])
+            stop = _common_prefix(ids, through["input_ids"][i][through["attention_mask"][i].bool()]) + 1  # + end of turn
+            labels[i, start:stop] = ids[start:stop]
         labels[batch["attention_mask"] == 0] = IGNORE
         batch["labels"] = labels
         return dict(batch)
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if len(differ) else n
 
 
 def generation_inputs(processor, images: Sequence[Image.Image], question: str = DEFAULT_QUESTION,

@@ -215,3 +215,46 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory) -> Path:
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+IDEFICS_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
+IDEFICS_TEMPLATE = ("<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+            "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+            "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+VLM_CORPUS_IDEFICS = ["Is there anything unrealistic in this image? yes or no or somewhat", "Yes, the face is distorted and the hands look merged.",
+          "No, nothing looks unrealistic.", "Somewhat. The lighting on the hat is inconsistent with the fur.", "System User Assistant"]
+def build_tiny_idefics3(folder: Path) -> Path:
+    """A random tiny Idefics3 (the SmolVLM family: SigLIP-style vision + Llama text), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor, PreTrainedTokenizerFast)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(VLM_CORPUS_IDEFICS * 5, trainers.BpeTrainer(vocab_size=400, special_tokens=IDEFICS_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<end_of_utterance>", pad_token="<|endoftext|>", bos_token="<|im_start|>",
+                                   additional_special_tokens=["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"], chat_template=IDEFICS_TEMPLATE)
+    ids = {t: fast.convert_tokens_to_ids(t) for t in IDEFICS_SPECIAL}
+    cfg = Idefics3Config(
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=16),
+        text_config=dict(model_type="llama", vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"], pad_token_id=ids["<|endoftext|>"]),
+        scale_factor=2, image_token_id=ids["<image>"], pad_token_id=ids["<|endoftext|>"])
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(cfg)
+    with torch.no_grad():  # see build_tiny_qwen2vl: lift the random LM head's logit cap
+        model.model.text_model.norm.weight.fill_(20.0)
+    model.generation_config.eos_token_id = ids["<end_of_utterance>"]; model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    ip = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 64}, max_image_size={"longest_edge": 64})
+    proc = Idefics3Processor(image_processor=ip, tokenizer=fast, image_seq_len=4, chat_template=IDEFICS_TEMPLATE)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3(tmp_path_factory) -> Path:
+    return build_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))

@@ -63,22 +63,28 @@ def test_answer_contract(text, verdict, ok):
         assert a.problems
 
 
-def test_labels_cover_exactly_the_answer(tiny_vlm):
+FAMILIES = {"qwen2-vl": ("tiny_vlm", "<|im_start|>assistant\n", "<|im_end|>", "<|image_pad|>"),
+            "idefics3": ("tiny_idefics3", "Assistant:", "<end_of_utterance>", "<image>")}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_labels_cover_exactly_the_answer(request, family):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    fixture, header, end_of_turn, image_token = FAMILIES[family]
+    processor = AutoProcessor.from_pretrained(request.getfixturevalue(fixture))
     batch = TrainCollator(processor)([{"image": _image(c), "answer": t} for c, t in PAIRS[:2]] +
                                      [{"image": _image((0, 0, 0)).resize((84, 56)), "answer": PAIRS[2][1]}])
-    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = processor.tokenizer.convert_tokens_to_ids(end_of_turn)
     for i, (_, text) in enumerate(PAIRS[:3]):
         labels = batch["labels"][i]
         kept = labels[labels != IGNORE]
-        assert processor.tokenizer.decode(kept[:-1]) == text and kept[-1].item() == eos
+        assert processor.tokenizer.decode(kept[:-1]).strip() == text and kept[-1].item() == eos
         positions = (labels != IGNORE).nonzero().ravel()
         assert (positions.diff() == 1).all()  # one contiguous span ...
         prompt = batch["input_ids"][i, : positions[0]]
-        assert (prompt == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).any()  # ... after the image
-        assert processor.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")
+        assert (prompt == processor.tokenizer.convert_tokens_to_ids(image_token)).any()  # ... after the image
+        assert processor.tokenizer.decode(prompt).endswith(header)
         assert (labels[batch["attention_mask"][i] == 0] == IGNORE).all()
 
 
@@ -217,3 +223,15 @@ def test_describe_cli_writes_descriptions_core_can_read(tiny_vlm, tmp_path, caps
     assert [r["filename"] for r in rows] == ["p0.png", "p1.png", "p2.png"]
     assert all(r["contract_ok"] == "False" for r in rows)  # a random model does not follow the contract
     assert set(load_descriptions(tmp_path / "d.csv")) == {"p0.png", "p1.png", "p2.png"}
+
+
+def test_second_family_idefics3_trains_through_the_same_code(tiny_idefics3, pairs_manifest, tmp_path):
+    """SmolVLM's architecture (Idefics3): same collator, LoRA targets, Trainer, adapter and Describer."""
+    from describe.adapters import inspect_adapter
+    from describe.describer import Describer
+
+    adapter = _train(tiny_idefics3, pairs_manifest, tmp_path / "idefics", max_steps=100)
+    info = inspect_adapter(adapter)
+    assert info["problems"] == [] and info["vision_tensors"] == 0 and "text_model" in info["example_key"]
+    tuned = Describer(str(tiny_idefics3), adapter, max_new_tokens=24)
+    assert [t.strip() for t in tuned.generate([_image(c) for c, _ in PAIRS])] == [t for _, t in PAIRS]
