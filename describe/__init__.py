@@ -1,6 +1,12 @@
-"""The describer: an open vision-language model that writes realness descriptions (planned).
+"""The describer: an open vision-language model fine-tuned to write realness descriptions.
 
-It will hold the prompt and its output contract, LoRA/QLoRA fine-tuning pieces, the vLLM and
-transformers engines, and the resumable annotation client. Until then, CORE reads descriptions from
-a CSV/JSONL (written by GPT-4.1, by people, or by any VLM).
+    describe.prompt      the question, the Yes/No/Somewhat contract, `parse_answer`
+    describe.chat        chat-template rendering and answer-only labels (`TrainCollator`)
+    describe.data        GPT / human source mixing, split by image
+    describe.modeling    base model loading (bf16 or 4-bit NF4) and LoRA that vLLM can serve
+    describe.training    `train_describer` (transformers Trainer under accelerate)
+    describe.describer   `Describer`: batched generation with transformers (the CPU engine)
+    describe.adapters    inspect / check / merge adapters
+
+Heavy libraries (transformers, peft, bitsandbytes) are imported inside the functions that need them.
 """
