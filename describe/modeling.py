@@ -69,7 +69,8 @@ def add_lora(model, settings: LoraSettings | None = None, gradient_checkpointing
 
     settings = settings or LoraSettings()
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

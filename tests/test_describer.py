@@ -160,7 +160,9 @@ def test_qlora_4bit_overfits_too(tiny_vlm, pairs_manifest, tmp_path):
     pytest.importorskip("bitsandbytes")
     from describe.describer import Describer
 
-    adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "qrun", quantize_4bit=True, max_steps=100)
+    # Gradient checkpointing on, as the real default: k-bit preparation must keep gradients flowing.
+    adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "qrun", quantize_4bit=True, max_steps=100,
+                     gradient_checkpointing=True)
     tuned = Describer(str(tiny_vlm), adapter, quantize_4bit=True, max_new_tokens=24)
     assert tuned.generate([_image(c) for c, _ in PAIRS]) == [t for _, t in PAIRS]
 
