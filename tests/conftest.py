@@ -279,3 +279,33 @@ def tiny_vlm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_idefics3(tmp_path_factory) -> Path:
     return build_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))
+
+
+DESCRIBER_PAIRS = [
+    ((220, 30, 30), "Yes, the face is distorted."),
+    ((30, 200, 40), "No, nothing looks unrealistic."),
+    ((30, 40, 220), "Somewhat. The hat looks merged with the fur."),
+    ((240, 240, 240), "Yes, the hands look merged and the lighting is inconsistent."),
+]
+
+
+def colour_image(colour, seed: int = 0) -> Image.Image:
+    """A 56x56 image of one colour with a little noise."""
+    rng = np.random.default_rng(seed)
+    a = np.clip(np.array(colour)[None, None] + rng.integers(-10, 11, (56, 56, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+@pytest.fixture(scope="session")
+def pairs_manifest(tmp_path_factory) -> Path:
+    """Four (image, description) pairs a describer must learn to tell apart by colour."""
+    import csv
+
+    d = tmp_path_factory.mktemp("pairs")
+    with (d / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "description", "source"])
+        for i, (colour, text) in enumerate(DESCRIBER_PAIRS):
+            colour_image(colour).save(d / f"p{i}.png")
+            w.writerow([f"p{i}.png", text, "gpt"])
+    return d / "manifest.csv"

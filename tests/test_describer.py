@@ -4,10 +4,8 @@ import csv
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip("peft")
 
@@ -15,30 +13,8 @@ from describe.chat import IGNORE, TrainCollator
 from describe.data import mix_sources, prefer_human_rows, split_by_image
 from describe.prompt import DEFAULT_QUESTION, build_messages, parse_answer
 
-PAIRS = [
-    ((220, 30, 30), "Yes, the face is distorted."),
-    ((30, 200, 40), "No, nothing looks unrealistic."),
-    ((30, 40, 220), "Somewhat. The hat looks merged with the fur."),
-    ((240, 240, 240), "Yes, the hands look merged and the lighting is inconsistent."),
-]
-
-
-def _image(colour, seed=0):
-    rng = np.random.default_rng(seed)
-    a = np.clip(np.array(colour)[None, None] + rng.integers(-10, 11, (56, 56, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(a)
-
-
-@pytest.fixture(scope="module")
-def pairs_manifest(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pairs")
-    with (d / "manifest.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "description", "source"])
-        for i, (colour, text) in enumerate(PAIRS):
-            _image(colour).save(d / f"p{i}.png")
-            w.writerow([f"p{i}.png", text, "gpt"])
-    return d / "manifest.csv"
+from conftest import DESCRIBER_PAIRS as PAIRS
+from conftest import colour_image as _image
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ import pytest
 pytest.importorskip("vllm")
 pytest.importorskip("peft")
 
-from test_describer import PAIRS, _image, _train, pairs_manifest  # noqa: E402,F401  (fixture)
+from conftest import DESCRIBER_PAIRS as PAIRS  # noqa: E402
+from conftest import colour_image as _image  # noqa: E402
+from test_describer import _train  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
@@ -29,11 +31,13 @@ def test_vllm_serves_the_trained_adapter_like_transformers(tiny_vlm, pairs_manif
     hf_base = create_engine("transformers", str(tiny_vlm), max_new_tokens=24).generate(images)
     engine = create_engine("vllm", str(tiny_vlm), str(adapter), max_lora_rank=16, max_model_len=1024,
                            dtype="float32", max_new_tokens=24)
-    tuned = engine.generate(images)
+    with engine:
+        tuned = engine.generate(images)
+        engine.adapter = None  # same engine, no LoRA request: the base model
+        base = engine.generate(images)
+        engine.adapter = str(adapter)
+        verdicts = [a.verdict for a in engine.describe(images)]
     assert tuned == [t for _, t in PAIRS] == hf_tuned  # vLLM applies the adapter exactly as peft does
-    engine.adapter = None  # same engine, no LoRA request: the base model
-    base = engine.generate(images)
     assert all(_same(a, b) for a, b in zip(base, hf_base))
     assert base != tuned
-    engine.adapter = str(adapter)
-    assert [a.verdict for a in engine.describe(images)] == ["yes", "no", "somewhat", "yes"]
+    assert verdicts == ["yes", "no", "somewhat", "yes"]

@@ -58,3 +58,15 @@ class VllmEngine:
 
     def describe(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[Answer]:
         return [parse_answer(t) for t in self.generate(images)]
+
+    def close(self) -> None:
+        """Stop vLLM's engine process now (instead of at interpreter exit, when logging is gone)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    def __enter__(self) -> "VllmEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

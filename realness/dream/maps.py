@@ -113,7 +113,7 @@ class DreamMapper:
         parsed = [self._parse(d) for d in descriptions]
         results: list[RealnessMap | None] = [None] * len(images)
         todo = []
-        for i, (image, (verdict, phrases)) in enumerate(zip(images, parsed)):
+        for i, (image, (verdict, _)) in enumerate(zip(images, parsed)):
             if verdict == "no" and self.config.flat_for_no:
                 results[i] = RealnessMap(np.zeros((image.height, image.width), np.float32), [],
                                          np.zeros((0, image.height, image.width), np.float32), (0.0, 0.0),
