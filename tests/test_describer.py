@@ -213,3 +213,23 @@ def test_second_family_idefics3_trains_through_the_same_code(tiny_idefics3, pair
     assert info["problems"] == [] and info["vision_tensors"] == 0 and "text_model" in info["example_key"]
     tuned = Describer(str(tiny_idefics3), adapter, max_new_tokens=24)
     assert [t.strip() for t in tuned.generate([_image(c) for c, _ in PAIRS])] == [t for _, t in PAIRS]
+
+
+def test_annotate_direct_mode_with_the_transformers_engine(tiny_vlm, tmp_path, capsys):
+    from realness.cli import main
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, (colour, _) in enumerate(PAIRS[:3]):
+        _image(colour).save(images / f"p{i}.png")
+    (images / "broken.png").write_bytes(b"nope")
+    out = tmp_path / "d.jsonl"
+    args = ["annotate", "--engine", "transformers", "--model", str(tiny_vlm), "--images", str(images),
+            "--out", str(out), "--max_tokens", "6", "--batch_size", "2", "--progress", "false"]
+    assert main(args) == 1  # the broken file fails, the rest are described
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(r["filename"] for r in recs if r["status"] == "ok") == ["p0.png", "p1.png", "p2.png"]
+    assert [r["filename"] for r in recs if r["status"] == "failed"] == ["broken.png"]
+    assert all(r["engine"] == "transformers" for r in recs if r["status"] == "ok")
+    assert main(args) == 1  # resumed: only the broken file is tried again
+    assert "annotated 0, skipped 3 already done, failed 1" in capsys.readouterr().out
