@@ -211,8 +211,9 @@ def annotate(cfg: AnnotateConfig) -> dict:
                 try:
                     text, server = client.describe(path)
                     finish(_record(path, sha, text, model=cfg.model, server=server))
-                except (ImageError, RuntimeError, ValueError, KeyError) as err:
-                    finish(_record(path, sha, None, str(err), model=cfg.model))
+                except Exception as err:  # any failure becomes a record, never a lost image
+                    reason = str(err) if isinstance(err, (ImageError, RuntimeError)) else f"{type(err).__name__}: {err}"
+                    finish(_record(path, sha, None, reason, model=cfg.model))
                 finally:
                     gate.release()
 

@@ -2,7 +2,6 @@
 resumable annotation client against it."""
 
 import json
-import os
 import shutil
 import signal
 import socket
