@@ -62,6 +62,18 @@ def write_cv_report(out: str | Path, results: list[dict], name: str = "core") ->
     return report
 
 
+def read_truth(truth: str | Path) -> dict[str, float]:
+    """File name -> MOS from a RAISE `ratings.csv` (`filename, MOS_Rating`) or a manifest (`image, mos`)."""
+    with Path(truth).open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{truth}: no rows")
+    key, col = ("filename", "MOS_Rating") if "MOS_Rating" in rows[0] else ("image", "mos")
+    if key not in rows[0] or col not in rows[0]:
+        raise ValueError(f"{truth}: needs columns filename,MOS_Rating or image,mos; found {sorted(rows[0])}")
+    return {Path(r[key]).name: float(r[col]) for r in rows if r[col] not in ("", None)}
+
+
 def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_column: str | None = None,
                   n_boot: int = 1000) -> dict:
     """Join a scores CSV with ground truth by file name and write metrics.json/.csv and scatter.png.
@@ -70,14 +82,7 @@ def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_
     """
     from realness.plots import scatter_plot
 
-    with Path(truth).open(encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise ValueError(f"{truth}: no rows")
-    key, col = ("filename", "MOS_Rating") if "MOS_Rating" in rows[0] else ("image", "mos")
-    if key not in rows[0] or col not in rows[0]:
-        raise ValueError(f"{truth}: needs columns filename,MOS_Rating or image,mos; found {sorted(rows[0])}")
-    mos_by_name = {Path(r[key]).name: float(r[col]) for r in rows if r[col] not in ("", None)}
+    mos_by_name = read_truth(truth)
     with Path(scores).open(encoding="utf-8-sig", newline="") as fh:
         srows = list(csv.DictReader(fh))
     if not srows:
