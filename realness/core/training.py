@@ -157,6 +157,16 @@ def _collate_features(items):
     return {"features": torch.stack(feats), "labels": torch.stack(z)}
 
 
+def _predict(core: CoreModel, records: list[dict], idx: np.ndarray, feats: torch.Tensor | None,
+             batch_size: int) -> np.ndarray:
+    """Z-scores for rows `idx`: from cached features when training on them, else from the files."""
+    if feats is not None:
+        return _score_cached(core, feats[idx])
+    rows = [records[i] for i in idx]
+    images = [load_image(r["image"]) for r in rows] if core.config.uses_image else None
+    return core.predict(images, [r["description"] for r in rows], batch_size=batch_size).numpy()
+
+
 @torch.no_grad()
 def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
     was_training = core.training
@@ -239,7 +249,6 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
                         mos_mean=mean, mos_std=std, mos_range=score_range)
-    needs_image = model.config.uses_image
     feats = None
     if uses_cache(cfg, model.config):
         from realness.core.features import cached_features
@@ -249,7 +258,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         fit_rows = torch.utils.data.TensorDataset(feats[fit_idx], torch.tensor(z[fit_idx], dtype=torch.float32))
         collate, workers = _collate_features, 0
     else:
-        fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], needs_image)
+        fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], model.config.uses_image)
         collate, workers = _collate(model.processor, cfg.augment), cfg.num_workers
     sampler = EpochSampler(len(fit_rows), seed)
     loader = DataLoader(fit_rows, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(fit_rows) > cfg.batch_size,
@@ -268,15 +277,6 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         state = json.loads((resume_from / "state.json").read_text())
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         accelerator.print(f"resuming {run_dir} after epoch {state['epoch'] + 1}/{cfg.epochs}")
-
-    def evaluate(idx):
-        if feats is not None:
-            return _score_cached(model, feats[idx])
-        core = accelerator.unwrap_model(trained)
-        rows = [records[i] for i in idx]
-        images = [load_image(r["image"]) for r in rows] if needs_image else None
-        pred = core.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
-        return pred
 
     log = (Path(cfg.output_dir) / "metrics.jsonl")
     for epoch in range(start_epoch, cfg.epochs):
@@ -297,7 +297,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             optimizer.zero_grad()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        sel_pred = evaluate(sel_idx)
+        sel_pred = _predict(model, records, sel_idx, feats, cfg.batch_size * 2)
         sel_srocc = srocc(sel_pred, z[sel_idx]) if np.ptp(sel_pred) > 0 else math.nan
         score = sel_srocc if math.isfinite(sel_srocc) else -math.inf
         improved = score > best["score"]
@@ -327,11 +327,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         return result
     best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
     rows = [records[i] for i in fold.val]
-    if feats is not None:
-        pred_z = _score_cached(best_model, feats[fold.val])
-    else:
-        images = [load_image(r["image"]) for r in rows] if needs_image else None
-        pred_z = best_model.predict(images, [r["description"] for r in rows], batch_size=cfg.batch_size * 2).numpy()
+    pred_z = _predict(best_model, records, fold.val, feats, cfg.batch_size * 2)
     result.update({k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"})
     if accelerator.is_main_process:
         import csv
