@@ -48,28 +48,29 @@ class TrainCollator:
         if any(c < 0 for c in cuts):
             raise ValueError("the chat template changed the answer text; cannot locate it for the labels")
         batch = self.processor(text=full, images=images, padding=True, return_tensors="pt")
-        prompt = render(self.processor, self.question, self.system)
-        before = self.processor(text=[prompt] * len(examples), images=images, padding=True, return_tensors="pt")
-        through = self.processor(text=[f[:c + len(a)] for f, c, a in zip(full, cuts, answers)], images=images,
-                                 padding=True, return_tensors="pt")
+        # Where the answer starts and ends is found on the text tokens alone (no second and third pass
+        # over the images): the image placeholders all lie in the prompt, so in the processed batch
+        # both positions are shifted by the same number of extra image tokens.
+        tok = self.processor.tokenizer
+        prompt_ids = tok(render(self.processor, self.question, self.system))["input_ids"]
         labels = torch.full_like(batch["input_ids"], IGNORE)
-        for i in range(len(examples)):
-            ids = batch["input_ids"][i]
+        for i, (f, c, a) in enumerate(zip(full, cuts, answers)):
+            plain = tok(f)["input_ids"]
+            shift = int(batch["attention_mask"][i].sum()) - len(plain)
             # Labels start exactly where generation will start: after the tokens the generation
             # prompt shares with the full text (a template's "Assistant:" + " Yes" puts the space in
             # the answer, so the model learns to produce it).
-            start = _common_prefix(ids, before["input_ids"][i][before["attention_mask"][i].bool()])
-            stop = _common_prefix(ids, through["input_ids"][i][through["attention_mask"][i].bool()]) + 1  # + end of turn
-            labels[i, start:stop] = ids[start:stop]
+            start = _common_prefix(plain, prompt_ids) + shift
+            stop = _common_prefix(plain, tok(f[:c + len(a)])["input_ids"]) + shift + 1  # + end of turn
+            labels[i, start:stop] = batch["input_ids"][i, start:stop]
         labels[batch["attention_mask"] == 0] = IGNORE
         batch["labels"] = labels
         return dict(batch)
 
 
-def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
-    differ = (a[:n] != b[:n]).nonzero()
-    return int(differ[0]) if len(differ) else n
+    return next((k for k in range(n) if a[k] != b[k]), n)
 
 
 def generation_inputs(processor, images: Sequence[Image.Image], question: str = DEFAULT_QUESTION,
