@@ -14,7 +14,6 @@ import argparse
 import gc
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -50,8 +49,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     model = a.model
     if model is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import build_tiny_qwen2vl
+        from describe.tiny import build_tiny_qwen2vl
 
         model = str(build_tiny_qwen2vl(Path("eval/out/tiny-qwen2vl")))
     rng = np.random.default_rng(0)
