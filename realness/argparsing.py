@@ -2,7 +2,7 @@
 
 Each field becomes `--field_name` (underscores kept, dashes accepted), its help text taken from
 `metadata["help"]` and its default printed. Booleans take `true/false`; tuples and lists take several
-values. Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
+values. A field whose metadata has `positional=True` may also be given bare (`prog VALUE`). Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 _MISSING = dataclasses.MISSING
+_POSITIONAL = "__positional"
 
 
 def _bool(text: str) -> bool:
@@ -58,6 +59,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: s
         help_text += " (required)" if required else f" (default: {default})"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         target.add_argument(*names, help=help_text, **kwargs)
+        if f.metadata.get("positional"):  # also accepted as a bare argument: `prog VALUE` = `prog --name VALUE`
+            extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs")}
+            target.add_argument(f"{f.name}{_POSITIONAL}", nargs="?", metavar=f.name.upper(),
+                                help=f"same as --{f.name}", **extra)
 
 
 def parse_dataclasses(
@@ -71,6 +76,8 @@ def parse_dataclasses(
     for cls in classes:
         add_dataclass_arguments(parser, cls)
     args = vars(parser.parse_args(argv))
+    for key in [k for k in args if k.endswith(_POSITIONAL)]:
+        args[key[: -len(_POSITIONAL)]] = args.pop(key)
     values: dict[str, Any] = {}
     if args.get("config"):
         import yaml

@@ -1,5 +1,6 @@
 """The `realness` command: one subcommand per public function.
 
+    realness run          -> realness.pipeline.run (images -> descriptions -> scores -> maps -> report)
     realness train-core   -> realness.core.training.train_core
     realness score-core   -> realness.scoring.score_folder
     realness eval         -> realness.evaluation.evaluate_file
@@ -18,6 +19,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+
+def _run(argv: list[str]) -> int:
+    from realness.argparsing import parse_dataclasses
+    from realness.dream.configuration import DreamConfig
+    from realness.pipeline import RunConfig, run
+
+    cfg, dream = parse_dataclasses([RunConfig, DreamConfig], argv, prog="realness run",
+                                   description="End to end: describe, score (CORE) and map (DREAM) every image of a folder, "
+                                               "then write scores.csv, descriptions.jsonl, maps/ and report.html. "
+                                               "Rerun the same command to resume. The DreamConfig options set the maps.")
+    s = run(cfg, dream)
+    print(f"scored {s['ok']} of {s['images']} image(s) ({s['skipped_already_done']} already done, "
+          f"{len(s['failed'])} failed) -> {cfg.out}/report.html")
+    for name, reason in list(s["failed"].items())[:20]:
+        print(f"  failed {name}: {reason}")
+    if s["placeholders"]:
+        print(f"WARNING: placeholder model(s) with random weights: {', '.join(s['placeholders'])}; "
+              "their output means nothing (no network to fetch the real defaults)")
+    return 1 if s["failed"] else 0
 
 
 def _train_core(argv: list[str]) -> int:
@@ -206,6 +227,7 @@ def _eval_describer(argv: list[str]) -> int:
 
 
 COMMANDS = {
+    "run": (_run, "end to end: describe, score and map a folder of images; scores.csv + report.html"),
     "train-core": (_train_core, "train and cross-validate CORE (flags: realness train-core --help)"),
     "score-core": (_score_core, "score a folder of images with a trained CORE model"),
     "eval": (_eval, "SROCC/KRCC/PLCC/RMSE with bootstrap intervals and a scatter plot"),
@@ -225,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: realness COMMAND [options]\n\ncommands:")
         for name, (_, text) in COMMANDS.items():
-            print(f"  {name:<12} {text}")
+            print(f"  {name:<15} {text}")
         print("\n`realness COMMAND --help` explains each flag and its default.")
         return 0 if argv and argv[0] in ("-h", "--help") else (2 if argv else 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

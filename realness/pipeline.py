@@ -1,0 +1,564 @@
+"""End to end: images -> descriptions -> CORE realness scores -> DREAM maps -> scores.csv and report.html.
+
+`realness run IMAGES --out DIR`. Images are read, described, scored and mapped a chunk at a time
+(`--chunk_size`), so a folder of any size needs the memory of one chunk. Every finished image is
+appended to `DIR/results.jsonl` (and every new description to `DIR/descriptions.jsonl`) and flushed
+at once; rerunning the same command skips images whose file name and content hash already have a
+result, reuses descriptions already written, and retries failures. An image that fails at any stage
+gets a record naming the stage and the reason; the rest of the batch goes on. The tables and the
+report are rebuilt from `results.jsonl` at the end of every run, one row per input image, in input order.
+
+Models: descriptions come from `--descriptions` (ones you already have), then from a describer run
+in-process (`--describer`, `--engine`) or behind running servers (`--server`). CORE is `--core`
+(default: the bundled offline model) and DREAM's CLIP is the `DreamConfig` model. When the *default*
+describer or CLIP cannot be loaded because there is no network, `--offline_fallback` (default true)
+swaps in a tiny random placeholder (`describe.tiny`, `realness.dream.tiny`), says so in a warning, and
+marks it in summary.json and in the report: its text and maps mean nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from realness.dream.configuration import DreamConfig
+
+logger = logging.getLogger(__name__)
+DEFAULT_DESCRIBER = "Qwen/Qwen2.5-VL-3B-Instruct"
+PLACEHOLDER_DESCRIBER = "tiny-qwen2vl"
+STAGES = ("read", "describe", "score", "map")
+SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "description_source", "mos",
+                "overlay", "status", "error")
+
+
+@dataclass
+class RunConfig:
+    """Options of `realness run` (DREAM's options come from `DreamConfig`)."""
+
+    images: str | None = field(default=None, metadata={"help": "Folder of images, or a manifest CSV/JSONL with an image column (optional mos, description); also the first positional argument.", "positional": True})
+    out: str = field(default="realness-run", metadata={"help": "Output folder: scores.csv, descriptions.jsonl, maps/, report.html, summary.json."})
+    descriptions: str | None = field(default=None, metadata={"help": "Descriptions you already have (CSV/JSONL with filename,description); the describer writes only the missing ones."})
+    describer: str = field(default=DEFAULT_DESCRIBER, metadata={"help": "Describer VLM id or folder, 'tiny-qwen2vl' for the random placeholder, or 'none' to use only --descriptions."})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder for the describer (from train-describer)."})
+    engine: str = field(default="auto", metadata={"help": "Describer engine: transformers, vllm, or auto (vllm on a GPU when installed, else transformers)."})
+    server: list[str] = field(default_factory=list, metadata={"help": "Running OpenAI-compatible describer server URL(s) to use instead of loading the describer."})
+    server_model: str = field(default="describer", metadata={"help": "Model name sent to --server (an adapter name or the base)."})
+    api_key: str | None = field(default=None, metadata={"help": "Bearer token for --server."})
+    core: str = field(default="offline", metadata={"help": "CORE model folder, or 'offline' for the bundled model."})
+    dream: bool = field(default=True, metadata={"help": "Draw DREAM realness maps."})
+    truth: str | None = field(default=None, metadata={"help": "Human scores (RAISE ratings.csv or a manifest with image,mos) for correlations and a scatter plot."})
+    offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use tiny random placeholders (flagged) instead of stopping."})
+    chunk_size: int = field(default=16, metadata={"help": "Images read, described, scored and mapped together; bounds memory."})
+    describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
+    max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
+    concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
+    retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors, with exponential backoff from 1 s."})
+    device: str = field(default="auto", metadata={"help": "Torch device for the describer, CORE and DREAM: auto (cuda when available), cpu, cuda."})
+    resume: bool = field(default=True, metadata={"help": "Continue a run in --out: skip images already done, retry failed ones."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    thumb_size: int = field(default=256, metadata={"help": "Longer side in pixels of the report's thumbnails."})
+    overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz keeps full resolution)."})
+
+
+def _unreachable(err: Exception) -> bool:
+    """True for the errors a missing network gives when fetching weights from a hub."""
+    text = str(err).lower()
+    return isinstance(err, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve"))
+
+
+def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
+    """Switch the Hugging Face hub to offline mode for this process when its host cannot be reached.
+
+    Without this, every default model the run tries on a machine with no network costs about 45 s of
+    huggingface_hub retries before it fails; offline mode fails at once (and still loads cached models).
+    Returns True when offline.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return False
+    except OSError as err:
+        logger.info("%s unreachable (%s): hub offline mode, models come from the local cache only", host, err)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub.HF_HUB_OFFLINE = True
+        return True
+
+
+def _safe_name(filename: str) -> str:
+    """A file name for outputs derived from an image's name: keeps the extension, so a.png and a.jpg differ."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)
+
+
+class Models:
+    """Loads each model on first use and remembers what was loaded (and whether it is a placeholder)."""
+
+    def __init__(self, cfg: RunConfig, dream_config: DreamConfig, device: str):
+        self.cfg, self.dream_config, self.device = cfg, dream_config, device
+        self.info: dict[str, dict] = {}
+        self.load_s: dict[str, float] = {}
+        self._describer = self._core = self._mapper = None
+
+    def _timed(self, key: str, fn):
+        start = time.perf_counter()
+        value = fn()
+        self.load_s[key] = round(time.perf_counter() - start, 3)
+        return value
+
+    def core(self):
+        if self._core is None:
+            from realness.core import CoreModel
+
+            self._core = self._timed("core", lambda: CoreModel.from_pretrained(self.cfg.core, device=self.device))
+            c = self._core.config
+            self.info["core"] = {"name": self.cfg.core, "mode": c.mode, "image_backbone": c.image_backbone,
+                                 "text_encoder": c.text_encoder, "mos_scale": c.mos_mean is not None, "placeholder": False}
+        return self._core
+
+    def mapper(self):
+        if self._mapper is None:
+            self._mapper = self._timed("clip", self._load_mapper)
+        return self._mapper
+
+    def _load_mapper(self):
+        from realness.dream.maps import DreamMapper
+
+        config, placeholder = self.dream_config, False
+        try:
+            mapper = DreamMapper(config, device=self.device)
+        except Exception as err:
+            default = DreamConfig()
+            if not (self.cfg.offline_fallback and _unreachable(err) and config.model == default.model
+                    and config.pretrained == default.pretrained):
+                raise
+            from dataclasses import replace
+
+            from realness.dream.tiny import tiny_clip
+
+            logger.warning("CLIP %s/%s cannot be downloaded (%s); drawing maps with a tiny RANDOM placeholder "
+                           "CLIP: they mean nothing", config.model, config.pretrained, str(err).splitlines()[0][:120])
+            config, placeholder = replace(config, **tiny_clip()), True
+            mapper = DreamMapper(config, device=self.device)
+        self.info["clip"] = {"name": config.model if placeholder else f"{config.model}/{config.pretrained}",
+                             "method": config.method, "placeholder": placeholder}
+        return mapper
+
+    def describer(self):
+        """An engine with `.generate(images, batch_size)`, or a server client with `.describe(path)`."""
+        if self._describer is None:
+            self._describer = self._timed("describer", self._load_describer)
+        return self._describer
+
+    def _load_describer(self):
+        cfg = self.cfg
+        if cfg.server:
+            from describe.annotate import AnnotateConfig, _Client
+
+            self.info["describer"] = {"name": cfg.server_model, "server": cfg.server, "placeholder": False}
+            return _Client(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
+                                          max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
+                                          retries=cfg.retries))
+        if cfg.describer == "none":
+            raise ValueError("no description for this image and --describer none")
+        name, placeholder = cfg.describer, cfg.describer == PLACEHOLDER_DESCRIBER
+        try:
+            engine = self._engine(name, cfg.adapter)
+        except Exception as err:
+            if not (cfg.offline_fallback and _unreachable(err) and name == DEFAULT_DESCRIBER):
+                raise
+            logger.warning("describer %s cannot be downloaded (%s); describing with a tiny RANDOM placeholder VLM: "
+                           "its descriptions, and the scores and maps made from them, mean nothing",
+                           name, str(err).splitlines()[0][:120])
+            name, placeholder = PLACEHOLDER_DESCRIBER, True
+            engine = self._engine(name, None)
+        self.info["describer"] = {"name": name, "adapter": None if placeholder else cfg.adapter,
+                                  "engine": self._engine_kind(), "placeholder": placeholder}
+        return engine
+
+    def _engine_kind(self) -> str:
+        if self.cfg.engine != "auto":
+            return self.cfg.engine
+        import importlib.util
+
+        return "vllm" if self.device.startswith("cuda") and importlib.util.find_spec("vllm") else "transformers"
+
+    def _engine(self, name: str, adapter: str | None):
+        from describe.engines import create_engine
+
+        if name == PLACEHOLDER_DESCRIBER:
+            from describe.tiny import tiny_describer
+
+            name = str(tiny_describer())
+        kind = self._engine_kind()
+        extra = {"device": self.device} if kind == "transformers" else {}
+        return create_engine(kind, name, adapter, max_new_tokens=self.cfg.max_tokens, **extra)
+
+    def close(self) -> None:
+        if self._describer is not None and hasattr(self._describer, "close"):
+            self._describer.close()
+
+
+class _Jsonl:
+    """Append-only JSONL, flushed per record, so a kill loses at most the line being written."""
+
+    def __init__(self, path: Path):
+        self.fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete record of a JSONL file (a torn last line from a kill is ignored)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float]]:
+    """Image paths, plus descriptions and MOS when `images` is a manifest that has them."""
+    from realness.images import list_images
+
+    src = Path(images)
+    if src.is_dir():
+        return list_images(src), {}, {}
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: neither a folder of images nor a manifest file")
+    from realness.data import load_manifest
+
+    ds = load_manifest(src, require_mos=False, require_description=False)
+    paths = [Path(p) for p in ds["image"]]
+    cols = ds.column_names
+    texts = {p.name: d for p, d in zip(paths, ds["description"]) if d} if "description" in cols else {}
+    mos = {p.name: float(m) for p, m in zip(paths, ds["mos"]) if m is not None and m == m} if "mos" in cols else {}
+    return paths, texts, mos
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
+    """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json)."""
+    from tqdm.auto import tqdm
+
+    from describe.annotate import sha256_file
+
+    if not cfg.images:
+        raise ValueError("give the images: realness run IMAGES --out DIR")
+    if cfg.chunk_size < 1:
+        raise ValueError("--chunk_size must be at least 1")
+    dream_config = dream_config or DreamConfig()
+    out = Path(cfg.out)
+    results_path = out / "results.jsonl"
+    if results_path.exists() and not cfg.resume:
+        raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
+    for sub in ("maps", "thumbs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    paths, given, truth = _inputs(cfg.images)
+    if cfg.descriptions:
+        from realness.data import load_descriptions
+
+        given.update(load_descriptions(cfg.descriptions))
+    if cfg.truth:
+        from realness.evaluation import read_truth
+
+        truth.update(read_truth(cfg.truth))
+    done = {r["filename"]: r for r in read_jsonl(results_path)}
+    cached = {r["sha256"]: r["description"] for r in read_jsonl(out / "descriptions.jsonl") if r.get("status") == "ok"}
+    device = _device(cfg.device)
+    if cfg.offline_fallback:
+        hub_offline_if_unreachable()
+    models = Models(cfg, dream_config, device)
+    results, described = _Jsonl(results_path), _Jsonl(out / "descriptions.jsonl")
+    bar = tqdm(total=len(paths), desc="realness run", unit="img", disable=not cfg.progress, file=sys.stderr)
+    counts = {"processed": 0, "skipped": 0}
+    start = time.perf_counter()
+    try:
+        for first in range(0, len(paths), cfg.chunk_size):
+            todo = []
+            for path in paths[first:first + cfg.chunk_size]:
+                try:
+                    sha = sha256_file(path)
+                except OSError as err:
+                    sha = ""
+                    logger.warning("%s: cannot read (%s)", path, err)
+                prev = done.get(path.name)
+                if prev and prev["status"] == "ok" and prev["sha256"] == sha and sha:
+                    counts["skipped"] += 1
+                    bar.update(1)
+                    continue
+                todo.append(_new_record(path, sha, truth.get(path.name)))
+            _process(todo, cfg, dream_config, models, given, cached, described, out)
+            for rec in todo:
+                results.write(rec)
+                done[rec["filename"]] = rec
+                if rec["status"] != "ok":
+                    logger.warning("%s: %s failed: %s", rec["image"], rec["stage"], rec["error"])
+            counts["processed"] += len(todo)
+            bar.update(len(todo))
+    finally:
+        bar.close()
+        results.close()
+        described.close()
+        models.close()
+    wall = time.perf_counter() - start
+    records = [done[p.name] for p in paths if p.name in done]
+    summary = _summary(records, counts, wall, models, cfg, dream_config, device)
+    write_outputs(records, summary, out)
+    return summary
+
+
+def _new_record(path: Path, sha: str, mos: float | None) -> dict:
+    return {"filename": path.name, "image": str(path), "sha256": sha, "status": "ok", "stage": "", "error": "",
+            "description": "", "verdict": "", "description_source": "", "contract_ok": None, "score_z": None,
+            "score_mos": None, "mos": mos, "map": "", "overlay": "", "thumb": "", "overlay_thumb": "",
+            "map_flat": None, "seconds": {}}
+
+
+def _fail(rec: dict, stage: str, err: Exception | str) -> None:
+    rec.update(status="failed", stage=stage, error=str(err) if str(err) else type(err).__name__)
+
+
+def _split_time(recs: list[dict], stage: str, start: float) -> None:
+    """Charge a stage's wall time to the images it processed, evenly."""
+    if recs:
+        share = (time.perf_counter() - start) / len(recs)
+        for r in recs:
+            r["seconds"][stage] = round(share, 4)
+
+
+def _process(todo, cfg, dream_config, models: Models, given, cached, described: _Jsonl, out: Path) -> None:
+    """Run every stage over one chunk, filling in (and failing) each image's record in place."""
+    from describe.prompt import parse_answer
+    from realness.images import ImageError, load_image
+
+    images: dict[int, object] = {}
+    start = time.perf_counter()
+    for i, rec in enumerate(todo):
+        try:
+            images[i] = load_image(rec["image"])
+        except ImageError as err:
+            _fail(rec, "read", err)
+    _split_time(todo, "read", start)
+
+    # describe: the user's descriptions, then ones written by an earlier run, then the describer
+    need = []
+    for i in images:
+        rec = todo[i]
+        if given.get(rec["filename"], "").strip():
+            rec.update(description=given[rec["filename"]].strip(), description_source="given")
+        elif rec["sha256"] in cached:
+            rec.update(description=cached[rec["sha256"]], description_source="cached")
+        else:
+            need.append(i)
+    if need:
+        try:
+            describer = models.describer()
+        except ValueError as err:  # --describer none
+            describer = None
+            for i in need:
+                _fail(todo[i], "describe", err)
+        if describer is not None:
+            start = time.perf_counter()
+            texts = _describe(describer, [todo[i] for i in need], [images[i] for i in need], cfg)
+            _split_time([todo[i] for i in need], "describe", start)
+            from describe.annotate import _record
+
+            source = "server" if cfg.server else "describer"
+            for i, text in zip(need, texts):
+                rec = todo[i]
+                err = text if isinstance(text, Exception) else None
+                described.write(_record(Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
+                                        model=models.info["describer"]["name"]))
+                if err:
+                    _fail(rec, "describe", err)
+                elif not text.strip():
+                    _fail(rec, "describe", "the describer returned an empty description")
+                else:
+                    rec.update(description=text.strip(), description_source=source)
+                    cached[rec["sha256"]] = rec["description"]
+    ok = [i for i in images if todo[i]["status"] == "ok"]
+    for i in ok:
+        answer = parse_answer(todo[i]["description"])
+        todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
+
+    if ok:
+        models.core()  # loading is timed on its own, not charged to the first chunk's images
+    _per_image(ok, todo, "score", lambda idx: _score(models, [images[i] for i in idx], [todo[i] for i in idx]))
+    if cfg.dream:
+        ok = [i for i in ok if todo[i]["status"] == "ok"]
+        if ok:
+            models.mapper()
+        _per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
+                                                      dream_config, cfg, out))
+    for i, image in images.items():
+        _thumb(image, todo[i], cfg, out)
+
+
+def _per_image(idx: list[int], todo: list[dict], stage: str, fn) -> None:
+    """Run `fn` on the whole batch; if it fails, run it image by image so one bad input fails alone."""
+    if not idx:
+        return
+    start = time.perf_counter()
+    try:
+        fn(idx)
+        _split_time([todo[i] for i in idx], stage, start)
+        return
+    except Exception as err:  # noqa: BLE001 - isolate the culprit below
+        if len(idx) == 1:
+            _fail(todo[idx[0]], stage, err)
+            return
+    for i in idx:
+        start = time.perf_counter()
+        try:
+            fn([i])
+        except Exception as err:  # noqa: BLE001 - one image's failure is recorded, the rest go on
+            _fail(todo[i], stage, err)
+        _split_time([todo[i]], stage, start)
+
+
+def _describe(describer, recs: list[dict], images: list, cfg: RunConfig) -> list:
+    """Texts in order; an Exception in place of the text for each image that failed."""
+    if hasattr(describer, "generate"):
+        try:
+            return describer.generate(images, cfg.describe_batch)
+        except Exception as err:  # noqa: BLE001 - the engine failing on this chunk fails its images
+            return [RuntimeError(f"describer failed: {err}")] * len(images)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(rec):
+        try:
+            return describer.describe(Path(rec["image"]))[0]
+        except Exception as err:  # noqa: BLE001
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency * len(cfg.server))) as pool:
+        return list(pool.map(one, recs))
+
+
+def _score(models: Models, images: list, recs: list[dict]) -> None:
+    from realness.scoring import default_batch_size
+
+    core = models.core()
+    z = core.predict(images if core.config.uses_image else None,
+                     [r["description"] for r in recs] if core.config.uses_text else None,
+                     batch_size=default_batch_size(models.device))
+    for rec, value in zip(recs, z.tolist()):
+        mos = core.to_mos(value)
+        rec.update(score_z=float(value), score_mos=None if mos is None else float(mos))
+
+
+def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cfg: RunConfig, out: Path) -> None:
+    from PIL import Image
+
+    mapper = models.mapper()
+    for image, rec, rmap in zip(images, recs, mapper.map_batch(images, [r["description"] for r in recs])):
+        name = _safe_name(rec["filename"])
+        rmap.save(out / "maps" / f"{name}.npz")
+        overlay = rmap.overlay(image, config.colormap, config.alpha)
+        overlay.thumbnail((cfg.overlay_size, cfg.overlay_size), Image.Resampling.LANCZOS)
+        overlay.save(out / "maps" / f"{name}.overlay.png")
+        overlay.thumbnail((cfg.thumb_size, cfg.thumb_size), Image.Resampling.LANCZOS)
+        overlay.convert("RGB").save(out / "thumbs" / f"{name}.overlay.jpg", quality=85)
+        rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png",
+                   overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat))
+
+
+def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:
+    from PIL import Image
+
+    thumb = image.copy()
+    thumb.thumbnail((cfg.thumb_size, cfg.thumb_size), Image.Resampling.LANCZOS)
+    name = f"thumbs/{_safe_name(rec['filename'])}.jpg"
+    thumb.convert("RGB").save(out / name, quality=85)
+    rec["thumb"] = name
+
+
+def _summary(records, counts, wall, models: Models, cfg, dream_config, device) -> dict:
+    """Counts, score statistics, correlations with MOS when known, models used, and wall time per stage."""
+    import numpy as np
+
+    ok = [r for r in records if r["status"] == "ok"]
+    scored = [r for r in records if r["score_z"] is not None]
+    key = "score_mos" if scored and all(r["score_mos"] is not None for r in scored) else "score_z"
+    values = np.array([r[key] for r in scored], dtype=float)
+    stats = {}
+    if len(values):
+        stats = {"column": key, "mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+                 "median": float(np.median(values)), "max": float(values.max())}
+    verdicts = {v: sum(r["verdict"] == v for r in ok) for v in ("yes", "somewhat", "no", "")}
+    stage_s = {}
+    for stage in STAGES:
+        times = [r["seconds"][stage] for r in records if stage in r.get("seconds", {})]
+        if times:
+            stage_s[stage] = {"images": len(times), "mean_s_per_image": round(float(np.mean(times)), 4)}
+    known = [(r[key], r["mos"]) for r in scored if r.get("mos") is not None]
+    correlation = None
+    if len(known) >= 3:
+        from realness.metrics import correlations
+
+        c = correlations(*map(np.asarray, zip(*known)))
+        correlation = {"n": len(known), "srocc": c["srocc"], "plcc": c["plcc"], "krcc": c["krcc"]}
+    return {
+        "images": len(records), "ok": len(ok), "failed": {r["filename"]: f"{r['stage']}: {r['error']}"
+                                                        for r in records if r["status"] != "ok"},
+        "processed_this_run": counts["processed"], "skipped_already_done": counts["skipped"],
+        "scores": stats, "verdicts": verdicts, "vs_mos": correlation,
+        "models": models.info, "placeholders": sorted(k for k, v in models.info.items() if v.get("placeholder")),
+        "device": device, "dream": dream_config.to_dict() if cfg.dream else None,
+        "seconds": {"wall_this_run": round(wall, 3), "model_load": models.load_s, "per_stage": stage_s,
+                    "end_to_end_s_per_image": round(wall / counts["processed"], 4) if counts["processed"] else None},
+    }
+
+
+def write_outputs(records: list[dict], summary: dict, out: Path) -> None:
+    """scores.csv, summary.json, histogram.png, scatter.png (when MOS is known) and report.html."""
+    from realness.report import histogram_plot, write_report
+
+    with (out / "scores.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(SCORE_FIELDS)
+        for r in records:
+            w.writerow(["" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k])
+                        for k in SCORE_FIELDS])
+    plots = {}
+    stats = summary["scores"]
+    if stats:
+        values = [r[stats["column"]] for r in records if r[stats["column"]] is not None]
+        plots["histogram"] = histogram_plot(values, out / "histogram.png", stats["column"]).name
+    if summary["vs_mos"]:
+        from realness.plots import scatter_plot
+
+        known = [(r[stats["column"]], r["mos"]) for r in records if r["score_z"] is not None and r["mos"] is not None]
+        pred, mos = zip(*known)
+        plots["scatter"] = scatter_plot(pred, mos, out / "scatter.png", "realness run",
+                                        xlabel=f"predicted {stats['column']}").name
+    summary["plots"] = plots
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(records, summary, out / "report.html")

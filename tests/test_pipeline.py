@@ -1,0 +1,292 @@
+"""End to end (`realness run`): real tiny describer, the bundled CORE, a tiny CLIP, real files, a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realness.cli import main
+from realness.dream.maps import RealnessMap
+from realness.images import list_images, load_image
+from realness.samples import DESCRIPTIONS_CSV, IMAGES_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+GIVEN = {"portrait.jpg", "landscape_flat.jpg"}  # these two come with descriptions; the describer writes the rest
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The six samples, a CMYK JPEG and a truncated PNG: 8 files, 7 usable."""
+    d = tmp_path_factory.mktemp("run-images")
+    for p in IMAGES_DIR.iterdir():
+        shutil.copy(p, d / p.name)
+    Image.open(IMAGES_DIR / "portrait.jpg").convert("CMYK").save(d / "cmyk_portrait.jpg")
+    buf = (IMAGES_DIR / "landscape_flat.jpg").read_bytes()
+    Image.open(IMAGES_DIR / "landscape_flat.jpg").save(d / "zz_truncated.png")
+    (d / "zz_truncated.png").write_bytes((d / "zz_truncated.png").read_bytes()[:400])
+    assert len(buf) > 400 and len(list_images(d)) == 8
+    return d
+
+
+@pytest.fixture(scope="module")
+def given_csv(tmp_path_factory) -> Path:
+    rows = [r for r in csv.DictReader(DESCRIPTIONS_CSV.open()) if r["filename"] in GIVEN]
+    path = tmp_path_factory.mktemp("given") / "given.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["filename", "description"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def truth_csv(folder, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("truth") / "truth.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "mos"])
+        for i, p in enumerate(list_images(folder)):
+            w.writerow([p.name, 30 + 7 * i])
+    return path
+
+
+def _clip_flags(clip: dict) -> list[str]:
+    return ["--model", clip["model"], "--pretrained", clip["pretrained"], "--model_config_dir", clip["model_config_dir"]]
+
+
+def _args(folder, out, tiny_vlm, tiny_clip, given_csv, *extra) -> list[str]:
+    return ["run", str(folder), "--out", str(out), "--describer", str(tiny_vlm), "--descriptions", str(given_csv),
+            "--chunk_size", "3", "--max_tokens", "12", "--progress", "false", *_clip_flags(tiny_clip), *extra]
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "scores.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def run_out(folder, tiny_vlm, tiny_clip, given_csv, truth_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert main(_args(folder, out, tiny_vlm, tiny_clip, given_csv, "--truth", str(truth_csv))) == 1  # one bad file
+    return out
+
+
+def test_one_row_per_image_in_input_order_and_bad_files_named(run_out, folder):
+    rows = _rows(run_out)
+    assert [r["filename"] for r in rows] == [p.name for p in list_images(folder)]
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert [r["filename"] for r in bad] == ["zz_truncated.png"]
+    assert "zz_truncated.png" in bad[0]["error"] and bad[0]["score_z"] == ""
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 7 and all(r["score_z"] and r["score_mos"] and r["overlay"] for r in ok)
+    assert {r["filename"] for r in ok if r["description_source"] == "given"} == GIVEN
+    assert {r["description_source"] for r in ok if r["filename"] not in GIVEN} == {"describer"}
+
+
+def test_scores_equal_core_called_directly(run_out, folder):
+    from realness.core import CoreModel
+
+    rows = [r for r in _rows(run_out) if r["status"] == "ok"]
+    core = CoreModel.from_pretrained("offline")
+    z = core.predict([load_image(folder / r["filename"]) for r in rows], [r["description"] for r in rows], batch_size=1)
+    np.testing.assert_allclose([float(r["score_z"]) for r in rows], z.numpy(), atol=1e-5)
+    np.testing.assert_allclose([float(r["score_mos"]) for r in rows], [core.to_mos(v) for v in z.tolist()], atol=1e-3)
+
+
+def test_descriptions_are_the_describers_and_match_scores_csv(run_out, folder, tiny_vlm):
+    from describe.engines import create_engine
+    from describe.prompt import parse_answer
+
+    records = [json.loads(line) for line in (run_out / "descriptions.jsonl").read_text().splitlines()]
+    assert sorted(r["filename"] for r in records) == sorted(
+        p.name for p in list_images(folder) if p.name not in GIVEN | {"zz_truncated.png"})
+    by_name = {r["filename"]: r for r in _rows(run_out)}
+    engine = create_engine("transformers", str(tiny_vlm), max_new_tokens=12, device="cpu")
+    direct = engine.generate([load_image(folder / r["filename"]) for r in records], 8)
+    for rec, text in zip(records, direct):
+        assert rec["status"] == "ok" and rec["description"] == parse_answer(text).text
+        assert by_name[rec["filename"]]["description"] == text
+
+
+def test_maps_match_images_and_description_verdicts(run_out, folder):
+    for r in _rows(run_out):
+        if r["status"] != "ok":
+            continue
+        image = load_image(folder / r["filename"])
+        rmap = RealnessMap.load(run_out / "maps" / f"{r['filename']}.npz")
+        assert rmap.map.shape == (image.height, image.width)
+        assert rmap.flat == (r["verdict"] == "no")
+        assert (rmap.map.min(), rmap.map.max()) == ((0.0, 0.0) if rmap.flat else (0.0, 1.0))
+        overlay = Image.open(run_out / r["overlay"])
+        assert max(overlay.size) == min(1024, max(image.size))
+    # portrait.jpg's given description is a "No": a flat map, not an invented hot spot
+    assert next(r for r in _rows(run_out) if r["filename"] == "portrait.jpg")["verdict"] == "no"
+
+
+def test_summary_has_stage_times_and_correlation(run_out, truth_csv):
+    s = json.loads((run_out / "summary.json").read_text())
+    assert s["images"] == 8 and s["ok"] == 7 and list(s["failed"]) == ["zz_truncated.png"]
+    assert s["failed"]["zz_truncated.png"].startswith("read: ")
+    assert set(s["seconds"]["per_stage"]) == {"read", "describe", "score", "map"}
+    assert s["seconds"]["per_stage"]["describe"]["images"] == 5 and s["seconds"]["per_stage"]["map"]["images"] == 7
+    assert s["placeholders"] == [] and s["models"]["core"]["mos_scale"] is True
+    from realness.metrics import correlations
+
+    rows = [r for r in _rows(run_out) if r["status"] == "ok"]
+    c = correlations([float(r["score_mos"]) for r in rows], [float(r["mos"]) for r in rows])
+    assert s["vs_mos"]["n"] == 7 and s["vs_mos"]["srocc"] == pytest.approx(c["srocc"])
+    assert (run_out / "histogram.png").is_file() and (run_out / "scatter.png").is_file()
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (.ci/install installs it from Debian)")
+    return exe
+
+
+def render(html: Path, fragment: str = "") -> tuple[str, list[str]]:
+    """(DOM after scripts ran, console messages) from headless Chromium."""
+    profile = html.parent / ".chromium-profile"
+    r = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--no-first-run", "--disable-background-networking", "--disable-extensions",
+                        "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}", "--dump-dom",
+                        html.resolve().as_uri() + fragment], capture_output=True, text=True, timeout=120)
+    shutil.rmtree(profile, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_renders_in_chromium_without_console_errors(run_out):
+    dom, console = render(run_out / "report.html")
+    assert console == []
+    names = re.findall(r'<tr class="row[^"]*" data-filename="([^"]+)"', dom)
+    assert names == [r["filename"] for r in _rows(run_out)]
+    assert dom.count('class="row failed"') == 1 and "zz_truncated.png" in dom
+    for src in re.findall(r'<img src="([^"]+)"', dom):  # every picture the page shows exists and decodes
+        Image.open(run_out / src).verify()
+    assert "histogram.png" in dom and "scatter.png" in dom and "human MOS" in dom
+
+
+def test_report_sorts_in_the_browser(run_out):
+    dom, console = render(run_out / "report.html", "#sort=-score")
+    assert console == []
+    names = re.findall(r'data-filename="([^"]+)"', dom)
+    scores = {r["filename"]: r["score_mos"] for r in _rows(run_out)}
+    ok = [n for n in names if scores[n]]
+    assert [float(scores[n]) for n in ok] == sorted((float(scores[n]) for n in ok), reverse=True)
+    assert names[-1] == "zz_truncated.png"  # no score: last either way
+    assert 'aria-sort="descending"' in dom
+
+
+def test_rerun_skips_done_images_and_retries_failures(run_out, folder, tiny_vlm, tiny_clip, given_csv, truth_csv):
+    before = (run_out / "scores.csv").read_text()
+    lines = len((run_out / "results.jsonl").read_text().splitlines())
+    assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--truth", str(truth_csv))) == 1
+    s = json.loads((run_out / "summary.json").read_text())
+    assert s["skipped_already_done"] == 7 and s["processed_this_run"] == 1  # only the bad file is retried
+    assert (run_out / "scores.csv").read_text() == before
+    assert len((run_out / "results.jsonl").read_text().splitlines()) == lines + 1
+
+
+def test_resume_after_sigkill_completes_without_duplicates(folder, tiny_vlm, tiny_clip, given_csv, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "realness.cli", *_args(folder, out, tiny_vlm, tiny_clip, given_csv)]
+    cmd[cmd.index("--chunk_size") + 1] = "1"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(results.read_text().splitlines())
+    assert 3 <= done_before < 8 and not (out / "scores.csv").exists()
+
+    assert main(_args(folder, out, tiny_vlm, tiny_clip, given_csv)) == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["skipped_already_done"] == done_before and s["processed_this_run"] == 8 - done_before
+    rows = _rows(out)
+    assert [r["filename"] for r in rows] == [p.name for p in list_images(folder)]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["filename"] for r in records) == sorted(r["filename"] for r in rows)  # each image once
+    described = [json.loads(line)["sha256"] for line in (out / "descriptions.jsonl").read_text().splitlines()]
+    assert len(described) == len(set(described)) == 5  # nothing described twice
+    from realness.core import CoreModel
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    z = CoreModel.from_pretrained("offline").predict([load_image(folder / r["filename"]) for r in ok],
+                                                     [r["description"] for r in ok])
+    np.testing.assert_allclose([float(r["score_z"]) for r in ok], z.numpy(), atol=1e-5)
+
+
+def test_dead_server_fails_only_the_images_that_need_it(folder, tiny_clip, given_csv, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    out = tmp_path / "out"
+    code = main(["run", str(folder), "--out", str(out), "--server", f"http://127.0.0.1:{port}", "--retries", "0",
+                 "--descriptions", str(given_csv), "--progress", "false", "--dream", "false", *_clip_flags(tiny_clip)])
+    assert code == 1
+    rows = {r["filename"]: r for r in _rows(out)}
+    assert {n for n, r in rows.items() if r["status"] == "ok"} == GIVEN
+    for name, r in rows.items():
+        if name not in GIVEN and name != "zz_truncated.png":
+            assert f"127.0.0.1:{port}" in r["error"] and r["score_z"] == ""
+    assert not any(r["overlay"] for r in rows.values())  # --dream false: no maps
+
+
+def test_describer_none_needs_descriptions(folder, given_csv, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--describer", "none", "--descriptions", str(given_csv),
+                 "--dream", "false", "--progress", "false"]) == 1
+    rows = _rows(out)
+    assert {r["filename"] for r in rows if r["status"] == "ok"} == GIVEN
+    assert all("--describer none" in r["error"] for r in rows if r["status"] != "ok" and r["filename"] != "zz_truncated.png")
+
+
+def test_refuses_to_overwrite_without_resume(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
+    assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--resume", "false")) == 1
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def _readme_main_job() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", text, re.S).group(1)
+    return next(line for line in block.splitlines() if "realness run" in line)
+
+
+def test_readme_main_job_runs_offline_with_flagged_placeholders(tmp_path):
+    """The README's main command, as written, on the bundled samples with no network (the tests run offline)."""
+    cmd = _readme_main_job().strip()
+    assert cmd.startswith(".venv/bin/realness run realness/samples/images")
+    args = cmd.split()[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "out")
+    env = {**os.environ, "REALNESS_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "realness.cli", *args, "--progress", "false"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["ok"] == 6 and s["models"]["core"]["placeholder"] is False
+    assert s["placeholders"] == ["clip", "describer"]  # no pretrained VLM or CLIP can be had offline
+    assert "placeholder" in r.stdout.lower()
+    dom, console = render(tmp_path / "out" / "report.html")
+    assert console == [] and dom.count("Placeholder") == 2
