@@ -1,0 +1,109 @@
+"""`realness run` wall time per image, per stage and end to end, against the same work as separate commands.
+
+    python eval/bench_pipeline.py                                  # offline defaults, CPU
+    python eval/bench_pipeline.py --clip_model ViT-B-32 --clip_pretrained ""   # real-size CLIP, random weights
+    python eval/bench_pipeline.py --describer Qwen/Qwen2.5-VL-3B-Instruct --device cuda --n 256
+
+Images: the first `--n` of `--images` (default: RAISE's training images when ../shared/data/raise-train
+exists, else the bundled samples repeated). Run A is `realness run` (streaming, one process, every model
+loaded once). Baseline B, in the same process and on the same images, is the three-command route a user
+had before: `realness annotate --engine ...` (describer), then `score-core`, then `map`. Both include
+model loading. Prints the per-stage table and the ratio B / A; writes --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+RAISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raise-train" / "images"
+
+
+def _images(src: Path, n: int, dst: Path) -> int:
+    from realness.images import list_images
+
+    paths = list_images(src)
+    dst.mkdir(parents=True)
+    for i in range(n):
+        p = paths[i % len(paths)]
+        (dst / f"{i:04d}_{p.name}").symlink_to(p.resolve())
+    return n
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", default=None, help="Folder of images (default: RAISE training images, else the samples)")
+    p.add_argument("--n", type=int, default=32, help="Images to run (default: 32)")
+    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline placeholder)")
+    p.add_argument("--engine", default="auto", help="Describer engine (default: auto)")
+    p.add_argument("--clip_model", default="tiny-clip", help="open_clip model, or tiny-clip for the offline placeholder (default: tiny-clip)")
+    p.add_argument("--clip_pretrained", default="openai", help="open_clip weights tag; '' for random init (default: openai)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--chunk_size", type=int, default=16, help="realness run --chunk_size (default: 16)")
+    p.add_argument("--out", default="eval/out/bench_pipeline.json", help="JSON results (default: eval/out/bench_pipeline.json)")
+    a = p.parse_args(argv)
+
+    from describe.annotate import AnnotateConfig, annotate
+    from describe.tiny import tiny_describer
+    from realness.dream.configuration import DreamConfig
+    from realness.dream.run import map_folder
+    from realness.dream.tiny import tiny_clip
+    from realness.pipeline import RunConfig, _device, run
+    from realness.samples import IMAGES_DIR
+    from realness.scoring import score_folder
+
+    src = Path(a.images) if a.images else (RAISE if RAISE.is_dir() else IMAGES_DIR)
+    clip = tiny_clip() if a.clip_model == "tiny-clip" else {"model": a.clip_model, "pretrained": a.clip_pretrained or None}
+    dream = DreamConfig(**clip)
+    describer = str(tiny_describer()) if a.describer == "tiny-qwen2vl" else a.describer
+    device = _device(a.device)
+    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    try:
+        n = _images(src, a.n, work / "images")
+        start = time.perf_counter()
+        s = run(RunConfig(images=str(work / "images"), out=str(work / "run"), describer=describer, engine=a.engine,
+                          device=device, chunk_size=a.chunk_size, progress=False), dream)
+        pipeline_s = time.perf_counter() - start
+
+        base = {}
+        start = time.perf_counter()
+        annotate(AnnotateConfig(images=str(work / "images"), out=str(work / "b" / "descriptions.jsonl"),
+                                engine=s["models"]["describer"]["engine"], model=describer, progress=False))
+        base["describe (annotate)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        score_folder("offline", work / "images", work / "b" / "descriptions.jsonl", work / "b" / "scores.csv",
+                     device=device, progress=False)
+        base["score (score-core)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        map_folder(work / "images", work / "b" / "descriptions.jsonl", work / "b" / "maps", dream, device, progress=False)
+        base["map (map)"] = time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    baseline_s = sum(base.values())
+    result = {
+        "images": n, "source": str(src), "device": device, "models": s["models"], "failed": len(s["failed"]),
+        "pipeline": {"end_to_end_s_per_image": pipeline_s / n, "model_load_s": s["seconds"]["model_load"],
+                     "per_stage_s_per_image": {k: v["mean_s_per_image"] for k, v in s["seconds"]["per_stage"].items()}},
+        "separate_commands": {k: v / n for k, v in base.items()} | {"end_to_end_s_per_image": baseline_s / n},
+        "ratio_separate_over_pipeline": baseline_s / pipeline_s,
+    }
+    print(f"{n} images from {src} on {device}; describer {s['models']['describer']['name']}, "
+          f"CLIP {s['models'].get('clip', {}).get('name')}")
+    print("realness run, s per image:  " + "  ".join(
+        f"{k} {v:.4f}" for k, v in result["pipeline"]["per_stage_s_per_image"].items())
+          + f"  | end to end {pipeline_s / n:.4f} (model loading {sum(s['seconds']['model_load'].values()):.1f} s total)")
+    print("separate commands, s per image:  " + "  ".join(f"{k} {v / n:.4f}" for k, v in base.items())
+          + f"  | end to end {baseline_s / n:.4f}")
+    print(f"ratio separate / run: {result['ratio_separate_over_pipeline']:.2f}x")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
