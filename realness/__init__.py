@@ -4,6 +4,7 @@ Public API (imported lazily, so `import realness` stays light):
 
     create_core, CoreModel, CoreConfig, list_presets   CORE models (realness.core)
     train_core, CoreTrainConfig, ablate_modes          training / cross-validation (realness.core.training)
+    run, RunConfig                                      end to end: images -> scores, maps, report (realness.pipeline)
     score_images, score_folder                          scoring (realness.scoring)
     load_raise, load_manifest, kfold                    data (realness.data)
     correlations, evaluate_file                         metrics and reports (realness.metrics, realness.evaluation)
@@ -22,6 +23,8 @@ _EXPORTS = {
     "train_core": "realness.core.training",
     "CoreTrainConfig": "realness.core.training",
     "ablate_modes": "realness.core.training",
+    "run": "realness.pipeline",
+    "RunConfig": "realness.pipeline",
     "score_images": "realness.scoring",
     "score_folder": "realness.scoring",
     "load_raise": "realness.data",

@@ -31,7 +31,7 @@ from realness.dream.configuration import DreamConfig
 logger = logging.getLogger(__name__)
 DEFAULT_DESCRIBER = "Qwen/Qwen2.5-VL-3B-Instruct"
 PLACEHOLDER_DESCRIBER = "tiny-qwen2vl"
-STAGES = ("read", "describe", "score", "map")
+STAGES = ("read", "describe", "score", "map", "thumbnail")
 SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "description_source", "mos",
                 "overlay", "status", "error")
 
@@ -330,7 +330,10 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     wall = time.perf_counter() - start
     records = [done[p.name] for p in paths if p.name in done]
     summary = _summary(records, counts, wall, models, cfg, dream_config, device)
+    start = time.perf_counter()
     write_outputs(records, summary, out)
+    summary["seconds"]["write_outputs"] = round(time.perf_counter() - start, 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -417,8 +420,10 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
             models.mapper()
         _per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
                                                       dream_config, cfg, out))
+    start = time.perf_counter()
     for i, image in images.items():
         _thumb(image, todo[i], cfg, out)
+    _split_time([todo[i] for i in images], "thumbnail", start)
 
 
 def _per_image(idx: list[int], todo: list[dict], stage: str, fn) -> None:

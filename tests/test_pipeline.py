@@ -139,7 +139,7 @@ def test_summary_has_stage_times_and_correlation(run_out, truth_csv):
     s = json.loads((run_out / "summary.json").read_text())
     assert s["images"] == 8 and s["ok"] == 7 and list(s["failed"]) == ["zz_truncated.png"]
     assert s["failed"]["zz_truncated.png"].startswith("read: ")
-    assert set(s["seconds"]["per_stage"]) == {"read", "describe", "score", "map"}
+    assert set(s["seconds"]["per_stage"]) == {"read", "describe", "score", "map", "thumbnail"}
     assert s["seconds"]["per_stage"]["describe"]["images"] == 5 and s["seconds"]["per_stage"]["map"]["images"] == 7
     assert s["placeholders"] == [] and s["models"]["core"]["mos_scale"] is True
     from realness.metrics import correlations
