@@ -371,11 +371,16 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
     _split_time(todo, "read", start)
 
     # describe: the user's descriptions, then ones written by an earlier run, then the describer
+    from describe.annotate import _record
+
     need = []
     for i in images:
         rec = todo[i]
         if given.get(rec["filename"], "").strip():
             rec.update(description=given[rec["filename"]].strip(), description_source="given")
+            if cached.get(rec["sha256"]) != rec["description"]:  # descriptions.jsonl lists every text used
+                described.write(_record(Path(rec["image"]), rec["sha256"], rec["description"], source="given"))
+                cached[rec["sha256"]] = rec["description"]
         elif rec["sha256"] in cached:
             rec.update(description=cached[rec["sha256"]], description_source="cached")
         else:
@@ -391,14 +396,12 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
             start = time.perf_counter()
             texts = _describe(describer, [todo[i] for i in need], [images[i] for i in need], cfg)
             _split_time([todo[i] for i in need], "describe", start)
-            from describe.annotate import _record
-
             source = "server" if cfg.server else "describer"
             for i, text in zip(need, texts):
                 rec = todo[i]
                 err = text if isinstance(text, Exception) else None
                 described.write(_record(Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
-                                        model=models.info["describer"]["name"]))
+                                        model=models.info["describer"]["name"], source=source))
                 if err:
                     _fail(rec, "describe", err)
                 elif not text.strip():
