@@ -294,3 +294,24 @@ def test_readme_main_job_runs_offline_with_flagged_placeholders(tmp_path):
     assert "placeholder" in r.stdout.lower()
     dom, console = render(tmp_path / "out" / "report.html")
     assert console == [] and dom.count("Placeholder") == 2
+
+
+def test_manifest_input_brings_its_own_descriptions_and_mos(folder, tmp_path):
+    rows = list(csv.DictReader(DESCRIPTIONS_CSV.open()))
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "mos", "description"])
+        for i, r in enumerate(rows):
+            w.writerow([str(folder / r["filename"]), 20 + 10 * i, r["description"]])
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), "--describer", "none", "--dream", "false",
+                 "--progress", "false"]) == 0
+    got = _rows(out)
+    assert [r["filename"] for r in got] == [r["filename"] for r in rows]  # manifest order
+    assert [float(r["mos"]) for r in got] == [20 + 10 * i for i in range(len(rows))]
+    assert all(r["description_source"] == "given" for r in got)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["vs_mos"]["n"] == 6 and (out / "scatter.png").is_file()
+    dom, console = render(out / "report.html")
+    assert console == [] and dom.count('class="row"') == 6

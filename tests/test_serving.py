@@ -123,3 +123,31 @@ def test_dead_server_retries_then_reports_and_keeps_results(server, folder, tmp_
     # Two URLs, one dead: requests move to the live one and all succeed.
     assert _annotate(folder, out, [dead, server.url], "--retries", "3", "--backoff", "0.05") == 1  # corrupt only
     assert "new.png" in {r["filename"] for r in _records(out) if r["status"] == "ok"}
+
+
+def test_realness_run_through_the_server(server, folder, tiny_clip, tmp_path):
+    """The end-to-end pipeline with its describer behind the live server: the adapter's descriptions,
+    CORE scores equal to calling CORE directly on them, and maps."""
+    import csv
+
+    import numpy as np
+
+    from realness.cli import main
+    from realness.core import CoreModel
+    from realness.images import load_image
+
+    out = tmp_path / "run"
+    assert main(["run", str(folder), "--out", str(out), "--server", server.url, "--max_tokens", "24",
+                 "--progress", "false", "--model", tiny_clip["model"], "--pretrained", tiny_clip["pretrained"],
+                 "--model_config_dir", tiny_clip["model_config_dir"]]) == 1  # corrupt.png fails
+    rows = {r["filename"]: r for r in csv.DictReader((out / "scores.csv").open())}
+    assert len(rows) == 11 and rows["corrupt.png"]["status"] == "failed"
+    assert [rows[f"pair{i}.png"]["description"] for i in range(4)] == [t for _, t in PAIRS]
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert len(ok) == 10 and {r["description_source"] for r in ok} == {"server"}
+    z = CoreModel.from_pretrained("offline").predict([load_image(folder / r["filename"]) for r in ok],
+                                                     [r["description"] for r in ok])
+    np.testing.assert_allclose([float(r["score_z"]) for r in ok], z.numpy(), atol=1e-5)
+    assert all((out / r["overlay"]).is_file() for r in ok)
+    # "No, nothing looks unrealistic." (pair1) gives a flat map
+    assert rows["pair1.png"]["verdict"] == "no"
