@@ -77,18 +77,21 @@ def _inputs(cfg: AnnotateConfig) -> list[Path]:
     return [Path(p) for p in load_manifest(cfg.dataset, require_mos=False, require_description=False)["image"]]
 
 
-def done_hashes(out: Path) -> set[str]:
-    """Content hashes that already have a successful result in `out` (a torn last line is ignored)."""
-    done = set()
-    if out.is_file():
-        for line in out.read_text(encoding="utf-8").splitlines():
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete record of a JSONL file (a torn last line from a kill is ignored)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                rec = json.loads(line)
+                records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            if rec.get("status") == "ok":
-                done.add(rec["sha256"])
-    return done
+    return records
+
+
+def done_hashes(out: Path) -> set[str]:
+    """Content hashes that already have a successful result in `out`."""
+    return {rec["sha256"] for rec in read_jsonl(out) if rec.get("status") == "ok"}
 
 
 def _data_url(path: Path) -> str:
@@ -99,7 +102,9 @@ def _data_url(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-class _Writer:
+class JsonlWriter:
+    """Append-only JSONL, one flushed line per record (thread-safe), so a kill loses at most the line being written."""
+
     def __init__(self, out: Path):
         out.parent.mkdir(parents=True, exist_ok=True)
         self.fh = out.open("a", encoding="utf-8")
@@ -114,7 +119,8 @@ class _Writer:
         self.fh.close()
 
 
-def _record(path: Path, sha: str, text: str | None, error: str = "", **extra) -> dict:
+def description_record(path: Path, sha: str, text: str | None, error: str = "", **extra) -> dict:
+    """One annotation record: the parsed answer `text`, or a failure with `error`."""
     rec = {"filename": path.name, "image": str(path), "sha256": sha, "status": "failed" if error else "ok",
            "description": "", "verdict": "", "contract_ok": False, "problems": [], "error": error, **extra}
     if not error:
@@ -123,7 +129,7 @@ def _record(path: Path, sha: str, text: str | None, error: str = "", **extra) ->
     return rec
 
 
-class _Client:
+class ServerClient:
     """Round-robin over servers, retrying a request on the next server after a backoff."""
 
     def __init__(self, cfg: AnnotateConfig):
@@ -186,7 +192,7 @@ def annotate(cfg: AnnotateConfig) -> dict:
             todo.append((p, sha))
             skip.add(sha)  # the same content twice in one job is described once
     summary = {"total": len(paths), "skipped": len(paths) - len(todo), "done": 0, "failed": {}}
-    writer = _Writer(out)
+    writer = JsonlWriter(out)
     bar = tqdm(total=len(todo), desc="annotating", unit="img", disable=not cfg.progress, file=sys.stderr)
     start = time.perf_counter()
 
@@ -203,17 +209,17 @@ def annotate(cfg: AnnotateConfig) -> dict:
         if cfg.engine:
             _run_engine(cfg, todo, finish)
         else:
-            client = _Client(cfg)
+            client = ServerClient(cfg)
             gate = threading.BoundedSemaphore(cfg.concurrency * len(cfg.server))  # backpressure
 
             def work(item):
                 path, sha = item
                 try:
                     text, server = client.describe(path)
-                    finish(_record(path, sha, text, model=cfg.model, server=server))
+                    finish(description_record(path, sha, text, model=cfg.model, server=server))
                 except Exception as err:  # any failure becomes a record, never a lost image
                     reason = str(err) if isinstance(err, (ImageError, RuntimeError)) else f"{type(err).__name__}: {err}"
-                    finish(_record(path, sha, None, reason, model=cfg.model))
+                    finish(description_record(path, sha, None, reason, model=cfg.model))
                 finally:
                     gate.release()
 
@@ -241,9 +247,9 @@ def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
             try:
                 batch.append((path, sha, load_image(path)))
             except ImageError as err:
-                finish(_record(path, sha, None, str(err), model=cfg.model))
+                finish(description_record(path, sha, None, str(err), model=cfg.model))
         texts = engine.generate([b[2] for b in batch], cfg.batch_size) if batch else []
         for (path, sha, _), text in zip(batch, texts):
-            finish(_record(path, sha, text, model=cfg.model, engine=cfg.engine))
+            finish(description_record(path, sha, text, model=cfg.model, engine=cfg.engine))
     if hasattr(engine, "close"):
         engine.close()

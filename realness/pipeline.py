@@ -164,10 +164,10 @@ class Models:
     def _load_describer(self):
         cfg = self.cfg
         if cfg.server:
-            from describe.annotate import AnnotateConfig, _Client
+            from describe.annotate import AnnotateConfig, ServerClient
 
             self.info["describer"] = {"name": cfg.server_model, "server": cfg.server, "placeholder": False}
-            return _Client(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
+            return ServerClient(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
                                           max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
                                           retries=cfg.retries))
         if cfg.describer == "none":
@@ -210,32 +210,6 @@ class Models:
             self._describer.close()
 
 
-class _Jsonl:
-    """Append-only JSONL, flushed per record, so a kill loses at most the line being written."""
-
-    def __init__(self, path: Path):
-        self.fh = path.open("a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Every complete record of a JSONL file (a torn last line from a kill is ignored)."""
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
 def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float]]:
     """Image paths, plus descriptions and MOS when `images` is a manifest that has them."""
     from realness.images import list_images
@@ -267,7 +241,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json)."""
     from tqdm.auto import tqdm
 
-    from describe.annotate import sha256_file
+    from describe.annotate import JsonlWriter, read_jsonl, sha256_file
 
     if not cfg.images:
         raise ValueError("give the images: realness run IMAGES --out DIR")
@@ -295,7 +269,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     if cfg.offline_fallback:
         hub_offline_if_unreachable()
     models = Models(cfg, dream_config, device)
-    results, described = _Jsonl(results_path), _Jsonl(out / "descriptions.jsonl")
+    results, described = JsonlWriter(results_path), JsonlWriter(out / "descriptions.jsonl")
     bar = tqdm(total=len(paths), desc="realness run", unit="img", disable=not cfg.progress, file=sys.stderr)
     counts = {"processed": 0, "skipped": 0}
     start = time.perf_counter()
@@ -356,7 +330,7 @@ def _split_time(recs: list[dict], stage: str, start: float) -> None:
             r["seconds"][stage] = round(share, 4)
 
 
-def _process(todo, cfg, dream_config, models: Models, given, cached, described: _Jsonl, out: Path) -> None:
+def _process(todo, cfg, dream_config, models: Models, given, cached, described, out: Path) -> None:
     """Run every stage over one chunk, filling in (and failing) each image's record in place."""
     from describe.prompt import parse_answer
     from realness.images import ImageError, load_image
@@ -371,7 +345,7 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
     _split_time(todo, "read", start)
 
     # describe: the user's descriptions, then ones written by an earlier run, then the describer
-    from describe.annotate import _record
+    from describe.annotate import description_record
 
     need = []
     for i in images:
@@ -379,7 +353,8 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
         if given.get(rec["filename"], "").strip():
             rec.update(description=given[rec["filename"]].strip(), description_source="given")
             if cached.get(rec["sha256"]) != rec["description"]:  # descriptions.jsonl lists every text used
-                described.write(_record(Path(rec["image"]), rec["sha256"], rec["description"], source="given"))
+                described.write(description_record(Path(rec["image"]), rec["sha256"], rec["description"],
+                                                   source="given"))
                 cached[rec["sha256"]] = rec["description"]
         elif rec["sha256"] in cached:
             rec.update(description=cached[rec["sha256"]], description_source="cached")
@@ -400,8 +375,9 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described: 
             for i, text in zip(need, texts):
                 rec = todo[i]
                 err = text if isinstance(text, Exception) else None
-                described.write(_record(Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
-                                        model=models.info["describer"]["name"], source=source))
+                described.write(description_record(Path(rec["image"]), rec["sha256"], None if err else text,
+                                                   str(err or ""), model=models.info["describer"]["name"],
+                                                   source=source))
                 if err:
                     _fail(rec, "describe", err)
                 elif not text.strip():
