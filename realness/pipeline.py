@@ -255,6 +255,10 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     paths, given, truth = _inputs(cfg.images)
+    if not paths:
+        from realness.images import IMAGE_EXTENSIONS
+
+        logger.warning("%s: no images found (extensions read: %s)", cfg.images, " ".join(IMAGE_EXTENSIONS))
     if cfg.descriptions:
         from realness.data import load_descriptions
 

@@ -49,8 +49,9 @@ table.results { border-collapse: collapse; width: 100%; margin-top: 1em; }
 table.results th { position: sticky; top: 0; background: #eee; cursor: pointer; user-select: none; padding: .4em; }
 table.results th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.results th[aria-sort=descending]::after { content: " \\25BC"; }
-table.results td { border-top: 1px solid #ddd; padding: .4em; vertical-align: top; overflow-wrap: anywhere; }
-td.text { max-width: 32em; }
+table.results td { border-top: 1px solid #ddd; padding: .4em; vertical-align: top; }
+td.text { max-width: 32em; overflow-wrap: anywhere; } td.name { overflow-wrap: anywhere; max-width: 14em; }
+td.verdict { white-space: nowrap; } .caption { font-size: .85em; color: #555; }
 table.results img { max-width: 200px; max-height: 200px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.failed td { background: #fbeaea; } .error { color: #a40000; }
@@ -146,7 +147,7 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
     heads = [("", "", "image"), ("filename", "text", "file"), ("score", "num", score_head), ("z", "num", "z-score")]
     if has_truth:
         heads.append(("mos", "num", "human MOS"))
-    heads += [("verdict", "text", "verdict"), ("", "", "description"), ("", "", "realness map"),
+    heads += [("verdict", "num", "verdict"), ("", "", "description"), ("", "", "realness map"),
               ("status", "text", "status")]
     parts.append('<table class="results" id="results"><thead><tr>' + "".join(
         f'<th data-key="{k}" data-type="{t}">{_e(label)}</th>' if k else f"<th>{_e(label)}</th>"
@@ -155,19 +156,21 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         score = r.get("score_mos") if has_mos_scale else r.get("score_z")
         failed = r.get("status") != "ok"
         cells = [f'<td>{_img(r.get("thumb", ""), r["filename"])}</td>',
-                 f'<td data-v="{_e(r["filename"])}">{_e(r["filename"])}</td>',
+                 f'<td class="name" data-v="{_e(r["filename"])}">{_e(r["filename"])}</td>',
                  _num(score, 1 if has_mos_scale else 3), _num(r.get("score_z"), 3)]
         if has_truth:
             cells.append(_num(r.get("mos"), 1))
         verdict = r.get("verdict") or ""
-        cells.append(f'<td data-v="{_e(verdict)}" class="v-{_e(verdict)}">{_e(verdict)}</td>')
+        rank = {"no": 0, "somewhat": 1, "yes": 2}.get(verdict, "")  # sorts by severity, unparsed last
+        cells.append(f'<td data-v="{rank}" class="verdict v-{_e(verdict)}">{_e(verdict)}</td>')
         text = _e(r.get("description"))
         if failed:
             text += f'<div class="error">{_e(r.get("stage"))} failed: {_e(r.get("error"))}</div>'
         cells.append(f'<td class="text">{text}</td>')
         overlay = r.get("overlay_thumb", "")
         link = r.get("overlay", "")
-        cells.append(f'<td><a href="{_e(quote(link))}">{_img(overlay, "map of " + r["filename"])}</a></td>'
+        caption = '<div class="caption">flat: no flaw described</div>' if r.get("map_flat") else ""
+        cells.append(f'<td><a href="{_e(quote(link))}">{_img(overlay, "map of " + r["filename"])}</a>{caption}</td>'
                      if overlay else "<td></td>")
         cells.append(f'<td data-v="{_e(r.get("status"))}">{_e(r.get("status"))}</td>')
         parts.append(f'<tr class="row{" failed" if failed else ""}" data-filename="{_e(r["filename"])}">'

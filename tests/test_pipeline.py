@@ -315,3 +315,7 @@ def test_manifest_input_brings_its_own_descriptions_and_mos(folder, tmp_path):
     assert s["vs_mos"]["n"] == 6 and (out / "scatter.png").is_file()
     dom, console = render(out / "report.html")
     assert console == [] and dom.count('class="row"') == 6
+    dom, console = render(out / "report.html", "#sort=verdict")  # by severity: no, somewhat, yes
+    verdicts = {r["filename"]: r["verdict"] for r in got}
+    shown = [verdicts[n] for n in re.findall(r'data-filename="([^"]+)"', dom)]
+    assert console == [] and shown == sorted(shown, key=["no", "somewhat", "yes"].index)
