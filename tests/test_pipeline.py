@@ -319,3 +319,20 @@ def test_manifest_input_brings_its_own_descriptions_and_mos(folder, tmp_path):
     verdicts = {r["filename"]: r["verdict"] for r in got}
     shown = [verdicts[n] for n in re.findall(r'data-filename="([^"]+)"', dom)]
     assert console == [] and shown == sorted(shown, key=["no", "somewhat", "yes"].index)
+
+
+def test_a_batch_failure_is_narrowed_to_the_image_that_caused_it():
+    from realness.pipeline import _new_record, _per_image
+
+    todo = [_new_record(Path(f"/x/{i}.png"), str(i), None) for i in range(4)]
+    seen = []
+
+    def stage(idx):  # fails whenever image 2 is in the batch, like a CORE error on one bad input
+        if 2 in idx:
+            raise RuntimeError("bad input 2")
+        seen.extend(idx)
+
+    _per_image([0, 1, 2, 3], todo, "score", stage)
+    assert [r["status"] for r in todo] == ["ok", "ok", "failed", "ok"]
+    assert todo[2]["stage"] == "score" and todo[2]["error"] == "bad input 2"
+    assert sorted(seen) == [0, 1, 3] and all("score" in r["seconds"] for r in todo)
