@@ -254,6 +254,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    _check_same_run(out / "run.json", cfg, dream_config)
     paths, given, truth = _inputs(cfg.images)
     if not paths:
         from realness.images import IMAGE_EXTENSIONS
@@ -306,13 +307,36 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         described.close()
         models.close()
     wall = time.perf_counter() - start
-    records = [done[p.name] for p in paths if p.name in done]
+    records = [{**done[p.name], "mos": truth.get(p.name)} for p in paths if p.name in done]  # today's --truth
     summary = _summary(records, counts, wall, models, cfg, dream_config, device)
     start = time.perf_counter()
     write_outputs(records, summary, out)
     summary["seconds"]["write_outputs"] = round(time.perf_counter() - start, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# Options that change results: a resumed run must use the same ones, or its rows would mix two setups.
+RESULT_OPTIONS = ("descriptions", "describer", "adapter", "server_model", "core", "dream", "max_tokens")
+
+
+def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> None:
+    """Record the options that shape results in `run.json`; refuse to resume with different ones."""
+    from dataclasses import asdict
+
+    wanted = {k: asdict(cfg)[k] for k in RESULT_OPTIONS}
+    if cfg.descriptions:
+        wanted["descriptions"] = str(Path(cfg.descriptions).resolve())
+    wanted["dream_config"] = dream_config.to_dict() if cfg.dream else None
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in wanted if before.get(k) != wanted[k])
+        if changed:
+            diff = "; ".join(f"{k}: {before.get(k)!r} then, {wanted[k]!r} now" for k in changed)
+            raise ValueError(f"{path.parent} holds a run made with other options ({diff}); "
+                             "rerun with the same options to resume, or choose another --out")
+    else:
+        path.write_text(json.dumps(wanted, indent=2))
 
 
 def _new_record(path: Path, sha: str, mos: float | None) -> dict:

@@ -336,3 +336,12 @@ def test_a_batch_failure_is_narrowed_to_the_image_that_caused_it():
     assert [r["status"] for r in todo] == ["ok", "ok", "failed", "ok"]
     assert todo[2]["stage"] == "score" and todo[2]["error"] == "bad input 2"
     assert sorted(seen) == [0, 1, 3] and all("score" in r["seconds"] for r in todo)
+
+
+def test_resume_refuses_other_options(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
+    before = (run_out / "results.jsonl").read_text()
+    args = _args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--method", "window")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "other options" in err and "dream_config" in err and str(run_out) in err
+    assert (run_out / "results.jsonl").read_text() == before  # nothing touched
