@@ -252,10 +252,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     results_path = out / "results.jsonl"
     if results_path.exists() and not cfg.resume:
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
-    for sub in ("maps", "thumbs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    _check_same_run(out / "run.json", cfg, dream_config)
-    paths, given, truth = _inputs(cfg.images)
+    paths, given, truth = _inputs(cfg.images)  # bad inputs fail here, before anything is written
     if not paths:
         from realness.images import IMAGE_EXTENSIONS
 
@@ -268,6 +265,9 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         from realness.evaluation import read_truth
 
         truth.update(read_truth(cfg.truth))
+    for sub in ("maps", "thumbs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _check_same_run(out / "run.json", cfg, dream_config)
     done = {r["filename"]: r for r in read_jsonl(results_path)}
     cached = {r["sha256"]: r["description"] for r in read_jsonl(out / "descriptions.jsonl") if r.get("status") == "ok"}
     device = _device(cfg.device)
