@@ -86,6 +86,8 @@ def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
 
     if hub.HF_HUB_OFFLINE:
         return True
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # behind a proxy a direct connection proves nothing; let the hub client try
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
