@@ -345,3 +345,20 @@ def test_resume_refuses_other_options(run_out, folder, tiny_vlm, tiny_clip, give
     err = capsys.readouterr().err
     assert "other options" in err and "dream_config" in err and str(run_out) in err
     assert (run_out / "results.jsonl").read_text() == before  # nothing touched
+
+
+def test_hub_probe_goes_offline_only_when_the_host_is_unreachable(monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from realness.pipeline import hub_offline_if_unreachable
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "https://host.invalid")  # .invalid never resolves (RFC 2606)
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub_offline_if_unreachable(timeout=1) is False and hub.HF_HUB_OFFLINE is False  # a proxy decides
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert hub_offline_if_unreachable(timeout=1) is True and hub.HF_HUB_OFFLINE is True
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
