@@ -72,9 +72,9 @@ def _inputs(cfg: AnnotateConfig) -> list[Path]:
         raise ValueError("give exactly one of --images DIR or --dataset FILE")
     if cfg.images:
         return list_images(cfg.images)
-    from realness.data import load_manifest
+    from realness.data import manifest_inputs
 
-    return [Path(p) for p in load_manifest(cfg.dataset, require_mos=False, require_description=False)["image"]]
+    return manifest_inputs(cfg.dataset)[0]
 
 
 def read_jsonl(path: Path) -> list[dict]:

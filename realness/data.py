@@ -204,6 +204,15 @@ def load_manifest(
     return _to_dataset(records)
 
 
+def manifest_inputs(path: str | Path) -> tuple[list[Path], dict[str, str], dict[str, float]]:
+    """A manifest's image paths, with `file name -> description` and `file name -> MOS` where it gives them."""
+    ds = load_manifest(path, require_mos=False, require_description=False)
+    paths = [Path(p) for p in ds["image"]]
+    texts = {p.name: d for p, d in zip(paths, ds["description"]) if d}
+    mos = {p.name: float(m) for p, m in zip(paths, ds["mos"]) if m is not None and m == m}
+    return paths, texts, mos
+
+
 def load_descriptions(path: str | Path) -> dict[str, str]:
     """`filename -> description` from a descriptions CSV/JSONL (`filename` or `image`, `description`)."""
     path = Path(path)

@@ -214,6 +214,7 @@ class Models:
 
 def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float]]:
     """Image paths, plus descriptions and MOS when `images` is a manifest that has them."""
+    from realness.data import manifest_inputs
     from realness.images import list_images
 
     src = Path(images)
@@ -221,14 +222,7 @@ def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float]]:
         return list_images(src), {}, {}
     if not src.is_file():
         raise FileNotFoundError(f"{src}: neither a folder of images nor a manifest file")
-    from realness.data import load_manifest
-
-    ds = load_manifest(src, require_mos=False, require_description=False)
-    paths = [Path(p) for p in ds["image"]]
-    cols = ds.column_names
-    texts = {p.name: d for p, d in zip(paths, ds["description"]) if d} if "description" in cols else {}
-    mos = {p.name: float(m) for p, m in zip(paths, ds["mos"]) if m is not None and m == m} if "mos" in cols else {}
-    return paths, texts, mos
+    return manifest_inputs(src)
 
 
 def _device(device: str) -> str:
@@ -498,20 +492,24 @@ def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cf
         overlay = rmap.overlay(image, config.colormap, config.alpha)
         overlay.thumbnail((cfg.overlay_size, cfg.overlay_size), Image.Resampling.LANCZOS)
         overlay.save(out / "maps" / f"{name}.overlay.png")
-        overlay.thumbnail((cfg.thumb_size, cfg.thumb_size), Image.Resampling.LANCZOS)
-        overlay.convert("RGB").save(out / "thumbs" / f"{name}.overlay.jpg", quality=85)
+        _save_thumbnail(overlay, out / "thumbs" / f"{name}.overlay.jpg", cfg.thumb_size)
         rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png",
                    overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat))
 
 
 def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:
+    name = f"thumbs/{_safe_name(rec['filename'])}.jpg"
+    _save_thumbnail(image, out / name, cfg.thumb_size)
+    rec["thumb"] = name
+
+
+def _save_thumbnail(image, path: Path, size: int) -> None:
+    """A JPEG of `image` with its longer side at most `size` (the image itself is left as it is)."""
     from PIL import Image
 
     thumb = image.copy()
-    thumb.thumbnail((cfg.thumb_size, cfg.thumb_size), Image.Resampling.LANCZOS)
-    name = f"thumbs/{_safe_name(rec['filename'])}.jpg"
-    thumb.convert("RGB").save(out / name, quality=85)
-    rec["thumb"] = name
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    thumb.convert("RGB").save(path, quality=85)
 
 
 def _summary(records, counts, wall, models: Models, cfg, dream_config, device) -> dict:
@@ -553,7 +551,8 @@ def _summary(records, counts, wall, models: Models, cfg, dream_config, device) -
 
 def write_outputs(records: list[dict], summary: dict, out: Path) -> None:
     """scores.csv, summary.json, histogram.png, scatter.png (when MOS is known) and report.html."""
-    from realness.report import histogram_plot, write_report
+    from realness.plots import histogram_plot
+    from realness.report import write_report
 
     with (out / "scores.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

@@ -1,4 +1,4 @@
-"""Pictures of results: predicted-vs-MOS scatter plots."""
+"""Pictures of results: predicted-vs-MOS scatter plots and score histograms."""
 
 from __future__ import annotations
 
@@ -35,6 +35,31 @@ def scatter_plot(
     ax.set_title(f"{title}\nSROCC {stats['srocc']:.3f}  PLCC {stats['plcc']:.3f}  n={len(p)}".strip())
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def histogram_plot(values: Sequence[float], path: str | Path, column: str = "score_mos") -> Path:
+    """A histogram of predicted scores, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    ax.hist(v, bins=min(30, max(5, len(v) // 3)), color="#4a7bb7", edgecolor="white")
+    ax.axvline(float(np.median(v)), color="crimson", lw=1.5, label=f"median {np.median(v):.2f}")
+    ax.set_xlabel("predicted realness (0-100 MOS scale)" if column == "score_mos" else "predicted realness (z-score)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{len(v)} images")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

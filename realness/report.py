@@ -10,34 +10,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import quote
-
-import numpy as np
-
-
-def histogram_plot(values: Sequence[float], path: str | Path, column: str = "score_mos") -> Path:
-    """A histogram of predicted scores, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    v = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
-    ax.hist(v, bins=min(30, max(5, len(v) // 3)), color="#4a7bb7", edgecolor="white")
-    ax.axvline(float(np.median(v)), color="crimson", lw=1.5, label=f"median {np.median(v):.2f}")
-    ax.set_xlabel("predicted realness (0-100 MOS scale)" if column == "score_mos" else "predicted realness (z-score)")
-    ax.set_ylabel("images")
-    ax.set_title(f"{len(v)} images")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
