@@ -135,26 +135,20 @@ class Models:
         return self._mapper
 
     def _load_mapper(self):
+        from dataclasses import replace
+
         from realness.dream.maps import DreamMapper
+        from realness.dream.tiny import tiny_clip
 
-        config, placeholder = self.dream_config, False
-        try:
-            mapper = DreamMapper(config, device=self.device)
-        except Exception as err:
-            default = DreamConfig()
-            if not (self.cfg.offline_fallback and _unreachable(err) and config.model == default.model
-                    and config.pretrained == default.pretrained):
-                raise
-            from dataclasses import replace
-
-            from realness.dream.tiny import tiny_clip
-
-            logger.warning("CLIP %s/%s cannot be downloaded (%s); drawing maps with a tiny RANDOM placeholder "
-                           "CLIP: they mean nothing", config.model, config.pretrained, str(err).splitlines()[0][:120])
-            config, placeholder = replace(config, **tiny_clip()), True
-            mapper = DreamMapper(config, device=self.device)
-        self.info["clip"] = {"name": config.model if placeholder else f"{config.model}/{config.pretrained}",
-                             "method": config.method, "placeholder": placeholder}
+        config, default = self.dream_config, DreamConfig()
+        mapper, placeholder = self._or_placeholder(
+            "CLIP", f"{config.model}/{config.pretrained}",
+            config.model == default.model and config.pretrained == default.pretrained,
+            lambda: DreamMapper(config, device=self.device),
+            lambda: DreamMapper(replace(config, **tiny_clip()), device=self.device))
+        used = mapper.config
+        self.info["clip"] = {"name": used.model if placeholder else f"{used.model}/{used.pretrained}",
+                             "method": used.method, "placeholder": placeholder}
         return mapper
 
     def describer(self):
@@ -170,24 +164,29 @@ class Models:
 
             self.info["describer"] = {"name": cfg.server_model, "server": cfg.server, "placeholder": False}
             return ServerClient(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
-                                          max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
-                                          retries=cfg.retries))
+                                               max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
+                                               retries=cfg.retries))
         if cfg.describer == "none":
             raise ValueError("no description for this image and --describer none")
-        name, placeholder = cfg.describer, cfg.describer == PLACEHOLDER_DESCRIBER
-        try:
-            engine = self._engine(name, cfg.adapter)
-        except Exception as err:
-            if not (cfg.offline_fallback and _unreachable(err) and name == DEFAULT_DESCRIBER):
-                raise
-            logger.warning("describer %s cannot be downloaded (%s); describing with a tiny RANDOM placeholder VLM: "
-                           "its descriptions, and the scores and maps made from them, mean nothing",
-                           name, str(err).splitlines()[0][:120])
-            name, placeholder = PLACEHOLDER_DESCRIBER, True
-            engine = self._engine(name, None)
-        self.info["describer"] = {"name": name, "adapter": None if placeholder else cfg.adapter,
-                                  "engine": self._engine_kind(), "placeholder": placeholder}
+        engine, fell_back = self._or_placeholder(
+            "describer", cfg.describer, cfg.describer == DEFAULT_DESCRIBER,
+            lambda: self._engine(cfg.describer, cfg.adapter), lambda: self._engine(PLACEHOLDER_DESCRIBER, None))
+        name = PLACEHOLDER_DESCRIBER if fell_back else cfg.describer
+        self.info["describer"] = {"name": name, "adapter": None if fell_back else cfg.adapter,
+                                  "engine": self._engine_kind(), "placeholder": name == PLACEHOLDER_DESCRIBER}
         return engine
+
+    def _or_placeholder(self, what: str, name: str, is_default: bool, load, load_placeholder):
+        """`(model, True)` from `load_placeholder` when the *default* model cannot be downloaded and
+        --offline_fallback allows it; else `(load(), False)`, or the loader's error."""
+        try:
+            return load(), False
+        except Exception as err:
+            if not (self.cfg.offline_fallback and is_default and _unreachable(err)):
+                raise
+            logger.warning("%s %s cannot be downloaded (%s); using a tiny RANDOM placeholder %s instead: its output, "
+                           "and everything made from it, means nothing", what, name, str(err).splitlines()[0][:120], what)
+            return load_placeholder(), True
 
     def _engine_kind(self) -> str:
         if self.cfg.engine != "auto":
