@@ -15,8 +15,16 @@ from pathlib import Path
 from safetensors import safe_open
 
 
-def inspect_adapter(adapter: str | Path) -> dict:
-    """Facts about a saved PEFT adapter and a list of `problems` that would stop vLLM from using it."""
+def inspect_adapter(adapter: str | Path, model_id: str | None = None) -> dict:
+    """Facts about a saved PEFT adapter and a list of `problems` that would stop vLLM from using it.
+
+    For the small describer (`describe.small`, which vLLM does not run) the trained projector that the
+    adapter carries as `modules_to_save` is expected, not a problem."""
+    from describe.small import SMALL_DESCRIBER, is_small_describer
+
+    own = set()
+    if model_id and (str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id)):
+        own = {"projector"}
     adapter = Path(adapter)
     cfg_path, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
     problems = []
@@ -25,9 +33,10 @@ def inspect_adapter(adapter: str | Path) -> dict:
     cfg = json.loads(cfg_path.read_text())
     with safe_open(str(weights), framework="pt") as fh:
         keys = list(fh.keys())
-    if cfg.get("modules_to_save"):
+    if set(cfg.get("modules_to_save") or ()) - own:
         problems.append(f"modules_to_save={cfg['modules_to_save']}: vLLM does not load full module copies")
-    non_lora = [k for k in keys if ".lora_A." not in k and ".lora_B." not in k]
+    non_lora = [k for k in keys if ".lora_A." not in k and ".lora_B." not in k
+                and not any(f".{m}." in k for m in own)]
     if non_lora:
         problems.append(f"{len(non_lora)} non-LoRA tensor(s) in the adapter, e.g. {non_lora[0]}")
     if cfg.get("peft_type") != "LORA":
@@ -63,7 +72,7 @@ def check_adapter(model_id: str, adapter: str | Path, image=None, max_new_tokens
         tuned_logits = tuned(**inputs).logits[0, -1].float()
     tuned_text = generate(tuned, processor, [image], max_new_tokens=max_new_tokens)[0]
     diff = float((tuned_logits - base_logits).abs().max())
-    return {**inspect_adapter(adapter), "max_logit_change": diff, "base_text": base_text, "adapter_text": tuned_text,
+    return {**inspect_adapter(adapter, model_id), "max_logit_change": diff, "base_text": base_text, "adapter_text": tuned_text,
             "changes_output": diff > 1e-4}
 
 
@@ -72,7 +81,12 @@ def merge_adapter(model_id: str, adapter: str | Path, out: str | Path, dtype: st
     from peft import PeftModel
 
     from describe.modeling import load_base
+    from describe.small import SMALL_DESCRIBER, is_small_describer
 
+    if str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id):
+        raise ValueError(f"{model_id}: the small describer saves only its projector (its frozen parts load from their "
+                         "packages), so a merged copy cannot be saved; use it with --adapter, or Describer(merge=True) "
+                         "to merge in memory")
     model, processor = load_base(model_id, dtype=dtype)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     out = Path(out)

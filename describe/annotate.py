@@ -41,7 +41,7 @@ class AnnotateConfig:
     dataset: str | None = field(default=None, metadata={"help": "Or a manifest CSV/JSONL with an image column."})
     out: str = field(default="descriptions.jsonl", metadata={"help": "Append-only JSONL of results."})
     server: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://127.0.0.1:8000."})
-    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the base)."})
+    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the base); in direct mode a VLM id or folder, 'describer' meaning the default Qwen2.5-VL-3B (offline: the bundled offline/small-describer)."})
     api_key: str | None = field(default=None, metadata={"help": "Bearer token for the server(s)."})
     engine: str | None = field(default=None, metadata={"help": "Direct mode instead of servers: vllm or transformers."})
     adapter: str | None = field(default=None, metadata={"help": "Direct mode: LoRA adapter folder."})
@@ -236,20 +236,22 @@ def annotate(cfg: AnnotateConfig) -> dict:
 
 
 def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
-    from describe.engines import create_engine
+    from describe.engines import DEFAULT_DESCRIBER, load_describer
     from realness.images import ImageError, load_image
 
-    engine = create_engine(cfg.engine, cfg.model, cfg.adapter, question=cfg.question, system=cfg.system or None,
-                           max_new_tokens=cfg.max_tokens)
+    model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
+    engine, info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
+                                  system=cfg.system or None, max_new_tokens=cfg.max_tokens)
+    model = info["name"]
     for start in range(0, len(todo), cfg.batch_size):
         batch = []
         for path, sha in todo[start:start + cfg.batch_size]:
             try:
                 batch.append((path, sha, load_image(path)))
             except ImageError as err:
-                finish(description_record(path, sha, None, str(err), model=cfg.model))
+                finish(description_record(path, sha, None, str(err), model=model))
         texts = engine.generate([b[2] for b in batch], cfg.batch_size) if batch else []
         for (path, sha, _), text in zip(batch, texts):
-            finish(description_record(path, sha, text, model=cfg.model, engine=cfg.engine))
+            finish(description_record(path, sha, text, model=model, engine=info["engine"]))
     if hasattr(engine, "close"):
         engine.close()

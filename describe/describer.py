@@ -29,7 +29,9 @@ class Describer:
         import torch
 
         from describe.modeling import load_base
+        from describe.small import resolve_describer
 
+        model_id, adapter = resolve_describer(model_id, adapter)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processor = load_base(model_id, quantize_4bit, dtype,
                                                device_map=device if quantize_4bit else None)
@@ -72,7 +74,10 @@ def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter:
 
     from realness.images import ImageError, list_images, load_image
 
-    describer = Describer(model_id, adapter, quantize_4bit=quantize_4bit, max_new_tokens=max_new_tokens)
+    from describe.engines import load_describer
+
+    describer, info = load_describer("transformers", model_id, adapter, quantize_4bit=quantize_4bit,
+                                     max_new_tokens=max_new_tokens)
     paths = list_images(images)
     failed: dict[str, str] = {}
     out = Path(out)
@@ -95,4 +100,4 @@ def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter:
                 n_ok += 1
             fh.flush()
             bar.update(len(paths[start:start + batch_size]))
-    return {"described": n_ok, "failed": failed}
+    return {"described": n_ok, "failed": failed, "describer": info}

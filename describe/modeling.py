@@ -48,6 +48,9 @@ def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", d
     """`(model, processor)` for an image-text-to-text model id or folder."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from describe.small import resolve_describer
+
+    model_id, _ = resolve_describer(model_id)  # bundled names; registers the small describer's classes
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     kwargs = {"dtype": torch_dtype}
     if quantize_4bit:
@@ -74,6 +77,10 @@ def add_lora(model, settings: LoraSettings | None = None, gradient_checkpointing
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    # Modules a model trains in full beside LoRA (the small describer's new projector); none for
+    # pretrained VLMs, whose adapters must stay pure LoRA for vLLM.
+    trainable = list(getattr(model, "trainable_modules", ())) or None
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=target_modules_regex(settings), bias="none", task_type="CAUSAL_LM")
+                        target_modules=target_modules_regex(settings), bias="none", task_type="CAUSAL_LM",
+                        modules_to_save=trainable)
     return get_peft_model(model, config)

@@ -36,6 +36,15 @@ class ServerConfig:
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float32, ..."})
     extra: list[str] = field(default_factory=list, metadata={"help": "More vLLM server flags, passed through as is."})
 
+    def __post_init__(self):
+        from describe.small import SMALL_DESCRIBER, is_small_describer
+
+        if self.model == SMALL_DESCRIBER or is_small_describer(self.model):
+            raise ValueError(f"{self.model}: `realness serve` cannot serve the small describer. vLLM runs its language model "
+                             "(SmolLM2) only from prompt embeddings computed next to it, and the OpenAI API's clients send "
+                             "images, not embeddings. Run it in-process instead: realness annotate --engine vllm (or "
+                             "transformers) --model offline/small-describer, or realness run --describer offline/small-describer")
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),

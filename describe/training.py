@@ -63,6 +63,7 @@ class DescriberTrainConfig:
     num_workers: int = field(default=2, metadata={"help": "Data loader workers."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+    select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss (needs save_steps == eval_steps), not the last."})
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -154,6 +155,10 @@ def train_describer(cfg: DescriberTrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     train_rows, held = prepare_data(cfg, load_rows(cfg))
+    # Which images were held out, so evaluations of this describer (and of a CORE for it) can stay off
+    # the images it trained on.
+    (out / "split.json").write_text(json.dumps({"train": sorted({Path(r["image"]).name for r in train_rows}),
+                                                "held_out": sorted({Path(r["image"]).name for r in held})}, indent=1))
     model, processor = load_base(cfg.model_id, cfg.quantize_4bit, cfg.dtype)
     set_image_budget(processor, cfg.image_max_pixels)
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_modules), cfg.lora_vision)
@@ -167,6 +172,7 @@ def train_describer(cfg: DescriberTrainConfig) -> Path:
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, bf16=bf16, seed=cfg.seed,
         remove_unused_columns=False, dataloader_num_workers=cfg.num_workers, report_to=cfg.report_to,
         label_names=["labels"], disable_tqdm=False,
+        load_best_model_at_end=bool(cfg.select_best and held), metric_for_best_model="eval_loss", greater_is_better=False,
     )
     collator = TrainCollator(processor, cfg.question, cfg.system or None)
     trainer = Trainer(model=model, args=args, train_dataset=_Pairs(train_rows),

@@ -38,6 +38,11 @@ def _run(argv: list[str]) -> int:
     if s["placeholders"]:
         print(f"WARNING: placeholder model(s) with random weights: {', '.join(s['placeholders'])}; "
               "their output means nothing (no network to fetch the real defaults)")
+    describer = s["models"].get("describer") or {}
+    if describer.get("stands_in_for") and not describer.get("placeholder"):
+        gate = describer.get("measured") or {}
+        print(f"descriptions by the offline describer {describer['name']} (no network for {describer['stands_in_for']})"
+              + (f": {gate['summary']}" if gate.get("summary") else ""))
     return 1 if s["failed"] else 0
 
 
@@ -142,9 +147,12 @@ def _train_describer(argv: list[str]) -> int:
 
 def _describe(argv: list[str]) -> int:
     from describe.describer import describe_folder
+    from describe.engines import DEFAULT_DESCRIBER
+    from describe.small import SMALL_DESCRIBER
 
     p = argparse.ArgumentParser(prog="realness describe", description="Describe what looks unreal in every image of a folder (transformers engine).")
-    p.add_argument("--model", required=True, help="Base VLM id or folder (required)")
+    p.add_argument("--model", default=DEFAULT_DESCRIBER, help=f"Base VLM id or folder, or {SMALL_DESCRIBER} for the bundled "
+                   f"offline describer (default: {DEFAULT_DESCRIBER}; when it cannot be downloaded, {SMALL_DESCRIBER})")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none, the base model)")
     p.add_argument("--images", required=True, help="Folder of images (required)")
     p.add_argument("--out", default="descriptions.csv", help="Output CSV for score-core / map (default: descriptions.csv)")
@@ -153,8 +161,8 @@ def _describe(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=64, help="Answer length cap in tokens (default: 64)")
     a = p.parse_args(argv)
     r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens)
-    print(f"described {r['described']} image(s), {len(r['failed'])} failed -> {a.out}")
-    return 0
+    print(f"described {r['described']} image(s) with {r['describer']['name']}, {len(r['failed'])} failed -> {a.out}")
+    return 1 if r["failed"] else 0
 
 
 def _adapter(argv: list[str]) -> int:
@@ -242,6 +250,38 @@ COMMANDS = {
 }
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """This project's own INFO lines; from libraries only errors (no INFO chatter, no loading bars, no
+    warnings about fallbacks the run already explains). `--verbose` (any command) brings them all back."""
+    import os
+    import warnings
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    for own in ("realness", "describe", "__main__"):
+        logging.getLogger(own).setLevel(logging.INFO)
+    if verbose:
+        return
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "timm", "bitsandbytes", "peft", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # open_clip logs through the root logger an ERROR for weights it cannot download, though the command
+    # then falls back or fails with its own one-line message.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: f"{os.sep}open_clip{os.sep}" not in record.pathname)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        import transformers.utils.logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -250,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<15} {text}")
         print("\n`realness COMMAND --help` explains each flag and its default.")
         return 0 if argv and argv[0] in ("-h", "--help") else (2 if argv else 0)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    _quiet_libraries(verbose)
     try:
         return COMMANDS[argv[0]][0](argv[1:])
     except (FileNotFoundError, ValueError) as err:

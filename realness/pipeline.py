@@ -12,8 +12,9 @@ Models: descriptions come from `--descriptions` (ones you already have), then fr
 in-process (`--describer`, `--engine`) or behind running servers (`--server`). CORE is `--core`
 (default: the bundled offline model) and DREAM's CLIP is the `DreamConfig` model. When the *default*
 describer or CLIP cannot be loaded because there is no network, `--offline_fallback` (default true)
-swaps in a tiny random placeholder (`describe.tiny`, `realness.dream.tiny`), says so in a warning, and
-marks it in summary.json and in the report: its text and maps mean nothing.
+swaps in the bundled offline describer (`describe.small`: real pretrained parts, trained on RAISE-TD,
+its measured quality in summary.json and the report) and a tiny random CLIP (`realness.dream.tiny`,
+flagged as a placeholder: its maps mean nothing), each with one warning.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from describe.engines import DEFAULT_DESCRIBER, _unreachable
 from realness.dream.configuration import DreamConfig
 
 logger = logging.getLogger(__name__)
-DEFAULT_DESCRIBER = "Qwen/Qwen2.5-VL-3B-Instruct"
-PLACEHOLDER_DESCRIBER = "tiny-qwen2vl"
 STAGES = ("read", "describe", "score", "map", "thumbnail")
 SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "description_source", "mos",
                 "overlay", "status", "error")
@@ -43,7 +43,7 @@ class RunConfig:
     images: str | None = field(default=None, metadata={"help": "Folder of images, or a manifest CSV/JSONL with an image column (optional mos, description); also the first positional argument.", "positional": True})
     out: str = field(default="realness-run", metadata={"help": "Output folder: scores.csv, descriptions.jsonl, maps/, report.html, summary.json."})
     descriptions: str | None = field(default=None, metadata={"help": "Descriptions you already have (CSV/JSONL with filename,description); the describer writes only the missing ones."})
-    describer: str = field(default=DEFAULT_DESCRIBER, metadata={"help": "Describer VLM id or folder, 'tiny-qwen2vl' for the random placeholder, or 'none' to use only --descriptions."})
+    describer: str = field(default=DEFAULT_DESCRIBER, metadata={"help": "Describer VLM id or folder, 'offline/small-describer' for the bundled offline describer, 'tiny-qwen2vl' for the random test model, or 'none' to use only --descriptions."})
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder for the describer (from train-describer)."})
     engine: str = field(default="auto", metadata={"help": "Describer engine: transformers, vllm, or auto (vllm on a GPU when installed, else transformers)."})
     server: list[str] = field(default_factory=list, metadata={"help": "Running OpenAI-compatible describer server URL(s) to use instead of loading the describer."})
@@ -52,7 +52,7 @@ class RunConfig:
     core: str = field(default="offline", metadata={"help": "CORE model folder, or 'offline' for the bundled model."})
     dream: bool = field(default=True, metadata={"help": "Draw DREAM realness maps."})
     truth: str | None = field(default=None, metadata={"help": "Human scores (RAISE ratings.csv or a manifest with image,mos) for correlations and a scatter plot."})
-    offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use tiny random placeholders (flagged) instead of stopping."})
+    offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use the bundled offline describer (offline/small-describer) and a tiny random CLIP placeholder (flagged) instead of stopping."})
     chunk_size: int = field(default=16, metadata={"help": "Images read, described, scored and mapped together; bounds memory."})
     describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
@@ -63,12 +63,6 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
     thumb_size: int = field(default=256, metadata={"help": "Longer side in pixels of the report's thumbnails."})
     overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz keeps full resolution)."})
-
-
-def _unreachable(err: Exception) -> bool:
-    """True for the errors a missing network gives when fetching weights from a hub."""
-    text = str(err).lower()
-    return isinstance(err, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve"))
 
 
 def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
@@ -168,12 +162,10 @@ class Models:
                                                retries=cfg.retries))
         if cfg.describer == "none":
             raise ValueError("no description for this image and --describer none")
-        engine, fell_back = self._or_placeholder(
-            "describer", cfg.describer, cfg.describer == DEFAULT_DESCRIBER,
-            lambda: self._engine(cfg.describer, cfg.adapter), lambda: self._engine(PLACEHOLDER_DESCRIBER, None))
-        name = PLACEHOLDER_DESCRIBER if fell_back else cfg.describer
-        self.info["describer"] = {"name": name, "adapter": None if fell_back else cfg.adapter,
-                                  "engine": self._engine_kind(), "placeholder": name == PLACEHOLDER_DESCRIBER}
+        from describe.engines import load_describer
+
+        engine, self.info["describer"] = load_describer(cfg.engine, cfg.describer, cfg.adapter, cfg.offline_fallback,
+                                                        self.device, max_new_tokens=cfg.max_tokens)
         return engine
 
     def _or_placeholder(self, what: str, name: str, is_default: bool, load, load_placeholder):
@@ -187,24 +179,6 @@ class Models:
             logger.warning("%s %s cannot be downloaded (%s); using a tiny RANDOM placeholder %s instead: its output, "
                            "and everything made from it, means nothing", what, name, str(err).splitlines()[0][:120], what)
             return load_placeholder(), True
-
-    def _engine_kind(self) -> str:
-        if self.cfg.engine != "auto":
-            return self.cfg.engine
-        import importlib.util
-
-        return "vllm" if self.device.startswith("cuda") and importlib.util.find_spec("vllm") else "transformers"
-
-    def _engine(self, name: str, adapter: str | None):
-        from describe.engines import create_engine
-
-        if name == PLACEHOLDER_DESCRIBER:
-            from describe.tiny import tiny_describer
-
-            name = str(tiny_describer())
-        kind = self._engine_kind()
-        extra = {"device": self.device} if kind == "transformers" else {}
-        return create_engine(kind, name, adapter, max_new_tokens=self.cfg.max_tokens, **extra)
 
     def close(self) -> None:
         if self._describer is not None and hasattr(self._describer, "close"):

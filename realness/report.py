@@ -16,6 +16,7 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { margin-bottom: .2em; } .muted { color: #666; }
 .warn { background: #fff3cd; border: 1px solid #e0b252; padding: .6em 1em; margin: 1em 0; }
+.note { background: #e8f1fb; border: 1px solid #7aa7d6; padding: .6em 1em; margin: 1em 0; }
 .stats td, .stats th { padding: .15em .8em .15em 0; text-align: left; }
 .plots img { max-width: 48%; margin-right: 1%; }
 table.results { border-collapse: collapse; width: 100%; margin-top: 1em; }
@@ -97,8 +98,13 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
              f'{len(summary.get("failed", {}))} failed. Higher score = looks more real.</p>']
     for name in summary.get("placeholders", []):
         parts.append(f'<div class="warn"><b>Placeholder {name}.</b> The default {name} could not be loaded (no '
-                     f"network), so a tiny model with random weights stood in: its output below means nothing. "
+                     f"network), so a tiny model with random weights stood in: its output below is random. "
                      f"Run with network access or pass a local model.</div>")
+    describer = (summary.get("models") or {}).get("describer") or {}
+    if describer.get("stands_in_for") and not describer.get("placeholder"):
+        parts.append(f'<div class="note"><b>Offline describer.</b> {_e(describer["stands_in_for"])} could not be '
+                     f'downloaded, so the bundled {_e(describer["name"])} wrote the descriptions. '
+                     f'{_e(_measured(describer.get("measured")))}</div>')
     rows = [("images", len(records)), ("scored", summary.get("ok", 0)), ("failed", len(summary.get("failed", {})))]
     if stats:
         rows += [(f"{k} ({stats['column']})", f"{stats[k]:.3f}") for k in ("mean", "median", "std", "min", "max")]
@@ -152,3 +158,10 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
     parts.append(f"<script>{_JS}</script></body></html>\n")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _measured(gate: dict | None) -> str:
+    """One sentence on what a stand-in describer measured on held-out images (its gate.json)."""
+    if not gate:
+        return "Its quality has not been measured."
+    return gate.get("summary") or ""

@@ -195,8 +195,8 @@ def test_describe_cli_writes_descriptions_core_can_read(tiny_vlm, tmp_path, caps
         _image(colour).save(images / f"p{i}.png")
     (images / "broken.png").write_bytes(b"nope")
     assert main(["describe", "--model", str(tiny_vlm), "--images", str(images), "--out", str(tmp_path / "d.csv"),
-                 "--max-new-tokens", "6", "--batch-size", "2"]) == 0
-    assert "described 3 image(s), 1 failed" in capsys.readouterr().out
+                 "--max-new-tokens", "6", "--batch-size", "2"]) == 1  # 1: some image failed
+    assert f"described 3 image(s) with {tiny_vlm}, 1 failed" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "d.csv").open()))
     assert [r["filename"] for r in rows] == ["p0.png", "p1.png", "p2.png"]
     assert all(r["contract_ok"] == "False" for r in rows)  # a random model does not follow the contract

