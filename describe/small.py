@@ -66,9 +66,20 @@ def smollm2_folder() -> Path:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
     package = Path(spec.origin).parent
-    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=SMOLLM2_GGUF)
-    gguf = AutoModelForCausalLM.from_pretrained(package, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    bar = gguf_utils.tqdm
+    if not hf_logging.is_progress_bar_enabled():  # the GGUF reader's own bar ignores transformers' switch
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=SMOLLM2_GGUF)
+        gguf = AutoModelForCausalLM.from_pretrained(package, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    finally:
+        gguf_utils.tqdm = bar
     config = gguf.config
     if hasattr(config, "quantization_config"):  # dequantised on load: what is saved is plain fp32
         del config.quantization_config
@@ -327,7 +338,7 @@ def is_small_describer(folder: str | Path) -> bool:
 def resolve_describer(name: str | Path, adapter: str | Path | None = None) -> tuple[str, str | None]:
     """`(model folder or id, adapter)`: the bundled name `offline/small-describer` becomes its base folder and
     (unless another adapter is given) its trained adapter; anything else is returned as it is."""
-    if str(name) == SMALL_DESCRIBER:
+    if str(name) == SMALL_DESCRIBER and not (Path(name) / "config.json").is_file():  # a saved local folder wins
         if not (BUNDLED / "config.json").is_file():
             raise FileNotFoundError(f"{SMALL_DESCRIBER}: the bundled model is missing from {BUNDLED}")
         default = BUNDLED / "adapter"
@@ -352,7 +363,8 @@ def build_small_describer(folder: str | Path, image_grid: Sequence[int] = (6, 8)
     tokenizer = AutoTokenizer.from_pretrained(lm_folder)
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     text = text_config or AutoConfig.from_pretrained(lm_folder).to_dict()
-    text = {k: v for k, v in text.items() if k not in ("quantization_config", "transformers_version", "architectures")}
+    text = {k: v for k, v in text.items()
+            if k not in ("quantization_config", "transformers_version", "architectures", "_name_or_path")}
     text["pad_token_id"] = tokenizer.pad_token_id
     config = config_cls(text_config=text, image_grid=tuple(image_grid), projector_hidden=projector_hidden,
                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
@@ -391,3 +403,25 @@ def bundled_gate() -> dict | None:
     """What the bundled small describer measured on held-out RAISE images (`gate.json` beside it), if shipped."""
     path = BUNDLED / "gate.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def package_small_describer(base: str | Path, adapter: str | Path, out: str | Path, half: bool = True) -> Path:
+    """A self-contained describer folder like the bundled one: the base's config and processor, and
+    `adapter/` (LoRA + projector; float16 unless `half=False`, which halves its size and changes greedy
+    text rarely). The base's untrained projector is left out: the adapter carries the trained one."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base, adapter, out = Path(base), Path(adapter), Path(out)
+    (out / "adapter").mkdir(parents=True, exist_ok=True)
+    for f in base.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            shutil.copy(f, out / f.name)
+    state = load_file(str(adapter / "adapter_model.safetensors"))
+    save_file({k: v.half() if half and v.is_floating_point() else v for k, v in state.items()},
+              str(out / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = SMALL_DESCRIBER
+    (out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out

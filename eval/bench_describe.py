@@ -2,6 +2,7 @@
 
     python eval/bench_describe.py --model MODEL_DIR [--adapter ADAPTER_DIR] --images 64
     python eval/bench_describe.py --model Qwen/Qwen2.5-VL-3B-Instruct --adapter runs/describer-raise/adapter
+    python eval/bench_describe.py --model offline/small-describer --image_dir ../shared/data/raise-train/images
 
 Without --model it builds the tiny random Qwen2-VL of the test suite (CPU smoke benchmark). Prints
 images/s per engine, their ratio, and resident memory (this process and its children, e.g. vLLM's
@@ -40,6 +41,7 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default=None, help="Base VLM id or folder (default: build the tiny test Qwen2-VL)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none)")
     p.add_argument("--images", type=int, default=32, help="Images per engine (default: 32)")
+    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random 512x384 noise)")
     p.add_argument("--batch-size", type=int, default=8, help="transformers batch size (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="Tokens generated per image (default: 48)")
     p.add_argument("--dtype", default="float32", help="vLLM dtype; transformers uses the matching one (default: float32)")
@@ -54,6 +56,10 @@ def main(argv=None) -> dict:
         model = str(build_tiny_qwen2vl(Path("eval/out/tiny-qwen2vl")))
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)) for _ in range(a.images)]
+    if a.image_dir:
+        from realness.images import list_images, load_image
+
+        images = [load_image(f) for f in list_images(a.image_dir)[: a.images]]
     from describe.engines import create_engine
 
     hf_dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(a.dtype, "auto")

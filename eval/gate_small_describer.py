@@ -9,12 +9,12 @@ holds what was trained (`--model` is the base folder it started from). On the he
 2. CORE offline is trained on the *describer's training images only* (the bundled CORE saw every RAISE
    image with its GPT-4.1 text, so scoring held-out images with it would flatter the GPT-4.1 reference),
    once fusion and once image-only (the score a user gets with no describer at all);
-3. CORE fusion scores the held-out images with GPT-4.1's text (reference), the describer's, and a
-   content-free constant sentence; the image-only head scores them with no text. SROCC / PLCC against
-   MOS, with a paired bootstrap (same resamples for every row) of describer minus each floor;
-4. text: verdict agreement with GPT-4.1 vs the majority-class baseline (the training images' most common
-   verdict), quadratic-weighted Cohen's kappa, the 3x3 confusion matrix, ROUGE-L, embedding similarity,
-   contract violations.
+3. `realness.distill.evaluate_describer` (the gate of `realness eval-describer`) with those two heads:
+   CORE fusion reads GPT-4.1's text (reference), the describer's, a constant sentence, the reference
+   shuffled across images, and the GPT-4.1 text of the nearest training image (retrieval); the image-only
+   head reads none. SROCC / PLCC against MOS, paired bootstrap intervals, verdict agreement vs the
+   majority class, quadratic-weighted kappa, confusion matrix, ROUGE-L, embedding similarity, pass/fail;
+4. plus contract violations, verdict counts, distinct descriptions and speed.
 
 Writes `gate.json` and `gate.md` in `--out`; `--ship DIR` also writes the short `gate.json` that
 `realness run` shows for the bundled describer.
@@ -60,20 +60,6 @@ def _train_core(manifest: Path, out: Path, mode: str) -> Path:
     return out / "seed42" / "fold0" / "best"
 
 
-def _paired_bootstrap(mos, a, b, n=1000, seed=0) -> dict:
-    """SROCC(a) - SROCC(b) over the same resampled images: mean and 95 % interval."""
-    from scipy.stats import spearmanr
-
-    rng = np.random.default_rng(seed)
-    mos, a, b = map(np.asarray, (mos, a, b))
-    diffs = []
-    for _ in range(n):
-        i = rng.integers(0, len(mos), len(mos))
-        diffs.append(spearmanr(a[i], mos[i])[0] - spearmanr(b[i], mos[i])[0])
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"mean": float(np.mean(diffs)), "ci95": [float(lo), float(hi)], "share_above_0": float(np.mean(np.array(diffs) > 0))}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/describer-small", help="train_describer output folder (default: runs/describer-small)")
@@ -88,15 +74,10 @@ def main() -> None:
     p.add_argument("--ship", default=None, help="Also write the short gate.json the run report shows into this folder (default: none)")
     a = p.parse_args()
 
-    from sklearn.metrics import cohen_kappa_score, confusion_matrix
-
-    from describe.prompt import parse_answer, parse_verdict
-    from realness.core import CoreModel
+    from describe.prompt import parse_answer
     from realness.data import load_descriptions
-    from realness.distill import embedding_similarity, rouge_l
+    from realness.distill import GateConfig, evaluate_describer, format_gate
     from realness.evaluation import read_truth
-    from realness.metrics import plcc, srocc
-    from realness.scoring import score_images
 
     out, data = Path(a.out), Path(a.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +85,14 @@ def main() -> None:
     held, train = split["held_out"], split["train"]
     mos, gpt = read_truth(str(data / "ratings.csv")), load_descriptions(data / "descriptions_gpt41.csv")
     paths = [data / "images" / n for n in held]
+    folders = {}
+    for name, names in (("held_out_images", held), ("train_images", train)):  # the split as two folders
+        folders[name] = out / name
+        folders[name].mkdir(exist_ok=True)
+        for n in names:
+            link = folders[name] / n
+            if not link.exists():
+                link.symlink_to((data / "images" / n).resolve())
 
     cand_file = out / "candidate.csv"
     if cand_file.is_file():
@@ -127,74 +116,48 @@ def main() -> None:
         w.writerow(["image", "mos", "description", "split"])
         for n in train + held:
             w.writerow([str((data / "images" / n).resolve()), mos[n], gpt[n], "train" if n in set(train) else "val"])
-    fusion = CoreModel.from_pretrained(_train_core(manifest, core_dir / "fusion", "fusion"))
-    image_only = CoreModel.from_pretrained(_train_core(manifest, core_dir / "image", "image"))
+    fusion = _train_core(manifest, core_dir / "fusion", "fusion")
+    image_only = _train_core(manifest, core_dir / "image", "image")
 
-    def scores(model, texts):
-        return [r.score_z for r in score_images(model, paths, texts, progress=False)]
-
-    y = [mos[n] for n in held]
-    rows = {"GPT-4.1 text (reference)": scores(fusion, gpt), "small describer text": scores(fusion, cand),
-            "constant sentence (content-free)": scores(fusion, {n: CONSTANT for n in held}),
-            "image-only CORE (no text)": scores(image_only, None)}
-    core = {k: {"srocc": srocc(v, y), "plcc": plcc(v, y)} for k, v in rows.items()}
-    cand_scores = rows["small describer text"]
-    paired = {f"describer - {k}": _paired_bootstrap(y, cand_scores, v) for k, v in rows.items()
-              if k != "small describer text"}
-
-    ref_v = [parse_verdict(gpt[n])[0] for n in held]
+    gate = evaluate_describer(GateConfig(
+        images=str(folders["held_out_images"]), truth=str(data / "ratings.csv"),
+        reference=str(data / "descriptions_gpt41.csv"), candidate=str(cand_file), core=str(fusion),
+        image_core=str(image_only), train_images=str(folders["train_images"]),
+        train_descriptions=str(data / "descriptions_gpt41.csv"), out=str(out)))
     answers = [parse_answer(cand[n]) for n in held]
-    cand_v = [ans.verdict for ans in answers]
-    majority = max(VERDICT_ORDER, key=[parse_verdict(gpt[n])[0] for n in train].count)
-    parsed = [i for i, v in enumerate(cand_v) if v]
-    code = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    text = {
-        "verdict_agreement": float(np.mean([r == c for r, c in zip(ref_v, cand_v)])),
-        "majority_class": majority, "majority_baseline": float(np.mean([r == majority for r in ref_v])),
-        "kappa_quadratic": float(cohen_kappa_score([code[ref_v[i]] for i in parsed], [code[cand_v[i]] for i in parsed],
-                                                   weights="quadratic")) if parsed else float("nan"),
-        "confusion_gpt_rows_describer_cols": {"order": list(VERDICT_ORDER), "matrix": confusion_matrix(
-            [ref_v[i] for i in parsed], [cand_v[i] for i in parsed], labels=list(VERDICT_ORDER)).tolist()},
-        "describer_verdicts": {v: cand_v.count(v) for v in (*VERDICT_ORDER, "")},
-        "no_verdict_share": 1 - len(parsed) / len(held),
-        "contract_violation_share": float(np.mean([not ans.ok for ans in answers])),
-        "rouge_l": float(np.mean([rouge_l(gpt[n], cand[n]) for n in held])),
-        "embedding_similarity": embedding_similarity([gpt[n] for n in held], [cand[n] for n in held]),
-        "mean_words": float(np.mean([len(cand[n].split()) for n in held])),
-        "distinct_descriptions": len(set(cand.values())),
-    }
-    ref = core["GPT-4.1 text (reference)"]["srocc"]
-    best_floor = max(core["constant sentence (content-free)"]["srocc"], core["image-only CORE (no text)"]["srocc"])
-    mine = core["small describer text"]["srocc"]
-    report = {"images": len(held), "split": "RAISE-train, 20 % of images held out by image (train_describer seed 42)",
-              "core": core, "srocc_ratio_to_reference": mine / ref,
-              "text_value_retained": (mine - best_floor) / (ref - best_floor) if ref != best_floor else float("nan"),
-              "paired_bootstrap_srocc": paired, "text": text, "speed_2_cpu_cores": speed, "constant": CONSTANT}
+    extra = {"contract_violation_share": float(np.mean([not ans.ok for ans in answers])),
+             "mean_words": float(np.mean([len(cand[n].split()) for n in held])),
+             "distinct_descriptions": len(set(cand.values())),
+             "describer_verdicts": {v: [ans.verdict for ans in answers].count(v) for v in ("no", "somewhat", "yes", "")},
+             "speed_2_cpu_cores": speed,
+             "split": "RAISE-train, 20 % of images held out by image (train_describer seed 42); CORE heads "
+                      "trained on the other 80 %"}
+    report = {**gate, **extra}
     (out / "gate.json").write_text(json.dumps(report, indent=2))
-
-    lines = ["| CORE (trained on the describer's training images) scored with | SROCC | PLCC |", "|---|---|---|"]
-    lines += [f"| {k} | {v['srocc']:.3f} | {v['plcc']:.3f} |" for k, v in core.items()]
-    lines += ["", "| paired bootstrap, SROCC difference | mean | 95 % interval |", "|---|---|---|"]
-    lines += [f"| {k} | {v['mean']:+.3f} | [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |" for k, v in paired.items()]
-    lines += ["", f"verdict agreement {text['verdict_agreement']:.1%} (majority class '{majority}': "
-              f"{text['majority_baseline']:.1%}), quadratic kappa {text['kappa_quadratic']:.3f}, no verdict "
-              f"{text['no_verdict_share']:.1%}, contract violations {text['contract_violation_share']:.1%}, ROUGE-L "
-              f"{text['rouge_l']:.3f}, embedding similarity {text['embedding_similarity']:.3f}, "
-              f"{text['distinct_descriptions']} distinct descriptions for {len(held)} images; "
-              f"{speed['images_per_s']} images/s, peak RSS {speed['peak_rss_gib']} GiB (2 CPU cores)"]
-    (out / "gate.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = (f"{format_gate(gate)}\ncontract violations {extra['contract_violation_share']:.1%}, "
+            f"ROUGE-L {gate['text']['rouge_l']:.3f}, embedding similarity {gate['text']['embedding_similarity']:.3f}, "
+            f"{extra['distinct_descriptions']} distinct descriptions for {len(held)} images, verdicts "
+            f"{extra['describer_verdicts']}; {speed['images_per_s']} images/s, peak RSS {speed['peak_rss_gib']} GiB")
+    (out / "gate.md").write_text(text + "\n")
+    print(text)
+    core = {k: v for k, v in gate["scores"].items()}
+    mine, ref = core["candidate"]["srocc"], core["reference"]["srocc"]
+    verdicts = gate["verdicts"]
     if a.ship:
-        summary = (f"On {len(held)} held-out RAISE images: verdict agreement with GPT-4.1 {text['verdict_agreement']:.0%} "
-                   f"(majority class {text['majority_baseline']:.0%}, kappa {text['kappa_quadratic']:.2f}); CORE SROCC "
+        const, image = core["constant"]["srocc"], core["image_only"]["srocc"]
+        worth = "It passes the gate." if gate["passed"] else "It fails the gate: " + "; ".join(gate["reasons"]) + "."
+        summary = (f"On {len(held)} held-out RAISE images (same recipe, trained without them): verdict agreement "
+                   f"with GPT-4.1 {verdicts['agreement']:.0%} "
+                   f"(majority class {verdicts['majority_baseline']:.0%}, kappa {verdicts['kappa_quadratic']:.2f}); CORE SROCC "
                    f"{mine:.3f} with its text vs {ref:.3f} with GPT-4.1's, "
-                   f"{core['constant sentence (content-free)']['srocc']:.3f} with a constant sentence and "
-                   f"{core['image-only CORE (no text)']['srocc']:.3f} with no text (image-only CORE).")
+                   f"{const:.3f} with a constant sentence and {image:.3f} with no text (image-only CORE). {worth}")
         (Path(a.ship) / "gate.json").write_text(json.dumps(
             {"summary": summary, "images": len(held), "srocc": {k: round(v["srocc"], 4) for k, v in core.items()},
-             "verdict_agreement": round(text["verdict_agreement"], 4),
-             "majority_baseline": round(text["majority_baseline"], 4),
-             "kappa_quadratic": round(text["kappa_quadratic"], 4),
+             "verdict_agreement": round(verdicts["agreement"], 4),
+             "majority_baseline": round(verdicts["majority_baseline"], 4),
+             "kappa_quadratic": round(verdicts["kappa_quadratic"], 4),
+             "passed": gate["passed"], "reasons": gate["reasons"],
+             "text_value_retained": round(gate["text_value_retained"], 4),
              "images_per_s_2_cpu_cores": speed["images_per_s"]}, indent=2) + "\n")
 
 

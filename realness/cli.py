@@ -213,25 +213,23 @@ def _annotate(argv: list[str]) -> int:
 
 
 def _eval_describer(argv: list[str]) -> int:
-    import json
+    from realness.argparsing import parse_dataclasses
+    from realness.distill import GateConfig, evaluate_describer, format_gate
 
-    from realness.distill import evaluate_describer
-
-    p = argparse.ArgumentParser(prog="realness eval-describer", description="Distillation gate: the describer's descriptions vs reference (GPT-4.1) ones.")
-    p.add_argument("--images", required=True, help="Folder of the labelled images (required)")
-    p.add_argument("--truth", required=True, help="RAISE ratings.csv or a manifest with image,mos (required)")
-    p.add_argument("--reference", required=True, help="Reference descriptions CSV/JSONL, e.g. GPT-4.1's (required)")
-    p.add_argument("--candidate", required=True, help="The describer's descriptions CSV/JSONL (required)")
-    p.add_argument("--core", default="offline", help="CORE model folder used to score both (default: offline)")
-    p.add_argument("--encoder", default=None, help="Sentence encoder for embedding similarity (default: offline all-MiniLM-L6-v2)")
-    p.add_argument("--images-per-s", type=float, default=None, help="Measured describer throughput for the cost estimate (default: none)")
-    p.add_argument("--gpu-hour-price", type=float, default=2.0, help="$ per GPU hour (default: 2.0)")
-    p.add_argument("--api-price-per-1k", type=float, default=None, help="API $ per 1,000 images to compare with (default: none)")
-    p.add_argument("--out", default=None, help="Folder for distill.json (default: print only)")
-    a = p.parse_args(argv)
-    print(json.dumps(evaluate_describer(a.images, a.truth, a.reference, a.candidate, a.core, a.encoder, a.images_per_s,
-                                        a.gpu_hour_price, a.api_price_per_1k, a.out), indent=2))
-    return 0
+    (cfg,) = parse_dataclasses([GateConfig], argv, prog="realness eval-describer",
+                               description="Distillation gate: CORE with the describer's descriptions vs the reference "
+                                           "(GPT-4.1) ones and vs content-free, shuffled, retrieval and image-only floors; "
+                                           "verdict agreement, kappa, text similarity, paired bootstrap intervals, cost. "
+                                           "Exit 0: passed, 1: failed, 2: bad usage or input.")
+    try:
+        report = evaluate_describer(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print("error: " + " ".join(line.strip() for line in str(err).splitlines()), file=sys.stderr)  # one line
+        return 2
+    print(format_gate(report))
+    if cfg.out:
+        print(f"-> {cfg.out}/distill.json")
+    return 0 if report["passed"] or cfg.no_fail else 1
 
 
 COMMANDS = {
@@ -244,7 +242,7 @@ COMMANDS = {
     "serve": (_serve, "start the OpenAI-compatible vLLM server for the describer (base + LoRA)"),
     "annotate": (_annotate, "describe a folder/dataset through server(s) or an engine, resumably"),
     "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
-    "eval-describer": (_eval_describer, "distillation gate: CORE with describer vs reference descriptions, text agreement, cost"),
+    "eval-describer": (_eval_describer, "distillation gate: describer vs reference text and content-free floors; exit 1 when it fails"),
     "map": (_map, "dense realness maps (DREAM) for a folder of images"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }

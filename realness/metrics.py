@@ -7,6 +7,7 @@ what most IQA papers report as PLCC. Bootstrap confidence intervals resample ima
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Iterable, Sequence
@@ -14,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import optimize, stats
 
+logger = logging.getLogger(__name__)
 METRICS = ("srocc", "krcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic")
 
 
@@ -38,10 +40,15 @@ def logistic5(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: flo
     return b1 * (0.5 - 1.0 / (1.0 + np.exp(np.clip(b2 * (x - b3), -60, 60)))) + b4 * x + b5
 
 
-def fit_logistic(pred: Sequence[float], mos: Sequence[float], params: int = 5) -> np.ndarray:
+LINEAR_FALLBACK = "linear (logistic did not converge)"
+
+
+def fit_logistic(pred: Sequence[float], mos: Sequence[float], params: int = 5, return_fit: bool = False):
     """Predictions mapped onto the MOS scale by a fitted 4- or 5-parameter logistic.
 
-    Falls back to a linear fit when the logistic does not converge (e.g. nearly constant predictions).
+    Falls back to a linear fit when the logistic does not converge (e.g. nearly constant predictions);
+    with `return_fit=True` returns `(fitted, fit)` where `fit` says which: "logistic5", "logistic4" or
+    `LINEAR_FALLBACK`, so no report shows a PLCC without saying which fit produced it.
     """
     p, m = _clean(pred, mos)
     if params not in (4, 5):
@@ -50,6 +57,8 @@ def fit_logistic(pred: Sequence[float], mos: Sequence[float], params: int = 5) -
     try:
         if p.size <= params:
             raise ValueError("too few points for a logistic fit")
+        if np.ptp(p) == 0:
+            raise ValueError("constant predictions: no logistic to fit")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if params == 4:
@@ -61,11 +70,14 @@ def fit_logistic(pred: Sequence[float], mos: Sequence[float], params: int = 5) -
                 coef, _ = optimize.curve_fit(logistic5, p, m, p0=p0, maxfev=20000)
                 fitted = logistic5(p, *coef)
         if np.isfinite(fitted).all():
-            return fitted
+            return (fitted, f"logistic{params}") if return_fit else fitted
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         pass
-    slope, intercept = np.polyfit(p, m, 1)
-    return slope * p + intercept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant predictions make the linear fit rank-deficient: it is flat
+        slope, intercept = np.polyfit(p, m, 1)
+    fitted = slope * p + intercept
+    return (fitted, LINEAR_FALLBACK) if return_fit else fitted
 
 
 def srocc(pred, mos) -> float:
@@ -88,7 +100,10 @@ def rmse(pred, mos) -> float:
 def correlations(pred: Sequence[float], mos: Sequence[float], logistic_params: int = 5) -> dict[str, float]:
     """All of `METRICS` for one set of predictions; `rmse` compares on the raw scale."""
     p, m = _clean(pred, mos)
-    fitted = fit_logistic(p, m, logistic_params)
+    fitted, fit = fit_logistic(p, m, logistic_params, return_fit=True)
+    if fit == LINEAR_FALLBACK:
+        logger.warning("the %d-parameter logistic did not converge; plcc_logistic and rmse_logistic come from a "
+                       "linear fit", logistic_params)
     out = {"srocc": srocc(p, m), "krcc": krcc(p, m), "plcc": plcc(p, m)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant fit makes Pearson undefined: report NaN
@@ -96,6 +111,7 @@ def correlations(pred: Sequence[float], mos: Sequence[float], logistic_params: i
     out["rmse"] = rmse(p, m)
     out["rmse_logistic"] = rmse(fitted, m)
     out["n"] = int(p.size)
+    out["fit"] = fit
     return out
 
 
@@ -126,7 +142,7 @@ def bootstrap_ci(
 def mean_std(runs: Iterable[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Per metric, mean and sample standard deviation over runs (seeds or folds)."""
     runs = list(runs)
-    keys = [k for k in runs[0] if k != "n"] if runs else []
+    keys = [k for k, v in runs[0].items() if k != "n" and not isinstance(v, str)] if runs else []
     out = {}
     for k in keys:
         vals = np.array([r[k] for r in runs], dtype=np.float64)

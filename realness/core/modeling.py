@@ -18,7 +18,22 @@ from realness.core.configuration import PRESETS, CoreConfig
 from realness.core.processing import CoreProcessor
 
 # Models that ship inside the package, loadable by name: `CoreModel.from_pretrained("offline")`.
-BUNDLED = {"offline": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline"}
+BUNDLED = {"offline": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline",
+           # the same recipe without text: the score a user gets with no describer (the gate's floor)
+           "offline-image": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-image"}
+
+
+def resolve_core(name: str | Path) -> Path:
+    """The folder of a saved CORE model: a local folder wins only when it holds one (so a folder that
+    happens to be called `offline` in the working directory does not hide the bundled model)."""
+    path = Path(name)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if str(name) in BUNDLED:
+        return BUNDLED[str(name)]
+    if path.exists():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not a saved CORE model (bundled: {', '.join(BUNDLED)})")
+    raise FileNotFoundError(f"{name}: no such folder and no bundled CORE model of that name (bundled: {', '.join(BUNDLED)})")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEXT_DIR = "text_encoder"
@@ -152,9 +167,7 @@ class CoreModel(nn.Module):
 
         No network access unless backbones were left out of the file and must come from their source.
         """
-        folder = BUNDLED.get(str(folder), Path(folder)) if not Path(folder).exists() else Path(folder)
-        if not (folder / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; not a saved CORE model")
+        folder = resolve_core(folder)
         config = CoreConfig.load(folder / CONFIG_NAME)
         from safetensors import safe_open
 
