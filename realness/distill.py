@@ -102,18 +102,25 @@ def verdict_report(references: Sequence[str], candidates: Sequence[str]) -> dict
             "no_verdict_share": float(np.mean([not c for c in cand])) if cand else float("nan")}
 
 
-def embedding_similarity(references: Sequence[str], candidates: Sequence[str], encoder: str | None = None,
-                         batch_size: int = 32) -> float:
-    """Mean cosine similarity of mean-pooled sentence embeddings (default encoder: offline MiniLM)."""
-    import torch
-    import torch.nn.functional as F
+def load_encoder(encoder: str | None = None) -> tuple:
+    """`(tokenizer, model)` of a sentence encoder (default: the offline all-MiniLM-L6-v2)."""
     from transformers import AutoModel, AutoTokenizer
 
     from realness.core.backbones import resolve_text_encoder
     from realness.core.configuration import OFFLINE_TEXT_ENCODER
 
     source = resolve_text_encoder(encoder or OFFLINE_TEXT_ENCODER)
-    tok, model = AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+    return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+
+
+def embedding_similarity(references: Sequence[str], candidates: Sequence[str], encoder=None,
+                         batch_size: int = 32) -> float:
+    """Mean cosine similarity of mean-pooled sentence embeddings; `encoder` is a name or folder (default:
+    offline MiniLM) or a loaded `(tokenizer, model)` from `load_encoder`."""
+    import torch
+    import torch.nn.functional as F
+
+    tok, model = encoder if isinstance(encoder, tuple) else load_encoder(encoder)
 
     @torch.no_grad()
     def embed(texts):
@@ -240,6 +247,7 @@ def evaluate_describer(cfg: GateConfig) -> dict:
     if not core.config.uses_text:
         raise ValueError(f"{cfg.core}: an image-only CORE cannot read descriptions; --core needs a fusion model")
     image_core = None if cfg.image_core == "none" else CoreModel.from_pretrained(cfg.image_core)
+    encoder = load_encoder(cfg.encoder)
     if image_core is not None and image_core.config.uses_text:
         raise ValueError(f"{cfg.image_core}: --image_core must be an image-only CORE model")
     names = [p.name for p in paths]
@@ -276,7 +284,7 @@ def evaluate_describer(cfg: GateConfig) -> dict:
         "bootstrap": paired_bootstrap(y, rows, "candidate", "reference", cfg.n_boot, cfg.seed) | {"n_boot": cfg.n_boot},
         "verdicts": verdicts,
         "text": {"rouge_l": float(np.mean([rouge_l(r, c) for r, c in zip(refs, cands)])),
-                 "embedding_similarity": embedding_similarity(refs, cands, cfg.encoder)},
+                 "embedding_similarity": embedding_similarity(refs, cands, encoder)},
         "thresholds": {"beat": floors, "min_kappa": cfg.min_kappa},
         "passed": not reasons, "reasons": reasons,
     }

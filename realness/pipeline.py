@@ -246,7 +246,13 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     if cfg.offline_fallback:
         hub_offline_if_unreachable()
     models = Models(cfg, dream_config, device)
-    models.core()  # loaded (and checked) before the first image is described
+    # Every model this run needs is loaded (and checked) before the first image is processed.
+    models.core()
+    if cfg.dream:
+        models.mapper()
+    pending = [p for p in paths if (done.get(p.name) or {}).get("status") != "ok"]
+    if cfg.describer != "none" and any(not given.get(p.name, "").strip() for p in pending):
+        models.describer()
     results, described = JsonlWriter(results_path), JsonlWriter(out / "descriptions.jsonl")
     bar = tqdm(total=len(paths), desc="realness run", unit="img", disable=not cfg.progress, file=sys.stderr)
     counts = {"processed": 0, "skipped": 0}

@@ -267,6 +267,14 @@ def test_describer_none_needs_descriptions(folder, given_csv, tmp_path):
     assert all("--describer none" in r["error"] for r in rows if r["status"] != "ok" and r["filename"] != "zz_truncated.png")
 
 
+def test_a_missing_core_fails_before_anything_is_described(folder, tiny_vlm, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--describer", str(tiny_vlm), "--core", str(tmp_path / "nope"),
+                 "--dream", "false", "--progress", "false"]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert not (out / "descriptions.jsonl").exists() and not (out / "results.jsonl").exists()
+
+
 def test_refuses_to_overwrite_without_resume(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
     assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--resume", "false")) == 1
     assert "already holds a run" in capsys.readouterr().err
