@@ -157,3 +157,19 @@ def test_serve_refuses_the_small_describer_with_a_reason(capsys):
     assert main(["serve", "--model", "offline/small-describer"]) == 1
     err = capsys.readouterr().err
     assert "prompt embeddings" in err and "--engine vllm" in err and len(err.strip().splitlines()) == 1
+
+
+def test_annotate_direct_mode_runs_the_small_describer(tmp_path):
+    import json
+    import shutil
+
+    from realness.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "landscape_flat.jpg", folder / "a.jpg")
+    out = tmp_path / "d.jsonl"
+    assert main(["annotate", "--engine", "transformers", "--model", "offline/small-describer", "--images", str(folder),
+                 "--out", str(out), "--max_tokens", "40"]) == 0
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rec["status"] == "ok" and rec["model"] == "offline/small-describer" and rec["verdict"] in VERDICTS
