@@ -140,7 +140,7 @@ def main() -> None:
             f"{extra['describer_verdicts']}; {speed['images_per_s']} images/s, peak RSS {speed['peak_rss_gib']} GiB")
     (out / "gate.md").write_text(text + "\n")
     print(text)
-    core = {k: v for k, v in gate["scores"].items()}
+    core = gate["scores"]
     mine, ref = core["candidate"]["srocc"], core["reference"]["srocc"]
     verdicts = gate["verdicts"]
     if a.ship:

@@ -397,13 +397,9 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described, 
         answer = parse_answer(todo[i]["description"])
         todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
 
-    if ok:
-        models.core()  # loading is timed on its own, not charged to the first chunk's images
     _per_image(ok, todo, "score", lambda idx: _score(models, [images[i] for i in idx], [todo[i] for i in idx]))
     if cfg.dream:
         ok = [i for i in ok if todo[i]["status"] == "ok"]
-        if ok:
-            models.mapper()
         _per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
                                                       dream_config, cfg, out))
     start = time.perf_counter()

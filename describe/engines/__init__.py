@@ -33,8 +33,8 @@ def create_engine(kind: str, model_id: str, adapter: str | None = None, **kwargs
     raise ValueError(f"engine must be one of {ENGINES}, got {kind!r}")
 
 
-def engine_kind(kind: str, model_id: str, device: str = "cpu") -> str:
-    """`auto` -> vllm on a GPU when installed and the model is one vLLM knows, else transformers."""
+def engine_kind(kind: str, device: str = "cpu") -> str:
+    """`auto` -> vllm on a GPU when installed, else transformers."""
     if kind != "auto":
         return kind
     import importlib.util
@@ -61,7 +61,7 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def make(name, adapter):
-        k = engine_kind(kind, name, device)
+        k = engine_kind(kind, device)
         if name == PLACEHOLDER_DESCRIBER:
             from describe.tiny import tiny_describer
 
