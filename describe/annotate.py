@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, parse_answer
+from realness.files import JsonlWriter, read_jsonl
 
 logger = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -77,18 +78,6 @@ def _inputs(cfg: AnnotateConfig) -> list[Path]:
     return manifest_inputs(cfg.dataset)[0]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every complete record of a JSONL file (a torn last line from a kill is ignored)."""
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
 def done_hashes(out: Path) -> set[str]:
     """Content hashes that already have a successful result in `out`."""
     return {rec["sha256"] for rec in read_jsonl(out) if rec.get("status") == "ok"}
@@ -100,23 +89,6 @@ def _data_url(path: Path) -> str:
     buf = io.BytesIO()
     load_image(path).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-class JsonlWriter:
-    """Append-only JSONL, one flushed line per record (thread-safe), so a kill loses at most the line being written."""
-
-    def __init__(self, out: Path):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = out.open("a", encoding="utf-8")
-        self.lock = threading.Lock()
-
-    def write(self, record: dict) -> None:
-        with self.lock:
-            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 def description_record(path: Path, sha: str, text: str | None, error: str = "", **extra) -> dict:

@@ -29,7 +29,7 @@ class ServerConfig:
     lora: list[str] = field(default_factory=list, metadata={"help": "Adapters as name=path (repeatable)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Bind address; 0.0.0.0 exposes the server to the network."})
     port: int = field(default=8000, metadata={"help": "Port."})
-    api_key: str | None = field(default=None, metadata={"help": "Require this bearer token from clients."})
+    api_key: str | None = field(default=None, metadata={"help": "Require this bearer token from clients; passed to vLLM as the VLLM_API_KEY environment variable, never on its command line (visible in ps). Default: none, or VLLM_API_KEY if set."})
     max_lora_rank: int = field(default=64, metadata={"help": "Largest adapter rank accepted."})
     max_model_len: int = field(default=4096, metadata={"help": "Context length (prompt with image tokens + answer)."})
     max_images: int = field(default=1, metadata={"help": "Images per request."})
@@ -51,9 +51,11 @@ class ServerConfig:
                "--limit-mm-per-prompt", f'{{"image": {self.max_images}}}', "--dtype", self.dtype]
         if self.lora:
             cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--lora-modules", *self.lora]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
         return cmd + list(self.extra)
+
+    def environment(self) -> dict[str, str]:
+        """Variables for the server process: the API key travels here, where `ps` does not show it."""
+        return {"VLLM_API_KEY": self.api_key} if self.api_key else {}
 
     @property
     def url(self) -> str:
@@ -76,7 +78,7 @@ class VllmServer:
     def __init__(self, config: ServerConfig, log=None, env: dict | None = None):
         self.config = config
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1"), **(env or {})}
+               "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1"), **config.environment(), **(env or {})}
         self.process = subprocess.Popen(config.command(), stdout=log or subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env,
                                         start_new_session=True)

@@ -20,6 +20,23 @@ import argparse
 import logging
 import sys
 
+# One exit-code rule for every command (README, "Exit codes").
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_DONE = 0, 1, 2
+
+
+def exit_code(ok: int, failed: int) -> int:
+    """0 when every item was done, 1 when some failed (the command lists them), 2 when none could be done."""
+    if not failed:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if ok else EXIT_NOTHING_DONE
+
+
+def _list_failed(failed: dict, limit: int = 20) -> None:
+    for name, reason in list(failed.items())[:limit]:
+        print(f"  failed {name}: {reason}")
+    if len(failed) > limit:
+        print(f"  ... and {len(failed) - limit} more")
+
 
 def _run(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
@@ -33,8 +50,9 @@ def _run(argv: list[str]) -> int:
     s = run(cfg, dream)
     print(f"scored {s['ok']} of {s['images']} image(s) ({s['skipped_already_done']} already done, "
           f"{len(s['failed'])} failed) -> {cfg.out}/report.html")
-    for name, reason in list(s["failed"].items())[:20]:
-        print(f"  failed {name}: {reason}")
+    _list_failed(s["failed"])
+    if s["skipped_files"]:
+        print(f"{len(s['skipped_files'])} file(s) without an image extension left out: {', '.join(s['skipped_files'][:10])}")
     if s["placeholders"]:
         print(f"WARNING: placeholder model(s) with random weights: {', '.join(s['placeholders'])}; "
               "their output means nothing (no network to fetch the real defaults)")
@@ -43,7 +61,7 @@ def _run(argv: list[str]) -> int:
         gate = describer.get("measured") or {}
         print(f"descriptions by the offline describer {describer['name']} (no network for {describer['stands_in_for']})"
               + (f": {gate['summary']}" if gate.get("summary") else ""))
-    return 1 if s["failed"] else 0
+    return exit_code(s["ok"], len(s["failed"]))
 
 
 def _train_core(argv: list[str]) -> int:
@@ -58,6 +76,7 @@ def _train_core(argv: list[str]) -> int:
 
 
 def _score_core(argv: list[str]) -> int:
+    from realness.images import PIXEL_BUDGET
     from realness.scoring import score_folder
 
     p = argparse.ArgumentParser(prog="realness score-core", description="Score every image of a folder with a trained CORE model.")
@@ -69,10 +88,16 @@ def _score_core(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="Images per forward pass (default: 2 on CPU, 16 on a GPU)")
     p.add_argument("--device", default="cpu", help="Torch device, e.g. cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown)")
+    p.add_argument("--max-pixels", type=int, default=PIXEL_BUDGET, help="Images with more pixels are downscaled once on "
+                   f"read; 0: never (default: {PIXEL_BUDGET})")
     a = p.parse_args(argv)
-    ok, failed = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress)
-    print(f"scored {ok} image(s), {failed} failed -> {a.out}")
-    return 0 if ok or not failed else 1
+    r = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress,
+                     a.max_pixels or None)
+    print(f"scored {r['ok']} image(s), {len(r['failed'])} failed -> {a.out}")
+    _list_failed(r["failed"])
+    if r["skipped_files"]:
+        print(f"{len(r['skipped_files'])} file(s) without an image extension left out: {', '.join(r['skipped_files'][:10])}")
+    return exit_code(r["ok"], len(r["failed"]))
 
 
 def _eval(argv: list[str]) -> int:
@@ -89,9 +114,9 @@ def _eval(argv: list[str]) -> int:
     print(f"n={r['n']}  SROCC {r['srocc']:.4f} [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]  "
           f"PLCC {r['plcc']:.4f}  PLCC(logistic) {r['plcc_logistic']:.4f}  KRCC {r['krcc']:.4f}  RMSE {r['rmse']:.4f}")
     if r["unmatched"]:
-        print(f"{len(r['unmatched'])} scored file(s) had no ground truth or no score: {r['unmatched'][:5]}")
+        print(f"{len(r['unmatched'])} scored file(s) had no ground truth or no score: {r['unmatched'][:20]}")
     print(f"wrote {a.out}/metrics.json, metrics.csv, scatter.png")
-    return 0
+    return exit_code(r["n"], len(r["unmatched"]))
 
 
 def _map(argv: list[str]) -> int:
@@ -100,6 +125,7 @@ def _map(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
     from realness.dream.configuration import DreamConfig
     from realness.dream.run import map_folder
+    from realness.images import PIXEL_BUDGET
 
     @dataclass
     class MapArgs:
@@ -109,12 +135,22 @@ def _map(argv: list[str]) -> int:
         device: str = field(default="cpu", metadata={"help": "Torch device."})
         batch_size: int = field(default=8, metadata={"help": "Images per batch."})
         progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+        offline_fallback: bool = field(default=True, metadata={"help": "If the default CLIP cannot be downloaded, use a tiny random CLIP placeholder (flagged: its maps mean nothing) instead of stopping."})
+        max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read; 0: never."})
+        overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs."})
 
     args, config = parse_dataclasses([MapArgs, DreamConfig], argv, prog="realness map",
                                      description="Dense realness maps (DREAM) for a folder of images.")
-    s = map_folder(args.images, args.descriptions, args.out, config, args.device, args.batch_size, args.progress)
+    s = map_folder(args.images, args.descriptions, args.out, config, args.device, args.batch_size, args.progress,
+                   args.offline_fallback, args.max_pixels or None, args.overlay_size)
     print(f"mapped {len(s['mapped'])}, flat ('No') {len(s['flat'])}, failed {len(s['failed'])} -> {args.out}")
-    return 0
+    _list_failed(s["failed"])
+    if s["clip"]["placeholder"]:
+        print(f"WARNING: placeholder CLIP with random weights ({s['clip']['name']}): these maps mean nothing "
+              "(no network to fetch the real default)")
+    if s["skipped_files"]:
+        print(f"{len(s['skipped_files'])} file(s) without an image extension left out: {', '.join(s['skipped_files'][:10])}")
+    return exit_code(len(s["mapped"]) + len(s["flat"]), len(s["failed"]))
 
 
 def _eval_maps(argv: list[str]) -> int:
@@ -130,8 +166,8 @@ def _eval_maps(argv: list[str]) -> int:
     r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance)
     print(f"n={r['n']}  " + "  ".join(f"{k} {v:.4f}" for k, v in r["mean"].items()))
     if r["no_mask"]:
-        print(f"{len(r['no_mask'])} map(s) without a mask: {r['no_mask'][:5]}")
-    return 0
+        print(f"{len(r['no_mask'])} map(s) without a mask: {r['no_mask'][:20]}")
+    return exit_code(r["n"], len(r["no_mask"]))
 
 
 def _train_describer(argv: list[str]) -> int:
@@ -162,7 +198,8 @@ def _describe(argv: list[str]) -> int:
     a = p.parse_args(argv)
     r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens)
     print(f"described {r['described']} image(s) with {r['describer']['name']}, {len(r['failed'])} failed -> {a.out}")
-    return 1 if r["failed"] else 0
+    _list_failed(r["failed"])
+    return exit_code(r["described"], len(r["failed"]))
 
 
 def _adapter(argv: list[str]) -> int:
@@ -206,10 +243,9 @@ def _annotate(argv: list[str]) -> int:
     s = annotate(cfg)
     print(f"annotated {s['done']}, skipped {s['skipped']} already done, failed {len(s['failed'])} "
           f"({s['images_per_s']} images/s) -> {cfg.out}")
-    for name, reason in list(s["failed"].items())[:20]:
-        print(f"  failed {name}: {reason}")
+    _list_failed(s["failed"])
     print(json.dumps({k: v for k, v in s.items() if k != "failed"}))
-    return 1 if s["failed"] else 0
+    return exit_code(s["done"] + s["skipped"], len(s["failed"]))
 
 
 def _eval_describer(argv: list[str]) -> int:
@@ -221,11 +257,7 @@ def _eval_describer(argv: list[str]) -> int:
                                            "(GPT-4.1) ones and vs content-free, shuffled, retrieval and image-only floors; "
                                            "verdict agreement, kappa, text similarity, paired bootstrap intervals, cost. "
                                            "Exit 0: passed, 1: failed, 2: bad usage or input.")
-    try:
-        report = evaluate_describer(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        print("error: " + " ".join(line.strip() for line in str(err).splitlines()), file=sys.stderr)  # one line
-        return 2
+    report = evaluate_describer(cfg)
     print(format_gate(report))
     if cfg.out:
         print(f"-> {cfg.out}/distill.json")
@@ -293,9 +325,38 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(verbose)
     try:
         return COMMANDS[argv[0]][0](argv[1:])
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the user gets one line, never a traceback
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        elif not _expected(err):
+            print("  (an unexpected error: rerun with --verbose for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+
+
+def _expected(err: Exception) -> bool:
+    """Errors that come from the input or the machine (bad paths, bad files, full disk, no network,
+    missing packages, out of memory), not from a bug."""
+    import torch
+
+    return isinstance(err, (OSError, ValueError, ImportError, MemoryError, torch.OutOfMemoryError))
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line; a `DataError` keeps its list of bad rows, one per line."""
+    from realness.data import DataError
+
+    if isinstance(err, DataError):  # one problem: one line; several: one line each, under the file's name
+        return f"{err.where}: {err.problems[0]}" if len(err.problems) == 1 else str(err)
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return (text or type(err).__name__)[:1000]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ as one `DataError`.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 if TYPE_CHECKING:
     import datasets
 
+logger = logging.getLogger(__name__)
 COLUMNS = ("filename", "image", "mos", "description", "source", "split")
 SOURCES = ("gpt", "human", "")
 
@@ -36,29 +39,38 @@ class DataError(ValueError):
     """Problems found in a dataset; `problems` lists one line per bad row or file."""
 
     def __init__(self, where: str, problems: Sequence[str]):
+        self.where = where
         self.problems = list(problems)
         shown = "\n".join(f"  - {p}" for p in self.problems[:20])
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         super().__init__(f"{where}: {len(self.problems)} problem(s)\n{shown}{more}")
 
 
-def _read_table(path: Path) -> list[dict]:
-    """Rows of a CSV or JSONL file as dicts; JSONL errors name the line."""
+def read_table(path: Path) -> list[dict]:
+    """Rows of a CSV or JSONL file as dicts; errors (bad JSON, bytes that are not UTF-8) name the file
+    and the line."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(str(path), [f"line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as UTF-8"]) from None
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(str(path), [f"line {lineno}: not valid JSON ({err.msg})"]) from None
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(str(path), [f"line {lineno}: not valid JSON ({err.msg})"]) from None
+            if not isinstance(row, dict):
+                raise DataError(str(path), [f"line {lineno}: not a JSON object"])
+            rows.append(row)
         return rows
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def _require_columns(path: Path, rows: list[dict], required: Iterable[str]) -> None:
@@ -140,12 +152,12 @@ def load_raise(
     """
     root = Path(root)
     ratings_path = root / "ratings.csv"
-    ratings = _read_table(ratings_path)
+    ratings = read_table(ratings_path)
     _require_columns(ratings_path, ratings, ("filename", "MOS_Rating"))
     desc_path = Path(descriptions) if descriptions else root / "descriptions_gpt41.csv"
     texts: dict[str, tuple[str, str]] = {}
     if desc_path.is_file() or require_description:
-        rows = _read_table(desc_path)
+        rows = read_table(desc_path)
         _require_columns(desc_path, rows, ("filename", "description"))
         default_source = "gpt" if descriptions is None else ""
         for row in rows:
@@ -180,7 +192,7 @@ def load_manifest(
     `mos` may be left out when `require_mos=False` (scoring new images).
     """
     path = Path(path)
-    rows = _read_table(path)
+    rows = read_table(path)
     if not rows:
         raise DataError(str(path), ["no rows"])
     required = ["image"] + (["mos"] if require_mos else []) + (["description"] if require_description else [])
@@ -214,14 +226,41 @@ def manifest_inputs(path: str | Path) -> tuple[list[Path], dict[str, str], dict[
 
 
 def load_descriptions(path: str | Path) -> dict[str, str]:
-    """`filename -> description` from a descriptions CSV/JSONL (`filename` or `image`, `description`)."""
+    """`filename -> description` from a descriptions CSV/JSONL (`filename` or `image`, `description`).
+
+    Raises a `DataError` naming the file (and rows) for an empty file, missing columns or rows without
+    a file name. A file name given twice with different descriptions keeps the later row (in a `realness
+    annotate` JSONL, the newer annotation) and says so in one warning naming the rows. Rows whose
+    `status` is `failed` (annotate's records of images it could not describe) are left out.
+    """
     path = Path(path)
-    rows = _read_table(path)
+    rows = read_table(path)
     if not rows:
-        return {}
+        raise DataError(str(path), ["no rows: the descriptions file is empty"])
     key = "filename" if "filename" in rows[0] else "image"
     _require_columns(path, rows, (key, "description"))
-    return {Path(str(r[key])).name: str(r["description"] or "").strip() for r in rows}
+    out: dict[str, str] = {}
+    row_of: dict[str, int] = {}
+    problems, replaced = [], []
+    for i, r in enumerate(rows, 1):
+        if str(r.get("status") or "ok") != "ok":
+            continue
+        name, text = Path(str(r.get(key) or "")).name, str(r.get("description") or "").strip()
+        if not name:
+            problems.append(f"row {i}: no {key}")
+            continue
+        if name in out and text != out[name]:
+            if not text:
+                continue  # an empty description never hides a real one
+            if out[name]:
+                replaced.append(f"{name} (rows {row_of[name]} and {i})")
+        out[name], row_of[name] = text, i
+    if problems:
+        raise DataError(str(path), problems)
+    if replaced:
+        logger.warning("%s: %d file name(s) given twice with different descriptions; the later row is used: %s",
+                       path, len(replaced), ", ".join(replaced[:5]) + (" ..." if len(replaced) > 5 else ""))
+    return out
 
 
 @dataclass(frozen=True)

@@ -62,16 +62,65 @@ def write_cv_report(out: str | Path, results: list[dict], name: str = "core") ->
     return report
 
 
-def read_truth(truth: str | Path) -> dict[str, float]:
-    """File name -> MOS from a RAISE `ratings.csv` (`filename, MOS_Rating`) or a manifest (`image, mos`)."""
-    with Path(truth).open(encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+def _number(value, where: str, row: int, column: str, problems: list[str]) -> float | None:
+    """`value` as a finite float; None when empty; a problem naming the row when it is not a number."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"row {row}: {column} is not a number ({str(value)[:40]!r})")
+        return None
+    if not np.isfinite(number):
+        problems.append(f"row {row}: {column} is {value!r}")
+        return None
+    return number
+
+
+def _named_rows(path: Path, rows: list[dict], keys: tuple[str, ...], column: str) -> dict[str, float]:
+    """`file name -> value of column` for rows with a value; one `DataError` names every bad row
+    (missing column, no file name, duplicate file name, NaN or non-numeric value)."""
+    from realness.data import DataError
+
     if not rows:
-        raise ValueError(f"{truth}: no rows")
-    key, col = ("filename", "MOS_Rating") if "MOS_Rating" in rows[0] else ("image", "mos")
-    if key not in rows[0] or col not in rows[0]:
-        raise ValueError(f"{truth}: needs columns filename,MOS_Rating or image,mos; found {sorted(rows[0])}")
-    return {Path(r[key]).name: float(r[col]) for r in rows if r[col] not in ("", None)}
+        raise DataError(str(path), ["no rows"])
+    key = next((k for k in keys if k in rows[0]), None)
+    if key is None or column not in rows[0]:
+        need = " or ".join(keys)
+        raise DataError(str(path), [f"needs a {need} column and a {column} column; found {sorted(rows[0])}"])
+    out: dict[str, float] = {}
+    first: dict[str, int] = {}
+    problems: list[str] = []
+    for i, r in enumerate(rows, 1):
+        name = Path(str(r.get(key) or "")).name
+        if not name:
+            problems.append(f"row {i}: no {key}")
+            continue
+        if name in first:
+            problems.append(f"row {i} ({name}): duplicate file name, first in row {first[name]}")
+            continue
+        first[name] = i
+        value = _number(r.get(column), str(path), i, column, problems)
+        if value is not None:
+            out[name] = value
+    if problems:
+        raise DataError(str(path), problems)
+    return out
+
+
+def read_truth(truth: str | Path) -> dict[str, float]:
+    """File name -> MOS from a RAISE `ratings.csv` (`filename, MOS_Rating`) or a manifest (`image, mos`).
+
+    Rows without a score are left out; a duplicate file name, a NaN or a non-numeric score is an error
+    naming the file and the row.
+    """
+    from realness.data import read_table
+
+    path = Path(truth)
+    rows = read_table(path)
+    raise_format = bool(rows) and "MOS_Rating" in rows[0]
+    return _named_rows(path, rows, ("filename",) if raise_format else ("image", "filename"),
+                       "MOS_Rating" if raise_format else "mos")
 
 
 def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_column: str | None = None,
@@ -82,23 +131,18 @@ def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_
     """
     from realness.plots import scatter_plot
 
+    from realness.data import read_table
+
     mos_by_name = read_truth(truth)
-    with Path(scores).open(encoding="utf-8-sig", newline="") as fh:
-        srows = list(csv.DictReader(fh))
-    if not srows:
-        raise ValueError(f"{scores}: no rows")
-    column = score_column or ("score_mos" if srows[0].get("score_mos") else "score_z")
-    if column not in srows[0]:
-        raise ValueError(f"{scores}: no column {column!r}; found {sorted(srows[0])}")
-    pairs, unmatched = [], []
-    for r in srows:
-        name = Path(r.get("filename") or r.get("image") or "").name
-        if r.get(column) in ("", None) or name not in mos_by_name:
-            unmatched.append(name)
-            continue
-        pairs.append((float(r[column]), mos_by_name[name]))
+    srows = read_table(Path(scores))
+    column = score_column or ("score_mos" if srows and any(r.get("score_mos") for r in srows) else "score_z")
+    scored = _named_rows(Path(scores), srows, ("filename", "image"), column)
+    names = [Path(str(r.get("filename") or r.get("image"))).name for r in srows]
+    unmatched = [n for n in names if n not in scored or n not in mos_by_name]
+    pairs = [(scored[n], mos_by_name[n]) for n in names if n in scored and n in mos_by_name]
     if len(pairs) < 3:
-        raise ValueError(f"{scores}: only {len(pairs)} scored file(s) match {truth}")
+        raise ValueError(f"{scores}: only {len(pairs)} of its {len(names)} file(s) have both a score ({column}) and "
+                         f"a ground-truth score in {truth}; at least 3 are needed")
     pred, mos = map(np.array, zip(*pairs))
     result = evaluate_scores(pred, mos, n_boot=n_boot)
     result["unmatched"] = unmatched

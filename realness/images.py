@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Larger than this many pixels is refused rather than decoded into tens of GiB of memory.
 MAX_PIXELS = 16_000 * 16_000
+# Larger than this is downscaled once, on read, for every stage (`--max_pixels`): no model reads more than
+# 448-512 px, and full-size copies of a 100-megapixel photo would cost GiBs per stage.
+PIXEL_BUDGET = 4096 * 4096
 
 
 class ImageError(ValueError):
@@ -24,10 +27,35 @@ class ImageError(ValueError):
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
+    return scan_folder(folder)[0]
+
+
+def scan_folder(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """`(images, skipped)`: files directly inside `folder` with an image extension, and the other files
+    (hidden files aside), both sorted by name, so a caller can say what it left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder of images")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+
+
+def skipped_note(skipped: list[Path]) -> str:
+    """One line naming the files a folder scan left out ("" when none)."""
+    if not skipped:
+        return ""
+    names = ", ".join(p.name for p in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+    return (f"skipped {len(skipped)} file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}): {names}")
+
+
+def fit_pixels(img: Image.Image, max_pixels: int | None) -> Image.Image:
+    """`img` downscaled (aspect kept) so it has at most `max_pixels` pixels; unchanged when it fits."""
+    if not max_pixels or img.width * img.height <= max_pixels:
+        return img
+    scale = (max_pixels / (img.width * img.height)) ** 0.5
+    size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -40,14 +68,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as an RGB PIL image.
+def load_image(path: str | Path, max_pixels: int | None = PIXEL_BUDGET) -> Image.Image:
+    """Open an image file as an RGB PIL image, downscaled to at most `max_pixels` pixels (None: never).
+
+    A JPEG larger than the budget is decoded at reduced size directly (PIL's draft mode), so its full
+    size never sits in memory.
 
     Raises:
         ImageError: the file is missing, empty, not an image, truncated, corrupt or too large.
@@ -63,9 +95,14 @@ def load_image(path: str | Path) -> Image.Image:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageError(f"{path}: too large ({img.width}x{img.height} pixels)")
+                if max_pixels and img.width * img.height > max_pixels and img.format == "JPEG":
+                    scale = (max_pixels / (img.width * img.height)) ** 0.5
+                    img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                ImageOps.exif_transpose(img, in_place=True)
+                if img.mode in ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F"):
+                    img = fit_pixels(img, max_pixels)  # before any conversion copies the full size
+                return fit_pixels(_to_rgb(img), max_pixels)
     except ImageError:
         raise
     except UnidentifiedImageError:

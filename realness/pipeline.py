@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from describe.engines import DEFAULT_DESCRIBER, _unreachable
+from describe.engines import DEFAULT_DESCRIBER
 from realness.dream.configuration import DreamConfig
+from realness.files import JsonlWriter, output_name, read_jsonl, save_image, write_text_atomic
+from realness.images import PIXEL_BUDGET
 
 logger = logging.getLogger(__name__)
 STAGES = ("read", "describe", "score", "map", "thumbnail")
@@ -62,7 +64,8 @@ class RunConfig:
     resume: bool = field(default=True, metadata={"help": "Continue a run in --out: skip images already done, retry failed ones."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
     thumb_size: int = field(default=256, metadata={"help": "Longer side in pixels of the report's thumbnails."})
-    overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz keeps full resolution)."})
+    overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz holds the map at DREAM's --map_long_side)."})
+    max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read (aspect kept) for every stage; bounds memory. 0: never."})
 
 
 def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
@@ -91,11 +94,6 @@ def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
         os.environ["HF_HUB_OFFLINE"] = "1"
         hub.HF_HUB_OFFLINE = True
         return True
-
-
-def _safe_name(filename: str) -> str:
-    """A file name for outputs derived from an image's name: keeps the extension, so a.png and a.jpg differ."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)
 
 
 class Models:
@@ -129,20 +127,9 @@ class Models:
         return self._mapper
 
     def _load_mapper(self):
-        from dataclasses import replace
+        from realness.dream.run import load_mapper
 
-        from realness.dream.maps import DreamMapper
-        from realness.dream.tiny import tiny_clip
-
-        config, default = self.dream_config, DreamConfig()
-        mapper, placeholder = self._or_placeholder(
-            "CLIP", f"{config.model}/{config.pretrained}",
-            config.model == default.model and config.pretrained == default.pretrained,
-            lambda: DreamMapper(config, device=self.device),
-            lambda: DreamMapper(replace(config, **tiny_clip()), device=self.device))
-        used = mapper.config
-        self.info["clip"] = {"name": used.model if placeholder else f"{used.model}/{used.pretrained}",
-                             "method": used.method, "placeholder": placeholder}
+        mapper, self.info["clip"] = load_mapper(self.dream_config, self.device, self.cfg.offline_fallback)
         return mapper
 
     def describer(self):
@@ -168,34 +155,24 @@ class Models:
                                                         self.device, max_new_tokens=cfg.max_tokens)
         return engine
 
-    def _or_placeholder(self, what: str, name: str, is_default: bool, load, load_placeholder):
-        """`(model, True)` from `load_placeholder` when the *default* model cannot be downloaded and
-        --offline_fallback allows it; else `(load(), False)`, or the loader's error."""
-        try:
-            return load(), False
-        except Exception as err:
-            if not (self.cfg.offline_fallback and is_default and _unreachable(err)):
-                raise
-            logger.warning("%s %s cannot be downloaded (%s); using a tiny RANDOM placeholder %s instead: its output, "
-                           "and everything made from it, means nothing", what, name, str(err).splitlines()[0][:120], what)
-            return load_placeholder(), True
-
     def close(self) -> None:
         if self._describer is not None and hasattr(self._describer, "close"):
             self._describer.close()
 
 
-def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float]]:
-    """Image paths, plus descriptions and MOS when `images` is a manifest that has them."""
+def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
+    """Image paths, descriptions and MOS when `images` is a manifest that has them, and the files of a
+    folder that were left out for not being images."""
     from realness.data import manifest_inputs
-    from realness.images import list_images
+    from realness.images import scan_folder
 
     src = Path(images)
     if src.is_dir():
-        return list_images(src), {}, {}
+        paths, skipped = scan_folder(src)
+        return paths, {}, {}, skipped
     if not src.is_file():
         raise FileNotFoundError(f"{src}: neither a folder of images nor a manifest file")
-    return manifest_inputs(src)
+    return (*manifest_inputs(src), [])
 
 
 def _device(device: str) -> str:
@@ -210,7 +187,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json)."""
     from tqdm.auto import tqdm
 
-    from describe.annotate import JsonlWriter, read_jsonl, sha256_file
+    from describe.annotate import sha256_file
 
     if not cfg.images:
         raise ValueError("give the images: realness run IMAGES --out DIR")
@@ -218,17 +195,21 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise ValueError("--chunk_size must be at least 1")
     dream_config = dream_config or DreamConfig()
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     results_path = out / "results.jsonl"
     if results_path.exists() and not cfg.resume:
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     from realness.core.modeling import resolve_core
 
     resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
-    paths, given, truth = _inputs(cfg.images)  # bad inputs fail here, before anything is written
-    if not paths:
-        from realness.images import IMAGE_EXTENSIONS
+    from realness.images import IMAGE_EXTENSIONS, skipped_note
 
-        logger.warning("%s: no images found (extensions read: %s)", cfg.images, " ".join(IMAGE_EXTENSIONS))
+    paths, given, truth, skipped = _inputs(cfg.images)  # bad inputs fail here, before anything is written
+    if skipped:
+        logger.warning("%s: %s", cfg.images, skipped_note(skipped))
+    if not paths:
+        raise ValueError(f"{cfg.images}: no images found (extensions read: {' '.join(IMAGE_EXTENSIONS)})")
     if cfg.descriptions:
         from realness.data import load_descriptions
 
@@ -288,10 +269,11 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     wall = time.perf_counter() - start
     records = [{**done[p.name], "mos": truth.get(p.name)} for p in paths if p.name in done]  # today's --truth
     summary = _summary(records, counts, wall, models, cfg, dream_config, device)
+    summary["skipped_files"] = [p.name for p in skipped]
     start = time.perf_counter()
     write_outputs(records, summary, out)
     summary["seconds"]["write_outputs"] = round(time.perf_counter() - start, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -311,11 +293,18 @@ def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> No
         before = json.loads(path.read_text())
         changed = sorted(k for k in wanted if before.get(k) != wanted[k])
         if changed:
-            diff = "; ".join(f"{k}: {before.get(k)!r} then, {wanted[k]!r} now" for k in changed)
+            def differ(k):
+                old, new = before.get(k), wanted[k]
+                if isinstance(old, dict) and isinstance(new, dict):  # only the options that differ
+                    return "; ".join(f"{k}.{sub}: {old.get(sub)!r} then, {new.get(sub)!r} now"
+                                     for sub in sorted(set(old) | set(new)) if old.get(sub) != new.get(sub))
+                return f"{k}: {old!r} then, {new!r} now"
+
+            diff = "; ".join(differ(k) for k in changed)
             raise ValueError(f"{path.parent} holds a run made with other options ({diff}); "
                              "rerun with the same options to resume, or choose another --out")
     else:
-        path.write_text(json.dumps(wanted, indent=2))
+        write_text_atomic(path, json.dumps(wanted, indent=2))
 
 
 def _new_record(path: Path, sha: str, mos: float | None) -> dict:
@@ -346,7 +335,7 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described, 
     start = time.perf_counter()
     for i, rec in enumerate(todo):
         try:
-            images[i] = load_image(rec["image"])
+            images[i] = load_image(rec["image"], cfg.max_pixels or None)
         except ImageError as err:
             _fail(rec, "read", err)
     _split_time(todo, "read", start)
@@ -402,10 +391,13 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described, 
         ok = [i for i in ok if todo[i]["status"] == "ok"]
         _per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
                                                       dream_config, cfg, out))
-    start = time.perf_counter()
-    for i, image in images.items():
-        _thumb(image, todo[i], cfg, out)
-    _split_time([todo[i] for i in images], "thumbnail", start)
+    for i, image in images.items():  # per image, like every stage: a full disk fails the image, not the run
+        start = time.perf_counter()
+        try:
+            _thumb(image, todo[i], cfg, out)
+        except OSError as err:
+            _fail(todo[i], "thumbnail", f"cannot write the thumbnail: {err}")
+        _split_time([todo[i]], "thumbnail", start)
 
 
 def _per_image(idx: list[int], todo: list[dict], stage: str, fn) -> None:
@@ -462,22 +454,19 @@ def _score(models: Models, images: list, recs: list[dict]) -> None:
 
 
 def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cfg: RunConfig, out: Path) -> None:
-    from PIL import Image
-
     mapper = models.mapper()
     for image, rec, rmap in zip(images, recs, mapper.map_batch(images, [r["description"] for r in recs])):
-        name = _safe_name(rec["filename"])
+        name = output_name(rec["filename"])
         rmap.save(out / "maps" / f"{name}.npz")
-        overlay = rmap.overlay(image, config.colormap, config.alpha)
-        overlay.thumbnail((cfg.overlay_size, cfg.overlay_size), Image.Resampling.LANCZOS)
-        overlay.save(out / "maps" / f"{name}.overlay.png")
+        overlay = rmap.overlay(image, config.colormap, config.alpha, max_side=cfg.overlay_size)
+        save_image(overlay, out / "maps" / f"{name}.overlay.png")
         _save_thumbnail(overlay, out / "thumbs" / f"{name}.overlay.jpg", cfg.thumb_size)
         rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png",
                    overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat))
 
 
 def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:
-    name = f"thumbs/{_safe_name(rec['filename'])}.jpg"
+    name = f"thumbs/{output_name(rec['filename'])}.jpg"
     _save_thumbnail(image, out / name, cfg.thumb_size)
     rec["thumb"] = name
 
@@ -488,7 +477,7 @@ def _save_thumbnail(image, path: Path, size: int) -> None:
 
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
-    thumb.convert("RGB").save(path, quality=85)
+    save_image(thumb.convert("RGB"), path, quality=85)
 
 
 def _summary(records, counts, wall, models: Models, cfg, dream_config, device) -> dict:
@@ -533,7 +522,9 @@ def write_outputs(records: list[dict], summary: dict, out: Path) -> None:
     from realness.plots import histogram_plot
     from realness.report import write_report
 
-    with (out / "scores.csv").open("w", newline="", encoding="utf-8") as fh:
+    from realness.files import atomic_path
+
+    with atomic_path(out / "scores.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(SCORE_FIELDS)
         for r in records:
@@ -552,5 +543,5 @@ def write_outputs(records: list[dict], summary: dict, out: Path) -> None:
         plots["scatter"] = scatter_plot(pred, mos, out / "scatter.png", "realness run",
                                         xlabel=f"predicted {stats['column']}").name
     summary["plots"] = plots
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_report(records, summary, out / "report.html")

@@ -156,7 +156,9 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
                      + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
     parts.append(f"<script>{_JS}</script></body></html>\n")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    from realness.files import write_text_atomic
+
+    write_text_atomic(path, "\n".join(parts))
     return path
 
 

@@ -133,15 +133,16 @@ def test_map_and_eval_maps_cli(tiny_clip, redness_clip, tmp_path, capsys):
     flags = [f"--{k}={v}" for k, v in redness_clip.items()]
     assert main(["map", "--images", str(images), "--descriptions", str(tmp_path / "d.csv"), "--out",
                  str(tmp_path / "maps"), "--contrast", "false", "--dense_long_side", "128", "--progress", "false",
-                 *flags]) == 0
+                 *flags]) == 1  # some failed (broken.png)
     assert "mapped 3, flat ('No') 1, failed 1" in capsys.readouterr().out
     for i in range(3):
         for suffix in (".npz", "_heatmap.png", "_overlay.png"):
-            assert (tmp_path / "maps" / f"p{i}{suffix}").is_file()
-    assert RealnessMap.load(tmp_path / "maps" / "real.npz").flat
-    assert main(["eval-maps", "--maps", str(tmp_path / "maps"), "--masks", str(masks), "--out", str(tmp_path / "ev")]) == 0
+            assert (tmp_path / "maps" / f"p{i}.png{suffix}").is_file()
+    assert RealnessMap.load(tmp_path / "maps" / "real.png.npz").flat
+    # real.png has no mask: listed, and the exit code says some items could not be evaluated
+    assert main(["eval-maps", "--maps", str(tmp_path / "maps"), "--masks", str(masks), "--out", str(tmp_path / "ev")]) == 1
     import json
 
     result = json.loads((tmp_path / "ev" / "localization.json").read_text())
-    assert result["n"] == 3 and result["no_mask"] == ["real"]
+    assert result["n"] == 3 and result["no_mask"] == ["real.png"]
     assert result["mean"]["pointing_hit"] == 1.0 and result["mean"]["auroc"] > 0.95

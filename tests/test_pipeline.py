@@ -270,13 +270,13 @@ def test_describer_none_needs_descriptions(folder, given_csv, tmp_path):
 def test_a_missing_core_fails_before_anything_is_described(folder, tiny_vlm, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(folder), "--out", str(out), "--describer", str(tiny_vlm), "--core", str(tmp_path / "nope"),
-                 "--dream", "false", "--progress", "false"]) == 1
+                 "--dream", "false", "--progress", "false"]) == 2  # nothing could be done
     assert "nope" in capsys.readouterr().err
     assert not (out / "descriptions.jsonl").exists() and not (out / "results.jsonl").exists()
 
 
 def test_refuses_to_overwrite_without_resume(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
-    assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--resume", "false")) == 1
+    assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--resume", "false")) == 2
     assert "already holds a run" in capsys.readouterr().err
 
 
@@ -360,7 +360,7 @@ def test_a_batch_failure_is_narrowed_to_the_image_that_caused_it():
 def test_resume_refuses_other_options(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
     before = (run_out / "results.jsonl").read_text()
     args = _args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--method", "window")
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "other options" in err and "dream_config" in err and str(run_out) in err
     assert (run_out / "results.jsonl").read_text() == before  # nothing touched

@@ -42,7 +42,7 @@ def test_score_core_cli_scores_good_images_and_reports_bad_ones(saved_core, fold
     out = tmp_path / "scores.csv"
     rc = main(["score-core", "--model", str(saved_core), "--images", str(folder),
                "--descriptions", str(tmp_path / "desc.csv"), "--out", str(out), "--batch-size", "2", "--no-progress"])
-    assert rc == 0
+    assert rc == 1  # some images failed: exit 1 (README "Exit codes")
     rows = list(csv.DictReader(out.open()))
     assert [r["filename"] for r in rows] == ["broken.png", "nodesc.png"] + [f"ok{i}.png" for i in range(5)]
     by = {r["filename"]: r for r in rows}
@@ -73,7 +73,7 @@ def test_eval_cli_matches_metrics_and_writes_plot(tmp_path, capsys):
         for i, m in enumerate(mos):
             w.writerow([f"f{i}.png", m, 0])
     assert main(["eval", "--scores", str(tmp_path / "scores.csv"), "--truth", str(tmp_path / "ratings.csv"),
-                 "--out", str(tmp_path / "ev"), "--n-boot", "200"]) == 0
+                 "--out", str(tmp_path / "ev"), "--n-boot", "200"]) == 1  # extra.png had no score: listed, exit 1
     result = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     pred = [float(r["score_mos"]) for r in csv.DictReader((tmp_path / "scores.csv").open()) if r["score_mos"]]
     from scipy.stats import spearmanr

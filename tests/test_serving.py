@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from conftest import colour_image  # noqa: E402
 from test_describer import _train  # noqa: E402
 
 pytestmark = pytest.mark.slow
+API_KEY = "test-key-7f3a"  # the server requires it; it must never show in a process's argv
 
 
 def _free_port() -> int:
@@ -33,7 +35,7 @@ def server(tiny_vlm, pairs_manifest, tmp_path_factory):
 
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path_factory.mktemp("srv") / "run")
     cfg = ServerConfig(model=str(tiny_vlm), lora=[f"describer={adapter}"], port=_free_port(), max_lora_rank=16,
-                       max_model_len=1024, dtype="float32")
+                       max_model_len=1024, dtype="float32", api_key=API_KEY)
     log = (tmp_path_factory.mktemp("srvlog") / "server.log").open("w")
     with VllmServer(cfg, log=log) as srv:
         yield srv
@@ -59,7 +61,7 @@ def _annotate(folder, out, url, *extra):
     from realness.cli import main
 
     return main(["annotate", "--images", str(folder), "--server", *([url] if isinstance(url, str) else url),
-                 "--out", str(out), "--max_tokens", "24", "--progress", "false", *extra])
+                 "--out", str(out), "--max_tokens", "24", "--progress", "false", "--api_key", API_KEY, *extra])
 
 
 def test_server_annotates_a_folder_with_the_adapter(server, folder, tmp_path, capsys):
@@ -83,10 +85,30 @@ def test_server_annotates_a_folder_with_the_adapter(server, folder, tmp_path, ca
     assert load_descriptions(out)["pair1.png"] == PAIRS[1][1]
 
 
+def test_api_key_is_required_and_never_on_a_command_line(server, tmp_path):
+    """The key reaches vLLM through VLLM_API_KEY: requests without it are refused, and no process of the
+    server has it in its argv (which `ps` shows to every user of the machine)."""
+    import httpx
+
+    body = {"model": "describer", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30).status_code == 401
+    ok = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60,
+                    headers={"Authorization": f"Bearer {API_KEY}"})
+    assert ok.status_code == 200
+    assert API_KEY not in " ".join(server.config.command())
+    pids = [server.process.pid] + [int(p) for p in
+                                   subprocess.run(["pgrep", "-g", str(server.process.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.is_file():
+            assert API_KEY.encode() not in cmdline.read_bytes()
+
+
 def test_killed_client_resumes_every_image_exactly_once(server, folder, tmp_path):
     out = tmp_path / "d.jsonl"
     cmd = [sys.executable, "-m", "realness.cli", "annotate", "--images", str(folder), "--server", server.url,
-           "--out", str(out), "--max_tokens", "24", "--concurrency", "1", "--progress", "false"]
+           "--api_key", API_KEY, "--out", str(out), "--max_tokens", "24", "--concurrency", "1", "--progress", "false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
@@ -137,7 +159,7 @@ def test_realness_run_through_the_server(server, folder, tiny_clip, tmp_path):
     from realness.images import load_image
 
     out = tmp_path / "run"
-    assert main(["run", str(folder), "--out", str(out), "--server", server.url, "--max_tokens", "24",
+    assert main(["run", str(folder), "--out", str(out), "--server", server.url, "--api_key", API_KEY, "--max_tokens", "24",
                  "--progress", "false", "--model", tiny_clip["model"], "--pretrained", tiny_clip["pretrained"],
                  "--model_config_dir", tiny_clip["model_config_dir"]]) == 1  # corrupt.png fails
     rows = {r["filename"]: r for r in csv.DictReader((out / "scores.csv").open())}

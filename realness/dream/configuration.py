@@ -35,6 +35,9 @@ class DreamConfig:
     neutral_prompt: str = field(default="a normal, realistic photo.", metadata={"help": "The prompt flaws are contrasted against."})
     combine: str = field(default="mean", metadata={"help": "How phrase maps combine: mean or max."})
     flat_for_no: bool = field(default=True, metadata={"help": "A 'No' description gives a flat zero map and flat=True."})
+    max_phrases: int = field(default=16, metadata={"help": "Map at most this many claims of a description (the first ones); bounds time and memory."})
+    max_description_chars: int = field(default=4000, metadata={"help": "Read at most this many characters of a description."})
+    map_long_side: int = field(default=512, metadata={"help": "Maps are computed and stored with the longer side at most this many pixels (never upscaled); RealnessMap.full_size() upsamples on demand."})
     colormap: str = field(default="hot", metadata={"help": "Matplotlib colour map for heatmaps and overlays."})
     alpha: float = field(default=0.5, metadata={"help": "Overlay opacity of the heatmap."})
 
@@ -43,6 +46,8 @@ class DreamConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.combine not in COMBINE:
             raise ValueError(f"combine must be one of {COMBINE}, got {self.combine!r}")
+        if self.max_phrases < 1 or self.max_description_chars < 1 or self.map_long_side < 8:
+            raise ValueError("max_phrases and max_description_chars must be >= 1, map_long_side >= 8")
         if self.window < 8 or self.stride < 1:
             raise ValueError("window must be >= 8 px and stride >= 1 px")
 

@@ -19,16 +19,19 @@ from realness.dream.text import parse_verdict, split_phrases
 
 @dataclass
 class RealnessMap:
-    """A map at image resolution: 1 = most like the described flaw, 0 = least.
+    """A map at working resolution (the image's, or smaller: its longer side at most
+    `DreamConfig.map_long_side`): 1 = most like the described flaw, 0 = least. `full_size()` upsamples it
+    to the image's own size on demand.
 
     Attributes:
         map: (H, W) float32 in [0, 1], the phrase maps combined then min-max normalised.
         phrases: the claims mapped (empty when flat).
-        phrase_maps: (P, H, W) float32 in [0, 1], one per phrase, each min-max normalised.
+        phrase_maps: (P, H, W) float16 in [0, 1], one per phrase, each min-max normalised.
         raw_range: (min, max) of the combined score before normalisation (cosine units; with contrast,
             similarity to the flaw minus similarity to the neutral prompt). A small range is a weak map.
         verdict: yes / no / somewhat, or "" when the description does not start with one.
         flat: True when nothing was mapped (a "No" answer): `map` is all zeros.
+        image_size: (width, height) of the image the map belongs to (None when not recorded).
     """
 
     map: np.ndarray
@@ -38,37 +41,58 @@ class RealnessMap:
     verdict: str = ""
     flat: bool = False
     method: str = "dense"
+    image_size: tuple[int, int] | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write an `.npz` with the maps and a JSON header of the rest."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        phrase_maps = self.phrase_maps if self.phrase_maps is not None else np.zeros((0, *self.map.shape), np.float32)
+        from realness.files import atomic_path
+
+        phrase_maps = self.phrase_maps if self.phrase_maps is not None else np.zeros((0, *self.map.shape), np.float16)
         meta = {"phrases": self.phrases, "raw_range": list(self.raw_range), "verdict": self.verdict,
-                "flat": self.flat, "method": self.method}
-        np.savez_compressed(path, map=self.map.astype(np.float32), phrase_maps=phrase_maps.astype(np.float32),
-                            meta=np.array(json.dumps(meta)))
+                "flat": self.flat, "method": self.method,
+                "image_size": list(self.image_size) if self.image_size else None}
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, map=self.map.astype(np.float32), phrase_maps=phrase_maps.astype(np.float16),
+                                meta=np.array(json.dumps(meta)))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "RealnessMap":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            size = meta.get("image_size")
             return cls(map=data["map"], phrase_maps=data["phrase_maps"], phrases=meta["phrases"],
                        raw_range=tuple(meta["raw_range"]), verdict=meta["verdict"], flat=meta["flat"],
-                       method=meta["method"])
+                       method=meta["method"], image_size=tuple(size) if size else None)
 
-    def heatmap(self, colormap: str = "hot") -> Image.Image:
-        """The map drawn with a matplotlib colour map, as an RGB image of the image's size."""
+    def full_size(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The map upsampled (bilinear) to `size` = (width, height), default the image's own size."""
+        w, h = size or self.image_size or self.map.shape[::-1]
+        if (h, w) == self.map.shape:
+            return self.map
+        return np.asarray(Image.fromarray(self.map.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
+
+    def heatmap(self, colormap: str = "hot", size: tuple[int, int] | None = None) -> Image.Image:
+        """The map drawn with a matplotlib colour map, as an RGB image of the map's size (or `size` = (w, h))."""
         import matplotlib
 
-        rgba = matplotlib.colormaps[colormap](np.clip(self.map, 0, 1))
-        return Image.fromarray((rgba[..., :3] * 255).round().astype(np.uint8))
+        values = self.map if size is None else self.full_size(size)
+        # matplotlib's own 256-entry table, indexed as it indexes floats, without its float64 RGBA copy
+        lut = (matplotlib.colormaps[colormap].resampled(256)(np.arange(256))[:, :3] * 255).round().astype(np.uint8)
+        return Image.fromarray(lut[np.minimum((np.clip(values, 0, 1) * 256).astype(np.int32), 255)])
 
-    def overlay(self, image: Image.Image, colormap: str = "hot", alpha: float = 0.5) -> Image.Image:
-        """The heatmap blended over the image (`alpha` = heatmap opacity)."""
-        base = image.convert("RGB").resize(self.map.shape[::-1], Image.Resampling.BILINEAR)
-        return Image.blend(base, self.heatmap(colormap), alpha)
+    def overlay(self, image: Image.Image, colormap: str = "hot", alpha: float = 0.5,
+                max_side: int | None = None) -> Image.Image:
+        """The heatmap blended over the image (`alpha` = heatmap opacity), at the map's size, or with its
+        longer side at `max_side` pixels (never larger than the image)."""
+        size = self.map.shape[::-1]
+        if max_side:
+            scale = min(1.0, max_side / max(image.width, image.height))
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        base = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        return Image.blend(base, self.heatmap(colormap, None if size == self.map.shape[::-1] else size), alpha)
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -115,9 +139,9 @@ class DreamMapper:
         todo = []
         for i, (image, (verdict, _)) in enumerate(zip(images, parsed)):
             if verdict == "no" and self.config.flat_for_no:
-                results[i] = RealnessMap(np.zeros((image.height, image.width), np.float32), [],
-                                         np.zeros((0, image.height, image.width), np.float32), (0.0, 0.0),
-                                         verdict, True, self.config.method)
+                w, h = self._map_size(image)
+                results[i] = RealnessMap(np.zeros((h, w), np.float32), [], np.zeros((0, h, w), np.float16),
+                                         (0.0, 0.0), verdict, True, self.config.method, image.size)
             else:
                 todo.append(i)
         if not todo:
@@ -138,9 +162,17 @@ class DreamMapper:
 
     # ---- internals ----------------------------------------------------------------------------
     def _parse(self, description: str) -> tuple[str, list[str]]:
-        verdict, body = parse_verdict(description)
-        body = body or description.strip()
-        return verdict, split_phrases(body) if self.config.split_phrases else [body]
+        """Verdict and claims; a description longer than `max_description_chars` is cut there, and only
+        its first `max_phrases` claims are mapped (CLIP reads 77 tokens of each claim anyway)."""
+        c = self.config
+        verdict, body = parse_verdict(description[:c.max_description_chars])
+        body = body or description[:c.max_description_chars].strip()
+        return verdict, (split_phrases(body) if c.split_phrases else [body])[:c.max_phrases]
+
+    def _map_size(self, image: Image.Image) -> tuple[int, int]:
+        """(w, h) of the map: the image's size, or smaller with the longer side at `map_long_side`."""
+        scale = min(1.0, self.config.map_long_side / max(image.width, image.height))
+        return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
     def _pixels(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
         """(3, h, w) normalised tensor of `image` resized to `size` = (w, h)."""
@@ -196,15 +228,16 @@ class DreamMapper:
                 total[:, y:y + win, x:x + win] += s[:, None, None]
                 count[y:y + win, x:x + win] += 1
             scores = total / count.clamp_min(1)
-        scores = F.interpolate(scores[None].float().cpu(), size=(image.height, image.width), mode="bilinear",
-                               align_corners=False)[0]
+        w, h = self._map_size(image)
+        scores = F.interpolate(scores[None].float().cpu(), size=(h, w), mode="bilinear", align_corners=False)[0]
         combined = scores.mean(0) if self.config.combine == "mean" else scores.amax(0)
         return RealnessMap(
             map=_minmax(combined).numpy().astype(np.float32),
             phrases=list(phrases),
-            phrase_maps=_minmax(scores).numpy().astype(np.float32),
+            phrase_maps=_minmax(scores).numpy().astype(np.float16),
             raw_range=(float(combined.min()), float(combined.max())),
             verdict=verdict,
             flat=False,
             method=self.config.method,
+            image_size=image.size,
         )

@@ -11,42 +11,104 @@ from pathlib import Path
 import numpy as np
 
 from realness.dream.configuration import DreamConfig
-from realness.images import ImageError, list_images, load_image
+from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note
 
 logger = logging.getLogger(__name__)
 
 
-def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, config: DreamConfig | None = None,
-               device: str = "cpu", batch_size: int = 8, progress: bool = True) -> dict:
-    """`realness map`: write `<name>.npz`, `<name>_heatmap.png` and `<name>_overlay.png` per image.
+def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool = True):
+    """`(mapper, info)`. When the *default* CLIP cannot be downloaded (no network) and `offline_fallback`
+    allows it, a tiny RANDOM CLIP stands in, with one warning, and `info["placeholder"]` is True: its
+    maps mean nothing. Any other model that fails to load raises its error."""
+    from dataclasses import replace
 
-    Images that cannot be read or have no description are reported (one line each, and in
-    `out/summary.json`) and skipped; the others are mapped.
+    from describe.engines import _unreachable
+    from realness.dream.maps import DreamMapper
+    from realness.dream.tiny import tiny_clip
+
+    default = DreamConfig()
+    is_default = config.model == default.model and config.pretrained == default.pretrained
+    placeholder = False
+    try:
+        mapper = DreamMapper(config, device=device)
+    except Exception as err:
+        if not (offline_fallback and is_default and _unreachable(err)):
+            raise
+        logger.warning("CLIP %s/%s cannot be downloaded (%s); using a tiny RANDOM placeholder CLIP instead: its "
+                       "maps, and everything made from them, mean nothing", config.model, config.pretrained,
+                       str(err).splitlines()[0][:120])
+        mapper, placeholder = DreamMapper(replace(config, **tiny_clip()), device=device), True
+    used = mapper.config
+    return mapper, {"name": used.model if placeholder else f"{used.model}/{used.pretrained}",
+                    "method": used.method, "placeholder": placeholder}
+
+
+def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, config: DreamConfig | None = None,
+               device: str = "cpu", batch_size: int = 8, progress: bool = True, offline_fallback: bool = True,
+               max_pixels: int | None = PIXEL_BUDGET, overlay_size: int = 1024) -> dict:
+    """`realness map`: write `<name>.npz`, `<name>_heatmap.png` and `<name>_overlay.png` per image, where
+    `<name>` is `realness.files.output_name(file name)` (the extension is kept: `c.png` and `c.jpg` differ).
+
+    Images that cannot be read, have no description or fail to map are reported (one line each, and in
+    `out/summary.json`) and skipped; the others are mapped. Every file is written under a temporary name
+    and renamed, so none is ever left truncated.
     """
     from tqdm.auto import tqdm
 
     from realness.data import load_descriptions
-    from realness.dream.maps import DreamMapper
+    from realness.files import output_name, save_image, write_text_atomic
+    from realness.pipeline import hub_offline_if_unreachable
 
     config = config or DreamConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     texts = load_descriptions(descriptions)
-    paths = list_images(images)
-    mapper = DreamMapper(config, device=device)
+    paths, skipped = scan_folder(images)
+    if skipped:
+        logger.warning("%s: %s", images, skipped_note(skipped))
+    if not paths:
+        raise ValueError(f"{images}: no images found")
+    if offline_fallback:
+        hub_offline_if_unreachable()
+    mapper, info = load_mapper(config, device, offline_fallback)
+    out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     flat, done = [], []
     bar = tqdm(total=len(paths), desc="maps", unit="img", disable=not progress, file=sys.stderr)
     batch: list[tuple[Path, object, str]] = []
 
+    def save(path: Path, image, result) -> None:
+        name = output_name(path.name)
+        result.save(out / f"{name}.npz")
+        save_image(result.heatmap(config.colormap), out / f"{name}_heatmap.png")
+        save_image(result.overlay(image, config.colormap, config.alpha, max_side=overlay_size), out / f"{name}_overlay.png")
+
+    def fail(path: Path, err: Exception) -> None:
+        logger.warning("%s", err if str(err).startswith(str(path)) else f"{path}: {err}")
+        failed[path.name] = str(err)
+
     def flush():
         if not batch:
             return
-        for (path, image, _), result in zip(batch, mapper.map_batch([b[1] for b in batch], [b[2] for b in batch])):
-            result.save(out / f"{path.stem}.npz")
-            result.heatmap(config.colormap).save(out / f"{path.stem}_heatmap.png")
-            result.overlay(image, config.colormap, config.alpha).save(out / f"{path.stem}_overlay.png")
-            (flat if result.flat else done).append(path.name)
+        try:
+            results = mapper.map_batch([b[1] for b in batch], [b[2] for b in batch])
+        except Exception:  # noqa: BLE001 - find the image that fails, map the rest
+            results = []
+            for path, image, text in batch:
+                try:
+                    results.extend(mapper.map_batch([image], [text]))
+                except Exception as err:  # noqa: BLE001
+                    fail(path, err)
+                    results.append(None)
+        for (path, image, _), result in zip(batch, results):
+            if result is None:
+                continue
+            try:
+                save(path, image, result)
+                (flat if result.flat else done).append(path.name)
+            except OSError as err:
+                fail(path, f"cannot write its map: {err}")
         bar.update(len(batch))
         batch.clear()
 
@@ -55,17 +117,18 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
             text = texts.get(path.name, "")
             if not text.strip():
                 raise ValueError(f"{path}: no description for this image")
-            batch.append((path, load_image(path), text))
+            batch.append((path, load_image(path, max_pixels), text))
         except (ImageError, ValueError) as err:
-            logger.warning("%s", err)
-            failed[path.name] = str(err)
+            fail(path, err)
             bar.update(1)
         if len(batch) >= batch_size:
             flush()
     flush()
     bar.close()
-    summary = {"mapped": done, "flat": flat, "failed": failed, "config": config.to_dict()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = {"mapped": done, "flat": flat, "failed": failed, "skipped_files": [p.name for p in skipped],
+               "clip": info, "config": config.to_dict(),
+               "outputs": {p.name: output_name(p.name) for p in paths if p.name not in failed}}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -85,15 +148,23 @@ def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = 
     from realness.dream.localization import localization_metrics
     from realness.dream.maps import RealnessMap
 
+    from realness.images import IMAGE_EXTENSIONS
+
     rows, missing = [], []
+    # `realness map` records which image each output name belongs to; `c.png.npz` is c.png's map
+    summary = Path(maps) / "summary.json"
+    sources = {v: k for k, v in json.loads(summary.read_text()).get("outputs", {}).items()} if summary.is_file() else {}
     for npz in sorted(Path(maps).glob("*.npz")):
-        mask_path = next((p for p in (Path(masks) / f"{npz.stem}{ext}" for ext in (".png", ".PNG")) if p.is_file()), None)
+        image = sources.get(npz.stem, npz.stem)
+        stems = [Path(image).stem] if Path(image).suffix.lower() in IMAGE_EXTENSIONS else [image]
+        mask_path = next((p for stem in stems for p in (Path(masks) / f"{stem}{ext}" for ext in (".png", ".PNG"))
+                          if p.is_file()), None)
         if mask_path is None:
-            missing.append(npz.stem)
+            missing.append(image)
             continue
         rmap = RealnessMap.load(npz)
-        rows.append({"image": npz.stem, **localization_metrics(rmap.map, load_mask(mask_path, rmap.map.shape),
-                                                                threshold, tolerance)})
+        rows.append({"image": image, **localization_metrics(rmap.map, load_mask(mask_path, rmap.map.shape),
+                                                             threshold, tolerance)})
     if not rows:
         raise ValueError(f"no map in {maps} has a mask in {masks}")
     keys = [k for k in rows[0] if k != "image"]

@@ -1,0 +1,123 @@
+"""Output files that survive kills, full disks and odd names.
+
+- `output_name`: the name outputs derived from an input file get; two different inputs never share one.
+- `atomic_path`: write under a temporary name and rename, so a kill or a full disk never leaves a
+  truncated file under the real name.
+- `JsonlWriter` / `read_jsonl`: append-only JSONL that starts on a fresh line after a torn last line,
+  and a reader that skips (and reports) malformed lines instead of losing the records around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+_SAFE = "._-"
+
+
+def output_name(filename: str) -> str:
+    """A file-system-safe name for outputs derived from `filename`, keeping its extension.
+
+    A name made only of letters, digits and `._-` is kept as it is. Any other name has the odd
+    characters replaced by `_` and gains `~` plus 8 hex digits of the original name's hash before its
+    extension (`a b.png` -> `a_b~1f0c9a2e.png`): `~` never appears in a kept name, so `a b.png` and
+    `a_b.png` (or any two distinct names) never collide, and the name is the same on every run.
+    """
+    safe = "".join(c if c.isalnum() or c in _SAFE else "_" for c in filename)
+    if safe == filename and filename not in ("", ".", ".."):
+        return filename
+    stem, dot, ext = safe.rpartition(".")
+    stem, ext = (stem, f".{ext}") if dot and stem else (safe, "")
+    digest = hashlib.sha256(filename.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{stem}~{digest}{ext}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path` (same extension); on success it is renamed onto `path`,
+    on any error it is removed, so `path` is either complete or untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`Path.write_text` that never leaves a half-written file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_image(image, path: str | Path, **options) -> Path:
+    """`PIL.Image.save` through a temporary name: the file is complete or absent, never truncated."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, **options)
+    return path
+
+
+class JsonlWriter:
+    """Append-only JSONL, one flushed line per record (thread-safe), so a kill loses at most the line
+    being written. A file whose last line was torn by a kill is first ended with a newline, so the next
+    record starts on a line of its own instead of being glued onto the fragment."""
+
+    def __init__(self, out: str | Path):
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torn = False
+        if out.is_file() and out.stat().st_size:
+            with out.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
+        self.path = out
+        self.fh = out.open("a", encoding="utf-8")
+        if torn:
+            logger.warning("%s: the last line was cut off (an interrupted write); continuing on a new line", out)
+            self.fh.write("\n")
+            self.fh.flush()
+        self.lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        with self.lock:
+            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every well-formed record of a JSONL file. Malformed lines (a torn line from a kill, bad bytes)
+    are skipped and reported in one warning naming the file and the line numbers."""
+    path = Path(path)
+    records, bad = [], []
+    if not path.is_file():
+        return records
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                bad.append(lineno)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(lineno)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        logger.warning("%s: skipped %d malformed line(s) (line %s); their images are redone", path, len(bad), shown)
+    return records
