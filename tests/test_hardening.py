@@ -322,3 +322,16 @@ def test_maps_are_stored_at_working_size_and_upsampled_on_demand(tiny_clip):
     full = rmap.full_size()
     assert full.shape == (300, 400) and abs(float(full.mean()) - float(rmap.map.mean())) < 0.02
     assert rmap.overlay(_solid((0, 0, 0), (400, 300)), max_side=200).size == (200, 150)
+
+
+@pytest.mark.slow
+def test_describe_and_annotate_exit_codes(tmp_path, tiny_vlm):
+    good, _ = _folder(tmp_path / "good", {"a.png": _solid((200, 10, 10))})
+    some, _ = _folder(tmp_path / "some", {"a.png": _solid((200, 10, 10)), "bad.png": b"\x89PNG broken"})
+    none, _ = _folder(tmp_path / "none", {"bad.png": b"\x89PNG broken"})
+    for k, (folder, code) in enumerate([(good, 0), (some, 1), (none, 2)]):
+        assert main(["describe", "--model", str(tiny_vlm), "--images", str(folder), "--out", str(tmp_path / f"d{k}.csv"),
+                     "--max-new-tokens", "4"]) == code
+        assert main(["annotate", "--engine", "transformers", "--model", str(tiny_vlm), "--images", str(folder),
+                     "--out", str(tmp_path / f"a{k}.jsonl"), "--max_tokens", "4", "--progress", "false"]) == code
+    assert main(["annotate", "--images", str(good), "--out", str(tmp_path / "x.jsonl")]) == 2  # no server, no engine
