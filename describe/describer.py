@@ -21,11 +21,13 @@ class Describer:
         adapter: a PEFT LoRA folder (as written by training), or None for the base model.
         quantize_4bit: load the base in 4-bit NF4.
         merge: merge the adapter into the weights after loading (faster generation).
+        min_new_tokens: never stop before this many tokens (benchmarks set it to max_new_tokens).
     """
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, quantize_4bit: bool = False,
                  dtype: str = "auto", device: str | None = None, merge: bool = False,
-                 question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64):
+                 question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64,
+                 min_new_tokens: int = 0):
         import torch
 
         from describe.modeling import load_base
@@ -45,6 +47,7 @@ class Describer:
             self.model.to(device)
         self.model.eval()
         self.question, self.system, self.max_new_tokens = question, system, max_new_tokens
+        self.min_new_tokens = min_new_tokens
 
     def generate(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[str]:
         """Raw answers, greedy, in input order."""
@@ -53,7 +56,7 @@ class Describer:
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             out += generate(self.model, self.processor, list(images[start:start + batch_size]), self.question,
-                            self.system, self.max_new_tokens)
+                            self.system, self.max_new_tokens, min_new_tokens=self.min_new_tokens)
         return [t.strip() for t in out]
 
     def describe(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[Answer]:

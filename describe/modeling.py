@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 import torch
 
 LANGUAGE_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VISION_PROJECTIONS = ("qkv", "proj", "fc1", "fc2", "q_proj", "k_proj", "v_proj", "out_proj")
+# Qwen2-VL: attn.qkv/proj, mlp.fc1/fc2; Qwen2.5-VL: attn.qkv/proj, gated mlp.gate_proj/up_proj/down_proj;
+# SigLIP/Idefics3: q/k/v/out_proj, fc1/fc2.
+VISION_PROJECTIONS = ("qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "q_proj", "k_proj", "v_proj",
+                      "out_proj")
 
 
 @dataclass

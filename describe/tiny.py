@@ -6,6 +6,8 @@ chat template) run the real transformers, PEFT and vLLM code paths. Their text i
 `realness run` falls back to `tiny-qwen2vl` only when the default describer cannot be loaded, and says so.
 
     build_tiny_qwen2vl(folder)    Qwen2-VL architecture (mrope), what vLLM serves in the tests
+    build_tiny_qwen25vl(folder)   Qwen2.5-VL, the default describer's family: window attention and a gated
+                                  MLP in the vision tower (other LoRA target names than Qwen2-VL's)
     build_tiny_idefics3(folder)   Idefics3, the SmolVLM family
     tiny_describer()              `tiny-qwen2vl` built once into the cache folder, returned as a path
 """
@@ -98,6 +100,30 @@ def build_tiny_qwen2vl(folder: Path) -> Path:
     return _save_vlm(model, processor, model.model.language_model.norm, folder, ids["<|im_end|>"], ids["<|endoftext|>"])
 
 
+def build_tiny_qwen25vl(folder: Path) -> Path:
+    """A random 2-layer Qwen2.5-VL: block 0 of its vision tower attends within 112-pixel windows, block 1
+    over the whole image (as the 3B model's `fullatt_block_indexes`), and its vision MLP is gated."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fast, ids = _byte_bpe(QWEN_SPECIAL, QWEN_TEMPLATE, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    cfg = Qwen2_5_VLConfig(
+        text_config=_text_config(len(fast), ids, "<|endoftext|>", "<|im_end|>", rope_parameters={
+            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}),
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1], in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28),
+                                    tokenizer=fast, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    return _save_vlm(model, processor, model.model.language_model.norm, folder, ids["<|im_end|>"], ids["<|endoftext|>"])
+
+
 def build_tiny_idefics3(folder: Path) -> Path:
     """A random tiny Idefics3 (the SmolVLM family: SigLIP-style vision + Llama text), built offline."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
@@ -120,7 +146,7 @@ def build_tiny_idefics3(folder: Path) -> Path:
                      ids["<|endoftext|>"])
 
 
-TINY = {"tiny-qwen2vl": build_tiny_qwen2vl, "tiny-idefics3": build_tiny_idefics3}
+TINY = {"tiny-qwen2vl": build_tiny_qwen2vl, "tiny-qwen25vl": build_tiny_qwen25vl, "tiny-idefics3": build_tiny_idefics3}
 
 
 def cache_dir() -> Path:

@@ -133,21 +133,24 @@ def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
 
 @torch.no_grad()
 def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT_SYSTEM, max_new_tokens=64,
-             do_sample: bool = False) -> list[str]:
-    """Greedy (default) descriptions for a batch of PIL images."""
+             do_sample: bool = False, min_new_tokens: int = 0) -> list[str]:
+    """Greedy (default) descriptions for a batch of PIL images (`min_new_tokens` holds back the end token:
+    benchmarks fix the output length with it)."""
     was_training = model.training
     model.eval()
     inputs = generation_inputs(processor, images, question, system)
     device = next(p for p in model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                         pad_token_id=processor.tokenizer.pad_token_id)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                         do_sample=do_sample, pad_token_id=processor.tokenizer.pad_token_id)
     model.train(was_training)
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def train_describer(cfg: DescriberTrainConfig) -> Path:
-    """Fine-tune and save the adapter (+ processor) to `output_dir/adapter`; returns that folder."""
+def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
+    """Fine-tune and save the adapter (+ processor) to `output_dir/adapter`; returns that folder.
+
+    `callbacks`: extra `transformers.TrainerCallback`s (e.g. a benchmark's step clock)."""
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -177,7 +180,7 @@ def train_describer(cfg: DescriberTrainConfig) -> Path:
     collator = TrainCollator(processor, cfg.question, cfg.system or None)
     trainer = Trainer(model=model, args=args, train_dataset=_Pairs(train_rows),
                       eval_dataset=_Pairs(held) if held else None, data_collator=collator,
-                      callbacks=[_sample_callback(cfg, processor, held)])
+                      callbacks=[_sample_callback(cfg, processor, held), *callbacks])
     last = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     adapter = out / "adapter"

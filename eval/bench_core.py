@@ -1,15 +1,19 @@
-"""CORE scoring throughput (images/s) per batch size, as a ratio to batch size 1 measured in the same run.
+"""CORE scoring throughput (images/s) per batch size, as a ratio to the first batch size measured in the same run.
 
     python eval/bench_core.py                      # CPU: offline preset and the paper's architecture
-    python eval/bench_core.py --device cuda --batch-sizes 1 8 32 64
+    python eval/bench_core.py --device cuda --batch-sizes 1 32 128 256 --amp bf16
 
-The paper's architecture runs with random weights when its pretrained weights cannot be fetched (speed
-does not depend on the weights). Prints one line per model and writes --out (JSON).
+The paper's architecture (ResNet-50 + bert-base-uncased) runs with random weights built from its published
+configuration (`realness.core.realsize`) when its pretrained weights cannot be fetched: speed does not
+depend on the weights. Two rates per batch size: end to end (`predict`: PIL resize and normalisation,
+tokenization, both backbones, head) and the model alone on tensors already on the device. Prints one
+line per model and writes --out (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,15 +28,42 @@ def _images(n: int, size=(512, 384)) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def _rate(model, images, texts, batch_size: int, device: str) -> float:
-    model.predict(images[:batch_size], texts[:batch_size], batch_size=batch_size)  # warm-up
+def _autocast(device: str, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+
+
+def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.predict(images, texts, batch_size=batch_size)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+
+
+def _rate(model, images, texts, batch_size: int, device: str, amp: str) -> float:
+    with _autocast(device, amp):
+        model.predict(images[:batch_size], texts[:batch_size], batch_size=batch_size)  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        model.predict(images, texts, batch_size=batch_size)
+        _sync(device)
     return len(images) / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _model_rate(model, images, texts, batch_size: int, device: str, amp: str, repeats: int = 3) -> float:
+    """The model alone: one preprocessed batch already on the device, forward `repeats` times."""
+    batch = model.processor(images[:batch_size] * (batch_size // len(images[:batch_size])),
+                            texts[:batch_size] * (batch_size // len(texts[:batch_size])))
+    batch = {k: v.to(device) for k, v in batch.items()}
+    model.eval()
+    with _autocast(device, amp):
+        model(**batch)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(**batch)
+        _sync(device)
+    return batch_size * repeats / (time.perf_counter() - start)
 
 
 def _build(name: str, device: str):
@@ -45,14 +76,10 @@ def _build(name: str, device: str):
     except Exception:  # no network: same architecture, random weights, same speed
         import tempfile
 
-        from transformers import BertConfig, BertModel, BertTokenizerFast
+        from realness.core.realsize import paper_core_random
 
-        folder = Path(tempfile.mkdtemp()) / "bert-base-shape"
-        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(30517)]
-        BertModel(BertConfig()).save_pretrained(folder)
-        BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
-        model = create_core("paper", pretrained=False, pretrained_text=True, text_encoder=str(folder))
-        return model.to(device), "random init (no network for ResNet-50/BERT weights)"
+        model = paper_core_random(tempfile.mkdtemp())
+        return model.to(device), "random init from the published configs (no network for ResNet-50/BERT weights)"
 
 
 def main(argv=None) -> dict:
@@ -61,19 +88,24 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is the baseline (default: 1 2 4 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, float32)")
     p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")
     a = p.parse_args(argv)
-    images = _images(a.images)
+    images = _images(max(a.images, max(a.batch_sizes)))
     texts = ["Yes, the roots and soil mound around the tree look oddly artificial, and the people look repetitive."] * a.images
-    results = {"device": a.device, "torch_threads": torch.get_num_threads(), "input": "384x512", "models": {}}
+    texts = texts + texts[:1] * (len(images) - len(texts))
+    name_of_device = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+    results = {"device": a.device, "device_name": name_of_device, "amp": a.amp, "torch_threads": torch.get_num_threads(),
+               "input": "384x512", "models": {}}
     for name in a.models:
         model, weights = _build(name, a.device)
-        rates = {bs: _rate(model, images, texts, bs, a.device) for bs in a.batch_sizes}
+        rates = {bs: _rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
+        alone = {bs: _model_rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
         base = rates[a.batch_sizes[0]]
-        results["models"][name] = {"weights": weights, "images_per_s": rates,
+        results["models"][name] = {"weights": weights, "images_per_s": rates, "model_only_images_per_s": alone,
                                    "ratio_vs_first": {bs: r / base for bs, r in rates.items()}}
-        cells = "  ".join(f"batch {bs}: {r:6.2f}/s ({r / base:.2f}x)" for bs, r in rates.items())
-        print(f"{name:8s} {a.device}  {cells}  [{weights}]")
+        cells = "  ".join(f"batch {bs}: {r:7.1f}/s ({r / base:.2f}x; model alone {alone[bs]:7.1f}/s)" for bs, r in rates.items())
+        print(f"{name:8s} {name_of_device} amp={a.amp}  {cells}  [{weights}]")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     return results

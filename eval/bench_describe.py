@@ -1,24 +1,32 @@
-"""Describer throughput: vLLM engine vs transformers engine, same model, adapter and images, same run.
+"""Describer throughput: vLLM vs transformers `generate`, same model, adapter, images and output length, same run.
 
-    python eval/bench_describe.py --model MODEL_DIR [--adapter ADAPTER_DIR] --images 64
+    python eval/bench_describe.py                                      # tiny random Qwen2-VL (CPU smoke)
+    python eval/bench_describe.py --model realsize:qwen2.5-vl-3b --device cuda --dtype bfloat16 \\
+        --images 64 --batch-sizes 1 8 32 64 --max-new-tokens 64       # the default describer's shapes
     python eval/bench_describe.py --model Qwen/Qwen2.5-VL-3B-Instruct --adapter runs/describer-raise/adapter
-    python eval/bench_describe.py --model offline/small-describer --image_dir ../shared/data/raise-train/images
 
-Without --model it builds the tiny random Qwen2-VL of the test suite (CPU smoke benchmark). Prints
-images/s per engine, their ratio, and resident memory (this process and its children, e.g. vLLM's
-workers) after each engine is loaded; writes --out (JSON).
+`realsize:<name>` builds the model from its published configuration with random weights
+(`describe.realsize`; speed does not depend on the weights) into `eval/out/realsize/<name>` once.
+Every request decodes exactly --max-new-tokens tokens (the end token is held back: `min_new_tokens` in
+transformers, `min_tokens` in vLLM), so both engines do the same work. Prints images/s and tokens/s per
+engine and batch size, the ratio vLLM / best transformers batch, peak memory (GPU: the allocator's peak;
+CPU: resident memory of this process and its children), and for Qwen-family models the FLOPs per image
+(linear layers: vision tower over its patches, language model over prompt + generated tokens, LM head
+over generated tokens) against a bf16 matrix-product rate measured in the same run. Writes --out (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -29,33 +37,113 @@ def _rss_gib() -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**30
 
 
-def _rate(engine, images, batch_size: int) -> float:
-    engine.generate(images[:2], batch_size)  # warm-up
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_reset(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str, base_rss: float) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return _rss_gib() - base_rss
+
+
+def matmul_tflops(device: str, n: int = 8192, dtype=torch.bfloat16, repeats: int = 10) -> float:
+    """A square bf16 matrix product's rate on `device`: the ceiling FLOPs per image are compared with."""
+    if not device.startswith("cuda"):
+        n, repeats = 2048, 3
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
     start = time.perf_counter()
-    engine.generate(images, batch_size)
-    return len(images) / (time.perf_counter() - start)
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def flops_per_image(model_dir: str, image: Image.Image, new_tokens: int) -> dict | None:
+    """Linear-layer FLOPs of describing one image with a Qwen-family VLM, from its shapes (meta device)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from describe.chat import generation_inputs
+
+    config = AutoConfig.from_pretrained(model_dir)
+    if not config.model_type.startswith("qwen2"):
+        return None
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    inputs = generation_inputs(AutoProcessor.from_pretrained(model_dir), [image])
+    prompt, patches = inputs["input_ids"].shape[1], int(inputs["image_grid_thw"][0].prod())
+
+    def linear(module) -> int:
+        return sum(m.weight.numel() for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv3d)))
+
+    visual, text = model.model.visual, model.model.language_model
+    merge = config.vision_config.spatial_merge_size ** 2
+    vision = 2 * (linear(visual.blocks) + linear(visual.patch_embed)) * patches + 2 * linear(visual.merger) * patches // merge
+    language = 2 * linear(text) * (prompt + new_tokens) + 2 * model.lm_head.weight.numel() * new_tokens
+    return {"prompt_tokens": prompt, "image_patches": patches, "vision_gflop": vision / 1e9,
+            "language_gflop": language / 1e9, "total_gflop": (vision + language) / 1e9}
+
+
+def resolve_model(model: str | None, device: str) -> str:
+    """A folder or hub id; `realsize:<name>` builds the published-config model once; None: the tiny test model."""
+    if model is None:
+        from describe.tiny import build_tiny_qwen2vl
+
+        folder = Path("eval/out/tiny-qwen2vl")
+        return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
+    if model.startswith("realsize:"):
+        from describe.realsize import build_realsize
+
+        name = model.split(":", 1)[1]
+        folder = Path("eval/out/realsize") / name
+        if not (folder / "config.json").is_file():
+            build_realsize(name, folder, device=device)
+        return str(folder)
+    return model
+
+
+def _time(generate, images, device: str) -> float:
+    generate(images[: min(2, len(images))])  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    generate(images)
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Base VLM id or folder (default: build the tiny test Qwen2-VL)")
+    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: build the tiny test Qwen2-VL)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none)")
-    p.add_argument("--images", type=int, default=32, help="Images per engine (default: 32)")
-    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random 512x384 noise)")
-    p.add_argument("--batch-size", type=int, default=8, help="transformers batch size (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="Tokens generated per image (default: 48)")
-    p.add_argument("--dtype", default="float32", help="vLLM dtype; transformers uses the matching one (default: float32)")
+    p.add_argument("--engines", nargs="+", default=["transformers", "vllm"], help="Engines to time; vllm is skipped with a note when not installed (default: transformers vllm)")
+    p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
+    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Random images of this size (default: 512 384)")
+    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random noise of --image-size)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="transformers batch sizes, each timed on two batches (at least 8 images); vLLM gets all --images at once (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="Tokens every request decodes, exactly (default: 48)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, for both engines (default: float32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="transformers device (default: cuda when present, else cpu)")
+    p.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (default: 4096 for a given model, 1024 for the tiny one)")
     p.add_argument("--out", default="eval/out/bench_describe.json", help="JSON results (default: eval/out/bench_describe.json)")
     a = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    model = a.model
-    if model is None:
-        from describe.tiny import build_tiny_qwen2vl
-
-        model = str(build_tiny_qwen2vl(Path("eval/out/tiny-qwen2vl")))
+    model = resolve_model(a.model, a.device)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)) for _ in range(a.images)]
+    w, h = a.image_size
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for _ in range(a.images)]
     if a.image_dir:
         from realness.images import list_images, load_image
 
@@ -63,24 +151,76 @@ def main(argv=None) -> dict:
     from describe.engines import create_engine
 
     hf_dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(a.dtype, "auto")
-    result = {"model": model, "adapter": a.adapter, "images": a.images, "max_new_tokens": a.max_new_tokens}
-    base_rss = _rss_gib()
-    hf = create_engine("transformers", model, a.adapter, dtype=hf_dtype, max_new_tokens=a.max_new_tokens)
-    result["transformers"] = {"images_per_s": _rate(hf, images, a.batch_size), "rss_gib": _rss_gib() - base_rss}
-    del hf
-    gc.collect()
-    base_rss = _rss_gib()
-    vl = create_engine("vllm", model, a.adapter, dtype=a.dtype, max_new_tokens=a.max_new_tokens,
-                       max_model_len=4096 if a.model else 1024)
-    result["vllm"] = {"images_per_s": _rate(vl, images, a.batch_size), "rss_gib": _rss_gib() - base_rss}
-    result["ratio_vllm_over_transformers"] = result["vllm"]["images_per_s"] / result["transformers"]["images_per_s"]
-    for name in ("transformers", "vllm"):
-        r = result[name]
-        print(f"{name:12s} {r['images_per_s']:8.2f} images/s   memory +{r['rss_gib']:.2f} GiB")
-    print(f"vLLM / transformers: {result['ratio_vllm_over_transformers']:.2f}x")
+    tokens = a.max_new_tokens
+    result = {"model": a.model or "tiny-qwen2vl", "adapter": a.adapter, "images": len(images), "image_size": [w, h],
+              "max_new_tokens": tokens, "dtype": a.dtype, "device": a.device,
+              "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
+              "torch_threads": torch.get_num_threads(), "engines": {}}
+    flops = flops_per_image(model, images[0], tokens)
+    if flops:
+        result["flops"] = flops
+        result["matmul_tflops"] = matmul_tflops(a.device)
+    if "transformers" in a.engines:
+        _peak_reset(a.device)
+        base_rss = _rss_gib()
+        hf = create_engine("transformers", model, a.adapter, dtype=hf_dtype, device=a.device, max_new_tokens=tokens,
+                           min_new_tokens=tokens)
+        rows = {}
+        for bs in a.batch_sizes:
+            subset = images[: max(2 * bs, 8)]  # two full batches (at least 8 images): small batches are slow
+            seconds = _time(lambda ims: hf.generate(ims, bs), subset, a.device)
+            rows[bs] = {"images": len(subset), "images_per_s": len(subset) / seconds,
+                        "tokens_per_s": len(subset) * tokens / seconds}
+        result["engines"]["transformers"] = {"batches": rows, "peak_gib": _peak_gib(a.device, base_rss)}
+        del hf
+        _peak_reset(a.device)
+    if "vllm" in a.engines and importlib.util.find_spec("vllm") is None:
+        result["engines"]["vllm"] = {"skipped": "vllm is not installed here"}
+    elif "vllm" in a.engines:
+        base_rss = _rss_gib()
+        engine = create_engine("vllm", model, a.adapter, dtype=a.dtype, max_new_tokens=tokens, min_new_tokens=tokens,
+                               max_model_len=a.max_model_len or (4096 if a.model else 1024))
+        with engine:
+            seconds = _time(engine.generate, images, a.device)
+            peak = _rss_gib() - base_rss
+            if a.device.startswith("cuda"):
+                free, total = torch.cuda.mem_get_info()
+                peak = (total - free) / 2**30  # vLLM's worker reserves its share of the card up front
+        result["engines"]["vllm"] = {"images_per_s": len(images) / seconds,
+                                     "tokens_per_s": len(images) * tokens / seconds, "peak_gib": peak}
+    _report(result)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _report(result: dict) -> None:
+    flops, ceiling = result.get("flops"), result.get("matmul_tflops")
+    if flops:
+        print(f"per image: {flops['prompt_tokens']} prompt tokens ({flops['image_patches']} patches), "
+              f"{result['max_new_tokens']} generated, {flops['total_gflop']:.0f} GFLOP; "
+              f"bf16 matrix product here: {ceiling:.1f} TFLOP/s -> ceiling {ceiling * 1e3 / flops['total_gflop']:.1f} images/s")
+
+    def fraction(rate):
+        return f"  ({rate * flops['total_gflop'] / (ceiling * 1e3):.1%} of the ceiling)" if flops else ""
+
+    best = 0.0
+    hf = result["engines"].get("transformers")
+    if hf:
+        for bs, r in hf["batches"].items():
+            best = max(best, r["images_per_s"])
+            print(f"transformers batch {bs:>3}: {r['images_per_s']:8.2f} images/s {r['tokens_per_s']:9.1f} tokens/s"
+                  f"{fraction(r['images_per_s'])}")
+        print(f"transformers peak memory {hf['peak_gib']:.2f} GiB")
+    vl = result["engines"].get("vllm")
+    if vl and "skipped" in vl:
+        print(f"vllm: skipped ({vl['skipped']})")
+    elif vl:
+        print(f"vllm (all {result['images']} at once): {vl['images_per_s']:8.2f} images/s {vl['tokens_per_s']:9.1f} tokens/s"
+              f"{fraction(vl['images_per_s'])}   memory {vl['peak_gib']:.2f} GiB")
+        if best:
+            result["ratio_vllm_over_transformers"] = vl["images_per_s"] / best
+            print(f"vLLM / best transformers batch: {result['ratio_vllm_over_transformers']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from describe.tiny import build_tiny_idefics3, build_tiny_qwen2vl
+from describe.tiny import build_tiny_idefics3, build_tiny_qwen2vl, build_tiny_qwen25vl
 
 RAISE_DIR = Path(os.environ.get("REALNESS_RAISE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raise-train")
 
@@ -157,6 +157,11 @@ def redness_clip(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory) -> Path:
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25vl(tmp_path_factory) -> Path:
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-qwen25vl"))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The describer on a tiny random Qwen2-VL built offline: labels, LoRA/QLoRA overfitting, adapters."""
+"""The describer on tiny random Qwen2-VL and Qwen2.5-VL (the default family) built offline: labels, LoRA/QLoRA
+overfitting, adapters, merging."""
 
 import csv
 import json
@@ -40,6 +41,7 @@ def test_answer_contract(text, verdict, ok):
 
 
 FAMILIES = {"qwen2-vl": ("tiny_vlm", "<|im_start|>assistant\n", "<|im_end|>", "<|image_pad|>"),
+            "qwen2.5-vl": ("tiny_qwen25vl", "<|im_start|>assistant\n", "<|im_end|>", "<|image_pad|>"),
             "idefics3": ("tiny_idefics3", "Assistant:", "<end_of_utterance>", "<image>")}
 
 
@@ -99,10 +101,15 @@ def _train(tiny_vlm, manifest, out, **over):
     return train_describer(cfg)
 
 
-def test_lora_overfits_four_pairs_and_reproduces_them(tiny_vlm, pairs_manifest, tmp_path):
+QWEN_FAMILIES = ["tiny_vlm", "tiny_qwen25vl"]  # Qwen2-VL and Qwen2.5-VL (window attention, gated vision MLP)
+
+
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_lora_overfits_four_pairs_and_reproduces_them(request, family, pairs_manifest, tmp_path):
     from describe.adapters import inspect_adapter, merge_adapter
     from describe.describer import Describer
 
+    tiny_vlm = request.getfixturevalue(family)
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "run")
     log = json.loads((tmp_path / "run" / "checkpoint-80" / "trainer_state.json").read_text())["log_history"]
     losses = [e["loss"] for e in log if "loss" in e]
@@ -132,8 +139,10 @@ def test_lora_overfits_four_pairs_and_reproduces_them(tiny_vlm, pairs_manifest, 
     assert merged.generate(images) == [t for _, t in PAIRS]
 
 
-def test_qlora_4bit_overfits_too(tiny_vlm, pairs_manifest, tmp_path):
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_qlora_4bit_overfits_too(request, family, pairs_manifest, tmp_path):
     pytest.importorskip("bitsandbytes")
+    tiny_vlm = request.getfixturevalue(family)
     from describe.describer import Describer
 
     # Gradient checkpointing on, as the real default: k-bit preparation must keep gradients flowing.
@@ -160,7 +169,8 @@ def test_eval_samples_and_resume(tiny_vlm, pairs_manifest, tmp_path):
     assert steps == [2, 4, 6]
 
 
-def test_training_script_help_and_adapter_check(tiny_vlm, tmp_path):
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_training_script_help_and_adapter_check(request, family, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
@@ -172,6 +182,7 @@ def test_training_script_help_and_adapter_check(tiny_vlm, tmp_path):
     out = subprocess.run([sys.executable, str(repo / "training" / "train_describer.py"), "--help"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--quantize_4bit" in out.stdout and "Qwen/Qwen2.5-VL-3B-Instruct" in out.stdout
+    tiny_vlm = request.getfixturevalue(family)
     model, _ = load_base(str(tiny_vlm), dtype="fp32")
     peft_model = add_lora(model, LoraSettings(r=4, alpha=8))
     peft_model.save_pretrained(tmp_path / "untrained")  # B = 0: no effect on outputs
@@ -183,6 +194,35 @@ def test_training_script_help_and_adapter_check(tiny_vlm, tmp_path):
     peft_model.save_pretrained(tmp_path / "changed")
     report = check_adapter(str(tiny_vlm), tmp_path / "changed")
     assert report["changes_output"] and report["problems"] == []
+
+
+VISION_MODULES = {"tiny_vlm": {"qkv", "proj", "fc1", "fc2"},
+                  "tiny_qwen25vl": {"qkv", "proj", "gate_proj", "up_proj", "down_proj"}}
+
+
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_lora_vision_covers_every_vision_projection(request, family, tmp_path):
+    """`--lora_vision` reaches attention and MLP of every vision block, the gated MLP of Qwen2.5-VL too,
+    and the saved adapter changes what the model sees."""
+    from describe.adapters import check_adapter, inspect_adapter
+    from describe.modeling import LoraSettings, add_lora, load_base
+
+    tiny_vlm = request.getfixturevalue(family)
+    model, _ = load_base(str(tiny_vlm), dtype="fp32")
+    depth = len(model.model.visual.blocks)
+    peft_model = add_lora(model, LoraSettings(r=4, alpha=8, vision=True))
+    wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and ".visual." in n]
+    per_block = Counter(n.split(".visual.blocks.")[1].split(".")[0] for n in wrapped if ".blocks." in n)
+    assert per_block == {str(b): len(VISION_MODULES[family]) for b in range(depth)}
+    assert {n.rsplit(".", 1)[-1] for n in wrapped} == VISION_MODULES[family]
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n and ".visual." in n:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "vision")
+    info = inspect_adapter(tmp_path / "vision")
+    assert info["vision_tensors"] == 2 * len(wrapped) and info["problems"] == []
+    assert check_adapter(str(tiny_vlm), tmp_path / "vision")["changes_output"]
 
 
 def test_describe_cli_writes_descriptions_core_can_read(tiny_vlm, tmp_path, capsys):

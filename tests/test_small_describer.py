@@ -154,7 +154,7 @@ def test_describe_cli_fails_only_the_unreadable_image(tmp_path):
 def test_serve_refuses_the_small_describer_with_a_reason(capsys):
     from realness.cli import main
 
-    assert main(["serve", "--model", "offline/small-describer"]) == 1
+    assert main(["serve", "--model", "offline/small-describer"]) == 2  # bad usage
     err = capsys.readouterr().err
     assert "prompt embeddings" in err and "--engine vllm" in err and len(err.strip().splitlines()) == 1
 

