@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, parse_answer
-from realness.files import JsonlWriter, read_jsonl
+from realness.files import JsonlWriter, one_writer, read_jsonl
 
 logger = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -145,17 +145,24 @@ class ServerClient:
 
 
 def annotate(cfg: AnnotateConfig) -> dict:
-    """Run an annotation job; returns the summary (also printed by the CLI)."""
+    """Run an annotation job; returns the summary (also printed by the CLI). The output file is held
+    under its one-writer lock (`<out>.lock`) for the whole job."""
+    if bool(cfg.server) == bool(cfg.engine):
+        raise ValueError("give --server URL(s) or --engine vllm|transformers (not both)")
+    out = Path(cfg.out)
+    paths = _inputs(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with one_writer(out, "realness annotate"):  # one writer per output file: a second job fails at once
+        if out.exists() and not cfg.resume:
+            raise ValueError(f"{out} exists: pass --resume true to continue it, or choose another --out")
+        return _annotate(cfg, out, paths)
+
+
+def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
     from tqdm.auto import tqdm
 
     from realness.images import ImageError
 
-    if bool(cfg.server) == bool(cfg.engine):
-        raise ValueError("give --server URL(s) or --engine vllm|transformers (not both)")
-    out = Path(cfg.out)
-    if out.exists() and not cfg.resume:
-        raise ValueError(f"{out} exists: pass --resume true to continue it, or choose another --out")
-    paths = _inputs(cfg)
     skip = done_hashes(out) if cfg.resume else set()
     todo = []
     for p in paths:

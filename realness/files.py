@@ -5,6 +5,7 @@
   truncated file under the real name.
 - `JsonlWriter` / `read_jsonl`: append-only JSONL that starts on a fresh line after a torn last line,
   and a reader that skips (and reports) malformed lines instead of losing the records around them.
+- `one_writer`: the exclusive lock an output folder (or output file) is held under while a job writes it.
 """
 
 from __future__ import annotations
@@ -121,3 +122,53 @@ def read_jsonl(path: str | Path) -> list[dict]:
         shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         logger.warning("%s: skipped %d malformed line(s) (line %s); their images are redone", path, len(bad), shown)
     return records
+
+
+class OutputBusy(OSError):
+    """Another process is writing this output."""
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock of an output: `FOLDER/.realness.lock` for a folder, `FILE.lock` beside a file."""
+    target = Path(target)
+    return target / ".realness.lock" if target.is_dir() else target.with_name(target.name + ".lock")
+
+
+@contextlib.contextmanager
+def one_writer(target: str | Path, command: str = ""):
+    """Hold the one-writer lock of output `target` (an existing folder, or a file) for the block.
+
+    A second writer fails at once with `OutputBusy`, naming the output and the holder (pid, host,
+    command, since when). The lock is the kernel's (`filelock`: flock on Unix), so a holder that is
+    killed, even with SIGKILL, releases it with its last file descriptor: a stale lock file never
+    blocks a rerun. The holder's details live beside it in `<lock>.owner`, for the message only.
+    """
+    import socket
+    import sys
+    import time
+
+    from filelock import FileLock, Timeout
+
+    path = lock_path(target)
+    owner = path.with_name(path.name + ".owner")
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            held = json.loads(owner.read_text())
+            holder = (f"pid {held.get('pid')} on {held.get('host')} since {held.get('since')}"
+                      + (f" ({held['command']})" if held.get("command") else ""))
+        except (OSError, ValueError):
+            holder = "another process"
+        raise OutputBusy(f"{target}: another writer holds it: {holder}; wait for it to finish, or choose another output") from None
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": command or " ".join(sys.argv[:1] + sys.argv[1:4])}
+        with contextlib.suppress(OSError):
+            owner.write_text(json.dumps(info))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from describe.engines import DEFAULT_DESCRIBER
 from realness.dream.configuration import DreamConfig
-from realness.files import JsonlWriter, output_name, read_jsonl, save_image, write_text_atomic
+from realness.files import JsonlWriter, one_writer, output_name, read_jsonl, save_image, write_text_atomic
 from realness.images import PIXEL_BUDGET
 
 logger = logging.getLogger(__name__)
@@ -184,10 +184,10 @@ def _device(device: str) -> str:
 
 
 def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
-    """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json)."""
-    from tqdm.auto import tqdm
+    """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json).
 
-    from describe.annotate import sha256_file
+    Inputs are checked before anything is written; then the output folder is held under its one-writer
+    lock (`realness.files.one_writer`) for the whole run: a second run into it fails at once."""
 
     if not cfg.images:
         raise ValueError("give the images: realness run IMAGES --out DIR")
@@ -197,9 +197,6 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    results_path = out / "results.jsonl"
-    if results_path.exists() and not cfg.resume:
-        raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     from realness.core.modeling import resolve_core
 
     resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
@@ -218,6 +215,19 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         from realness.evaluation import read_truth
 
         truth.update(read_truth(cfg.truth))
+    out.mkdir(parents=True, exist_ok=True)
+    with one_writer(out, "realness run"):  # nothing is written before this: one writer per output folder
+        return _run(cfg, dream_config, out, paths, given, truth, skipped)
+
+
+def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, truth, skipped) -> dict:
+    from tqdm.auto import tqdm
+
+    from describe.annotate import sha256_file
+
+    results_path = out / "results.jsonl"
+    if results_path.exists() and not cfg.resume:
+        raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     _check_same_run(out / "run.json", cfg, dream_config)
