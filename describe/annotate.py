@@ -56,6 +56,10 @@ class AnnotateConfig:
     batch_size: int = field(default=8, metadata={"help": "Direct mode: images per engine call."})
     resume: bool = field(default=True, metadata={"help": "Skip images whose content hash already has a result in --out."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a Ray instance on this machine (127.0.0.1); --ray ADDRESS joins a cluster (auto, ray://head:10001). Needs --engine and pip install 'realness[ray]'.", "const": "local"})
+    ray_actors: int = field(default=1, metadata={"help": "With --ray: engine actors, each loading the describer once (e.g. one per GPU)."})
+    ray_gpus: float = field(default=0.0, metadata={"help": "With --ray: GPUs per actor."})
+    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
 
 
 def sha256_file(path: Path) -> str:
@@ -149,6 +153,13 @@ def annotate(cfg: AnnotateConfig) -> dict:
     under its one-writer lock (`<out>.lock`) for the whole job."""
     if bool(cfg.server) == bool(cfg.engine):
         raise ValueError("give --server URL(s) or --engine vllm|transformers (not both)")
+    if cfg.ray is not None:
+        if not cfg.engine:
+            raise ValueError("--ray runs the describer engine in Ray actors: give --engine vllm|transformers (servers "
+                             "given with --server already scale by adding URLs)")
+        from realness.distributed import import_ray
+
+        import_ray()  # says how to install Ray, before anything else
     out = Path(cfg.out)
     paths = _inputs(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,23 +225,55 @@ def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
     return summary
 
 
-def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
-    from describe.engines import DEFAULT_DESCRIBER, load_describer
-    from realness.images import ImageError, load_image
+class EngineAnnotator:
+    """Direct mode: the describer engine loaded once, turning batches of (path, sha256) into records.
+    Runs in this process, or in each Ray actor with `--ray` (`realness.distributed`)."""
 
-    model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
-    engine, info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
-                                  system=cfg.system or None, max_new_tokens=cfg.max_tokens)
-    model = info["name"]
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = []
-        for path, sha in todo[start:start + cfg.batch_size]:
+    def __init__(self, cfg: AnnotateConfig):
+        from describe.engines import DEFAULT_DESCRIBER, load_describer
+
+        self.cfg = cfg
+        model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
+        self.engine, self.info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
+                                                system=cfg.system or None, max_new_tokens=cfg.max_tokens)
+
+    def records(self, items: list[tuple[Path, str]]) -> list[dict]:
+        """One record per item, in order: the description, or why the image failed."""
+        from realness.images import ImageError, load_image
+
+        model, out, batch = self.info["name"], {}, []
+        for k, (path, sha) in enumerate(items):
             try:
-                batch.append((path, sha, load_image(path)))
+                batch.append((k, path, sha, load_image(path)))
             except ImageError as err:
-                finish(description_record(path, sha, None, str(err), model=model))
-        texts = engine.generate([b[2] for b in batch], cfg.batch_size) if batch else []
-        for (path, sha, _), text in zip(batch, texts):
-            finish(description_record(path, sha, text, model=model, engine=info["engine"]))
-    if hasattr(engine, "close"):
-        engine.close()
+                out[k] = description_record(path, sha, None, str(err), model=model)
+        try:
+            texts = self.engine.generate([b[3] for b in batch], self.cfg.batch_size) if batch else []
+        except Exception as err:  # noqa: BLE001 - the engine failing on this batch fails its images, not the job
+            texts = [RuntimeError(f"describer failed: {err}")] * len(batch)
+        for (k, path, sha, _), text in zip(batch, texts):
+            if isinstance(text, Exception):
+                out[k] = description_record(path, sha, None, str(text), model=model)
+            else:
+                out[k] = description_record(path, sha, text, model=model, engine=self.info["engine"])
+        return [out[k] for k in range(len(items))]
+
+    def close(self) -> None:
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
+
+def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
+    if cfg.ray is not None:
+        from realness.distributed import annotate_on_ray
+
+        for rec in annotate_on_ray(cfg, todo):
+            finish(rec)
+        return
+    annotator = EngineAnnotator(cfg)
+    try:
+        for start in range(0, len(todo), cfg.batch_size):
+            for rec in annotator.records(todo[start:start + cfg.batch_size]):
+                finish(rec)
+    finally:
+        annotator.close()

@@ -54,6 +54,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: s
             kwargs.update(type=_bool, metavar="{true,false}")
         elif tp in (int, float, str):
             kwargs.update(type=tp)
+        if "const" in f.metadata:  # `--flag` alone means `--flag CONST`
+            kwargs.update(nargs="?", const=f.metadata["const"])
         required = f.default is _MISSING and f.default_factory is _MISSING
         help_text = f.metadata.get("help", "")
         help_text += " (required)" if required else f" (default: {default})"

@@ -66,6 +66,11 @@ class RunConfig:
     thumb_size: int = field(default=256, metadata={"help": "Longer side in pixels of the report's thumbnails."})
     overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz holds the map at DREAM's --map_long_side)."})
     max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read (aspect kept) for every stage; bounds memory. 0: never."})
+    ray: str | None = field(default=None, metadata={"help": "Run on Ray Data: --ray alone starts a Ray instance on this machine (127.0.0.1); --ray ADDRESS joins a cluster (auto, ray://head:10001). Put it after IMAGES. Needs pip install 'realness[ray]'.", "const": "local"})
+    ray_actors: list[int] = field(default_factory=lambda: [1, 1, 1], metadata={"help": "With --ray: actors of the describe, score (CORE) and map (DREAM) stages; each loads its model once."})
+    ray_gpus: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], metadata={"help": "With --ray: GPUs per actor of the describe, score and map stages (fractions share a GPU, e.g. 1 0.25 0.25)."})
+    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
+    ray_cpus_local: int = field(default=0, metadata={"help": "With --ray alone: CPUs of the Ray instance started here (0: all)."})
 
 
 def hub_offline_if_unreachable(timeout: float = 3.0) -> bool:
@@ -193,6 +198,12 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise ValueError("give the images: realness run IMAGES --out DIR")
     if cfg.chunk_size < 1:
         raise ValueError("--chunk_size must be at least 1")
+    if cfg.ray is not None:
+        if len(cfg.ray_actors) != 3 or len(cfg.ray_gpus) != 3 or min(cfg.ray_actors) < 1:
+            raise ValueError("--ray_actors and --ray_gpus take three values: describe, score, map (actors >= 1)")
+        from realness.distributed import import_ray
+
+        import_ray()  # says how to install Ray, before anything else
     dream_config = dream_config or DreamConfig()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -237,40 +248,60 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
     if cfg.offline_fallback:
         hub_offline_if_unreachable()
     models = Models(cfg, dream_config, device)
-    # Every model this run needs is loaded (and checked) before the first image is processed.
-    models.core()
-    if cfg.dream:
-        models.mapper()
-    pending = [p for p in paths if (done.get(p.name) or {}).get("status") != "ok"]
-    if cfg.describer != "none" and any(not given.get(p.name, "").strip() for p in pending):
-        models.describer()
+    if cfg.ray is None:
+        # Every model this run needs is loaded (and checked) before the first image is processed. On Ray
+        # each stage's actors load their own.
+        models.core()
+        if cfg.dream:
+            models.mapper()
+        pending = [p for p in paths if (done.get(p.name) or {}).get("status") != "ok"]
+        if cfg.describer != "none" and any(not given.get(p.name, "").strip() for p in pending):
+            models.describer()
     results, described = JsonlWriter(results_path), JsonlWriter(out / "descriptions.jsonl")
     bar = tqdm(total=len(paths), desc="realness run", unit="img", disable=not cfg.progress, file=sys.stderr)
     counts = {"processed": 0, "skipped": 0}
     start = time.perf_counter()
+
+    def todo_of(chunk: list[Path]) -> list[dict]:
+        todo = []
+        for path in chunk:
+            try:
+                sha = sha256_file(path)
+            except OSError as err:
+                sha = ""
+                logger.warning("%s: cannot read (%s)", path, err)
+            prev = done.get(path.name)
+            if prev and prev["status"] == "ok" and prev["sha256"] == sha and sha:
+                counts["skipped"] += 1
+                bar.update(1)
+                continue
+            todo.append(_new_record(path, sha, truth.get(path.name)))
+        return todo
+
+    def finish(rec: dict) -> None:
+        results.write(rec)
+        done[rec["filename"]] = rec
+        if rec["status"] != "ok":
+            logger.warning("%s: %s failed: %s", rec["image"], rec["stage"], rec["error"])
+        counts["processed"] += 1
+        bar.update(1)
+
     try:
-        for first in range(0, len(paths), cfg.chunk_size):
-            todo = []
-            for path in paths[first:first + cfg.chunk_size]:
-                try:
-                    sha = sha256_file(path)
-                except OSError as err:
-                    sha = ""
-                    logger.warning("%s: cannot read (%s)", path, err)
-                prev = done.get(path.name)
-                if prev and prev["status"] == "ok" and prev["sha256"] == sha and sha:
-                    counts["skipped"] += 1
-                    bar.update(1)
-                    continue
-                todo.append(_new_record(path, sha, truth.get(path.name)))
-            _process(todo, cfg, dream_config, models, given, cached, described, out)
-            for rec in todo:
-                results.write(rec)
-                done[rec["filename"]] = rec
-                if rec["status"] != "ok":
-                    logger.warning("%s: %s failed: %s", rec["image"], rec["stage"], rec["error"])
-            counts["processed"] += len(todo)
-            bar.update(len(todo))
+        if cfg.ray is not None:
+            from realness.distributed import run_on_ray
+
+            for rec, texts, info in run_on_ray(todo_of(paths), cfg, dream_config, out, device, given, cached):
+                for text in texts:
+                    described.write(text)
+                models.info.update(info["info"])
+                models.load_s.update(info["load_s"])
+                finish(rec)
+        else:
+            for first in range(0, len(paths), cfg.chunk_size):
+                todo = todo_of(paths[first:first + cfg.chunk_size])
+                _process(todo, cfg, dream_config, models, given, cached, described, out)
+                for rec in todo:
+                    finish(rec)
     finally:
         bar.close()
         results.close()
@@ -338,20 +369,36 @@ def _split_time(recs: list[dict], stage: str, start: float) -> None:
 
 def _process(todo, cfg, dream_config, models: Models, given, cached, described, out: Path) -> None:
     """Run every stage over one chunk, filling in (and failing) each image's record in place."""
-    from describe.prompt import parse_answer
+    images = read_stage(todo, cfg)
+    describe_stage(todo, images, cfg, models, given, cached, described)
+    score_stage(todo, images, models)
+    map_stage(todo, images, cfg, dream_config, models, out)
+
+
+def read_stage(todo: list[dict], cfg: RunConfig, timed: bool = True) -> dict[int, object]:
+    """The images of the records still ok, by index; an unreadable one fails its record (stage `read`).
+    Stages on other workers (`realness.distributed`) read again with `timed=False`."""
     from realness.images import ImageError, load_image
 
     images: dict[int, object] = {}
     start = time.perf_counter()
     for i, rec in enumerate(todo):
+        if rec["status"] != "ok" and rec.get("stage") == "read":  # a re-read would fail again
+            continue
         try:
             images[i] = load_image(rec["image"], cfg.max_pixels or None)
         except ImageError as err:
             _fail(rec, "read", err)
-    _split_time(todo, "read", start)
+    if timed:
+        _split_time(todo, "read", start)
+    return images
 
-    # describe: the user's descriptions, then ones written by an earlier run, then the describer
+
+def describe_stage(todo, images, cfg, models: Models, given, cached, described) -> None:
+    """Descriptions: the user's, then ones written by an earlier run, then the describer; each text used is
+    written to `described` (anything with `.write(record)`)."""
     from describe.annotate import description_record
+    from describe.prompt import parse_answer
 
     need = []
     for i in images:
@@ -391,14 +438,21 @@ def _process(todo, cfg, dream_config, models: Models, given, cached, described, 
                 else:
                     rec.update(description=text.strip(), description_source=source)
                     cached[rec["sha256"]] = rec["description"]
-    ok = [i for i in images if todo[i]["status"] == "ok"]
-    for i in ok:
-        answer = parse_answer(todo[i]["description"])
-        todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
+    for i in images:
+        if todo[i]["status"] == "ok":
+            answer = parse_answer(todo[i]["description"])
+            todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
 
+
+def score_stage(todo, images, models: Models) -> None:
+    ok = [i for i in images if todo[i]["status"] == "ok"]
     _per_image(ok, todo, "score", lambda idx: _score(models, [images[i] for i in idx], [todo[i] for i in idx]))
+
+
+def map_stage(todo, images, cfg, dream_config, models: Models, out: Path) -> None:
+    """DREAM maps for the records still ok, then a thumbnail for every image that was read."""
     if cfg.dream:
-        ok = [i for i in ok if todo[i]["status"] == "ok"]
+        ok = [i for i in images if todo[i]["status"] == "ok"]
         _per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
                                                       dream_config, cfg, out))
     for i, image in images.items():  # per image, like every stage: a full disk fails the image, not the run

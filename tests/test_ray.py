@@ -1,0 +1,155 @@
+"""`realness run --ray` on a local Ray instance bound to 127.0.0.1: the same records as the single-process
+run, resume after the driver is SIGKILLed, an actor killed mid-run, and the message without Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realness.cli import main
+
+from test_hardening import ROOT, _clip, _folder, _solid
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+COLOURS = [(200, 10, 10), (10, 200, 10), (10, 10, 200), (220, 220, 30), (30, 220, 220), (120, 120, 120)]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Six images (one unreadable), descriptions for four: the describer writes the rest."""
+    root = tmp_path_factory.mktemp("ray-images")
+    files = {f"i{k}.png": _solid(c) for k, c in enumerate(COLOURS)} | {"broken.png": b"\x89PNG broken"}
+    folder, desc = _folder(root / "imgs", files)
+    desc.write_text("filename,description\n" + "".join(f"i{k}.png,\"Yes, the {w} looks warped.\"\n" for k, w in
+                                                         enumerate(["face", "hand", "sky", "hat"])))
+    return folder, desc
+
+
+def _args(images, out, tiny_vlm, tiny_clip, *extra) -> list[str]:
+    folder, desc = images
+    return ["run", str(folder), "--out", str(out), "--descriptions", str(desc), "--describer", str(tiny_vlm),
+            "--engine", "transformers", "--max_tokens", "8", "--core", "offline", "--progress", "false",
+            "--chunk_size", "2", *_clip(tiny_clip), *extra]
+
+
+RAY = ["--ray", "--ray_cpus_per_actor", "0.5", "--ray_cpus_local", "2"]
+
+
+def _records(out: Path) -> dict[str, dict]:
+    """The last record per image (a failed image is retried by a rerun and gets a newer record);
+    no image is ever done twice."""
+    recs = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    ok = [r["filename"] for r in recs if r["status"] == "ok"]
+    assert len(ok) == len(set(ok)), "an image was done twice"
+    return {r["filename"]: {k: v for k, v in r.items() if k != "seconds"} for r in recs}
+
+
+def test_ray_run_writes_the_records_of_the_single_process_run(images, tiny_vlm, tiny_clip, tmp_path):
+    assert main(_args(images, tmp_path / "one", tiny_vlm, tiny_clip)) == 1  # broken.png fails
+    assert main(_args(images, tmp_path / "ray", tiny_vlm, tiny_clip, *RAY)) == 1
+    one, on_ray = _records(tmp_path / "one"), _records(tmp_path / "ray")
+    assert one.keys() == on_ray.keys() and len(one) == 7
+    for name in one:
+        a, b = one[name], on_ray[name]
+        assert a["score_z"] == pytest.approx(b["score_z"], abs=1e-5) if a["score_z"] is not None else b["score_z"] is None
+        assert {k: v for k, v in a.items() if k != "score_z" and k != "score_mos"} == \
+               {k: v for k, v in b.items() if k != "score_z" and k != "score_mos"}, name
+    assert on_ray["broken.png"]["stage"] == "read" and on_ray["i5.png"]["description_source"] == "describer"
+    for name, rec in one.items():  # the maps the actors wrote are the single-process run's
+        if rec["map"]:
+            x, y = np.load(tmp_path / "one" / rec["map"]), np.load(tmp_path / "ray" / rec["map"])
+            np.testing.assert_allclose(x["map"], y["map"], atol=1e-4)
+            assert (tmp_path / "ray" / rec["thumb"]).is_file()
+    texts = lambda out: sorted((d["filename"], d["description"], d["source"]) for d in
+                               map(json.loads, (out / "descriptions.jsonl").read_text().splitlines()))
+    assert texts(tmp_path / "one") == texts(tmp_path / "ray")
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["models"]["describer"]["name"] and summary["models"]["core"]["name"] == "offline"
+    # A rerun on Ray skips what is done (by content hash) and redoes only the failed image.
+    assert main(_args(images, tmp_path / "ray", tiny_vlm, tiny_clip, *RAY)) == 1
+    assert _records(tmp_path / "ray").keys() == one.keys()
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["skipped_already_done"] == 6
+
+
+def test_a_driver_killed_mid_run_resumes_on_ray(images, tiny_vlm, tiny_clip, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "realness.cli", *_args(images, out, tiny_vlm, tiny_clip, *RAY, "--chunk_size", "1")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(results.read_text().splitlines())
+    assert main(_args(images, out, tiny_vlm, tiny_clip, *RAY)) == 1
+    recs = _records(out)  # asserts each image once
+    assert len(recs) == 7 and sum(r["status"] == "ok" for r in recs.values()) == 6
+    assert before < 7  # the driver was killed mid-run
+
+
+def test_an_actor_killed_mid_run_is_restarted_and_every_image_ends_once(images, tiny_vlm, tiny_clip, tmp_path):
+    """Ray started here; the run joins it (`--ray auto`) while this test kills a map-stage actor's process."""
+    import psutil
+
+    from realness.distributed import connect
+
+    connect("local", 2)
+    out = tmp_path / "run"
+    code: list[int] = []
+    worker = threading.Thread(target=lambda: code.append(main(_args(
+        images, out, tiny_vlm, tiny_clip, "--ray", "auto", "--ray_cpus_per_actor", "0.5", "--chunk_size", "1"))))
+    worker.start()
+    killed = None
+    deadline = time.time() + 300
+    try:
+        while worker.is_alive() and time.time() < deadline and killed is None:
+            # Ray names an actor's process after its class: ray::MapWorker(MapBatches(MapStage)).
+            alive = [p for p in psutil.process_iter(["cmdline"]) if "MapBatches(MapStage)" in " ".join(p.info["cmdline"] or [])]
+            if alive and out.joinpath("results.jsonl").exists():  # the map stage is up and work is flowing
+                killed = alive[0].pid
+                os.kill(killed, signal.SIGKILL)
+                assert len(out.joinpath("results.jsonl").read_text().splitlines()) < 7  # mid-run
+            time.sleep(0.1)
+        worker.join(timeout=300)
+    finally:
+        ray.shutdown()
+    assert killed is not None, "no actor was seen alive"
+    assert code == [1]
+    recs = _records(out)
+    assert len(recs) == 7 and sum(r["status"] == "ok" for r in recs.values()) == 6
+
+
+def test_without_ray_the_flag_says_how_to_install(images, tiny_vlm, tiny_clip, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were not installed
+    assert main(_args(images, tmp_path / "x", tiny_vlm, tiny_clip, "--ray")) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'realness[ray]'" in err and not (tmp_path / "x").exists()
+
+
+def test_annotate_on_ray_writes_the_direct_mode_records(images, tiny_vlm, tmp_path):
+    folder, _ = images
+    common = ["annotate", "--engine", "transformers", "--model", str(tiny_vlm), "--images", str(folder),
+              "--max_tokens", "8", "--batch_size", "2", "--progress", "false"]
+    assert main([*common, "--out", str(tmp_path / "direct.jsonl")]) == 1  # broken.png
+    assert main([*common, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--ray_actors", "2",
+                 "--ray_cpus_per_actor", "0.5"]) == 1
+    keep = ("filename", "sha256", "status", "description", "error", "model")
+    read = lambda f: sorted(tuple(r.get(k) for k in keep) for r in map(json.loads, f.read_text().splitlines()))
+    direct, on_ray = read(tmp_path / "direct.jsonl"), read(tmp_path / "ray.jsonl")
+    assert direct == on_ray and len(direct) == 7 and sum(r[2] == "ok" for r in direct) == 6
+    assert main([*common, "--out", str(tmp_path / "x.jsonl"), "--server", "http://127.0.0.1:9", "--engine", "",
+                 "--ray"]) == 2
