@@ -10,6 +10,8 @@ kernels on the same shapes. The configurations live in this repository (`describ
                                               tokenizer of the real vocabulary size (151,665 tokens, the
                                               special tokens at their published ids)
     count_parameters("qwen2.5-vl-3b")         parameters of the model a config builds (on the meta device)
+    benchmark_model(spec)                     what benchmarks take: `realsize:<name>` built once into
+                                              eval/out/realsize/<name>, None for the tiny test Qwen2-VL
     PUBLISHED_PARAMETERS                      the sizes the model cards give, for the tests
 
 The paper's CORE (ResNet-50 + bert-base-uncased) at real size is `realness.core.realsize`.
@@ -125,3 +127,20 @@ def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfl
     processor.save_pretrained(folder)
     return folder
 
+
+
+def benchmark_model(spec: str | None, device: str | None = None) -> str:
+    """A model folder or hub id for a benchmark's `--model`: `realsize:<name>` is built once (on `device`,
+    default cuda when present) into `eval/out/realsize/<name>`; None is the tiny test Qwen2-VL."""
+    if spec is None:
+        from describe.tiny import build_tiny_qwen2vl
+
+        folder = Path("eval/out/tiny-qwen2vl")
+        return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
+    if spec.startswith("realsize:"):
+        name = spec.split(":", 1)[1]
+        folder = Path("eval/out/realsize") / name
+        if not (folder / "config.json").is_file():
+            build_realsize(name, folder, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return str(folder)
+    return spec

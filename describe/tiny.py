@@ -78,50 +78,43 @@ def _save_vlm(model, processor, final_norm, folder: Path, eos_id: int, pad_id: i
     return folder
 
 
-def build_tiny_qwen2vl(folder: Path) -> Path:
-    """A random 2-layer Qwen2-VL (mrope) with tokenizer, processor and chat template built offline."""
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+def _build_tiny_qwen(folder: Path, config_cls, model_cls, processor_cls, vision_config: dict) -> Path:
+    """A random 2-layer model of a Qwen-VL family (mrope text model) with tokenizer, processor and template."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
     fast, ids = _byte_bpe(QWEN_SPECIAL, QWEN_TEMPLATE, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    cfg = Qwen2VLConfig(
+    cfg = config_cls(
         text_config=_text_config(len(fast), ids, "<|endoftext|>", "<|im_end|>", rope_parameters={
             "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}),
-        vision_config=dict(depth=2, embed_dim=64, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
+        vision_config=vision_config,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(cfg)
-    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28),
-                                 tokenizer=fast, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    model = model_cls(cfg)
+    processor = processor_cls(image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28),
+                              tokenizer=fast, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
     return _save_vlm(model, processor, model.model.language_model.norm, folder, ids["<|im_end|>"], ids["<|endoftext|>"])
+
+
+def build_tiny_qwen2vl(folder: Path) -> Path:
+    """A random 2-layer Qwen2-VL (mrope) with tokenizer, processor and chat template built offline."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    return _build_tiny_qwen(folder, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, dict(
+        depth=2, embed_dim=64, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+        temporal_patch_size=2, in_chans=3))
 
 
 def build_tiny_qwen25vl(folder: Path) -> Path:
-    """A random 2-layer Qwen2.5-VL: block 0 of its vision tower attends within 112-pixel windows, block 1
+    """A random 2-layer Qwen2.5-VL: block 0 of its vision tower attends within 56-pixel windows, block 1
     over the whole image (as the 3B model's `fullatt_block_indexes`), and its vision MLP is gated."""
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fast, ids = _byte_bpe(QWEN_SPECIAL, QWEN_TEMPLATE, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    cfg = Qwen2_5_VLConfig(
-        text_config=_text_config(len(fast), ids, "<|endoftext|>", "<|im_end|>", rope_parameters={
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1], in_channels=3),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(cfg)
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28),
-                                    tokenizer=fast, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
-    return _save_vlm(model, processor, model.model.language_model.norm, folder, ids["<|im_end|>"], ids["<|endoftext|>"])
+    return _build_tiny_qwen(folder, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, dict(
+        depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128, patch_size=14,
+        spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1], in_channels=3))
 
 
 def build_tiny_idefics3(folder: Path) -> Path:

@@ -96,24 +96,6 @@ def flops_per_image(model_dir: str, image: Image.Image, new_tokens: int) -> dict
             "language_gflop": language / 1e9, "total_gflop": (vision + language) / 1e9}
 
 
-def resolve_model(model: str | None, device: str) -> str:
-    """A folder or hub id; `realsize:<name>` builds the published-config model once; None: the tiny test model."""
-    if model is None:
-        from describe.tiny import build_tiny_qwen2vl
-
-        folder = Path("eval/out/tiny-qwen2vl")
-        return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
-    if model.startswith("realsize:"):
-        from describe.realsize import build_realsize
-
-        name = model.split(":", 1)[1]
-        folder = Path("eval/out/realsize") / name
-        if not (folder / "config.json").is_file():
-            build_realsize(name, folder, device=device)
-        return str(folder)
-    return model
-
-
 def _time(generate, images, device: str) -> float:
     generate(images[: min(2, len(images))])  # warm-up
     _sync(device)
@@ -140,7 +122,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    model = resolve_model(a.model, a.device)
+    from describe.realsize import benchmark_model
+
+    model = benchmark_model(a.model, a.device)
     rng = np.random.default_rng(0)
     w, h = a.image_size
     images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for _ in range(a.images)]

@@ -85,23 +85,6 @@ def child(a) -> dict:
     return result
 
 
-def resolve_model(model: str | None) -> str:
-    if model is None:
-        from describe.tiny import build_tiny_qwen2vl
-
-        folder = Path("eval/out/tiny-qwen2vl")
-        return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
-    if model.startswith("realsize:"):
-        from describe.realsize import build_realsize
-
-        name = model.split(":", 1)[1]
-        folder = Path("eval/out/realsize") / name
-        if not (folder / "config.json").is_file():
-            build_realsize(name, folder, device="cuda" if torch.cuda.is_available() else "cpu")
-        return str(folder)
-    return model
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny test Qwen2-VL)")
@@ -118,7 +101,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.child:
         return child(a)
-    model_dir = resolve_model(a.model)
+    from describe.realsize import benchmark_model
+
+    model_dir = benchmark_model(a.model)
     work = Path("eval/out/bench_train_describer")
     manifest = synthetic_manifest(work / "data", a.batch_size * (a.steps + 1), tuple(a.image_size))
     result = {"model": a.model or "tiny-qwen2vl", "steps": a.steps, "batch_size": a.batch_size, "image_size": a.image_size,
