@@ -42,7 +42,7 @@ SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "d
 class RunConfig:
     """Options of `realness run` (DREAM's options come from `DreamConfig`)."""
 
-    images: str | None = field(default=None, metadata={"help": "Folder of images, or a manifest CSV/JSONL with an image column (optional mos, description); also the first positional argument.", "positional": True})
+    images: str | None = field(default=None, metadata={"help": "Folder of images, a manifest CSV/JSONL with an image column (optional mos, description), or a quoted glob of manifest shards ('shards/part-*.csv'); also the first positional argument.", "positional": True})
     out: str = field(default="realness-run", metadata={"help": "Output folder: scores.csv, descriptions.jsonl, maps/, report.html, summary.json."})
     descriptions: str | None = field(default=None, metadata={"help": "Descriptions you already have (CSV/JSONL with filename,description); the describer writes only the missing ones."})
     describer: str = field(default=DEFAULT_DESCRIBER, metadata={"help": "Describer VLM id or folder, 'offline/small-describer' for the bundled offline describer, 'tiny-qwen2vl' for the random test model, or 'none' to use only --descriptions."})
@@ -171,6 +171,23 @@ def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], 
     from realness.data import manifest_inputs
     from realness.images import scan_folder
 
+    if any(c in images for c in "*?[") and not Path(images).exists():  # shards: "shards/part-*.csv"
+        import glob
+
+        shards = sorted(glob.glob(images))
+        if not shards:
+            raise FileNotFoundError(f"{images}: no manifest matches")
+        paths, texts, mos = [], {}, {}
+        for shard in shards:
+            p, t, m = manifest_inputs(shard)
+            paths += p
+            texts.update(t)
+            mos.update(m)
+        names = [p.name for p in paths]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"{images}: {dup} is listed twice across the shards (file names key the results)")
+        return paths, texts, mos, []
     src = Path(images)
     if src.is_dir():
         paths, skipped = scan_folder(src)

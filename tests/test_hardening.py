@@ -335,3 +335,19 @@ def test_describe_and_annotate_exit_codes(tmp_path, tiny_vlm):
         assert main(["annotate", "--engine", "transformers", "--model", str(tiny_vlm), "--images", str(folder),
                      "--out", str(tmp_path / f"a{k}.jsonl"), "--max_tokens", "4", "--progress", "false"]) == code
     assert main(["annotate", "--images", str(good), "--out", str(tmp_path / "x.jsonl")]) == 2  # no server, no engine
+
+
+def test_a_glob_of_manifest_shards_is_one_input(tmp_path, tiny_clip):
+    """Dataset-scale inputs come as shards: `realness run 'shards/part-*.csv'` reads them all, in order."""
+    folder, desc = _folder(tmp_path / "data", {f"s{k}.png": _solid((30 * k, 20, 20)) for k in range(5)})
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for part, names in enumerate([["s0.png", "s1.png"], ["s2.png", "s3.png", "s4.png"]]):
+        (shards / f"part-{part}.csv").write_text("image,mos\n" + "".join(f"{folder / n},{10 * k}\n" for k, n in enumerate(names)))
+    out = tmp_path / "run"
+    assert main(_run_args(f"{shards}/part-*.csv", out, desc, tiny_clip)) == 0
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [r["filename"] for r in rows] == [f"s{k}.png" for k in range(5)] and float(rows[3]["mos"]) == 10.0
+    (shards / "part-9.csv").write_text(f"image\n{folder / 's0.png'}\n")  # the same image in two shards
+    assert main(_run_args(f"{shards}/part-*.csv", tmp_path / "run2", desc, tiny_clip)) == 2
+    assert main(_run_args(f"{tmp_path}/none-*.csv", tmp_path / "run3", desc, tiny_clip)) == 2

@@ -82,23 +82,29 @@ def test_ray_run_writes_the_records_of_the_single_process_run(images, tiny_vlm, 
     assert json.loads((tmp_path / "ray" / "summary.json").read_text())["skipped_already_done"] == 6
 
 
-def test_a_driver_killed_mid_run_resumes_on_ray(images, tiny_vlm, tiny_clip, tmp_path):
+def test_a_driver_killed_mid_run_resumes_on_ray(tiny_clip, tmp_path):
+    """24 images, one per block: the driver is SIGKILLed as soon as the first record is written."""
+    folder, desc = _folder(tmp_path / "imgs", {f"k{k:02d}.png": _solid((10 * k, 255 - 10 * k, 90)) for k in range(24)})
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "realness.cli", *_args(images, out, tiny_vlm, tiny_clip, *RAY, "--chunk_size", "1")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ["run", str(folder), "--out", str(out), "--descriptions", str(desc), "--describer", "none", "--core",
+            "offline-image", "--progress", "false", "--chunk_size", "1", *_clip(tiny_clip), *RAY]
+    proc = subprocess.Popen([sys.executable, "-m", "realness.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     results = out / "results.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if results.exists() and len(results.read_text().splitlines()) >= 2:
+        if results.exists() and results.read_text().strip():
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = len(results.read_text().splitlines())
-    assert main(_args(images, out, tiny_vlm, tiny_clip, *RAY)) == 1
-    recs = _records(out)  # asserts each image once
-    assert len(recs) == 7 and sum(r["status"] == "ok" for r in recs.values()) == 6
-    assert before < 7  # the driver was killed mid-run
+    assert 0 < before < 24  # killed mid-run, after its first record
+    assert main(args) == 0
+    recs = _records(out)  # asserts no image was done twice
+    assert len(recs) == 24 and all(r["status"] == "ok" for r in recs.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_already_done"] == before and summary["processed_this_run"] == 24 - before
 
 
 def test_an_actor_killed_mid_run_is_restarted_and_every_image_ends_once(images, tiny_vlm, tiny_clip, tmp_path):

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from realness.core.configuration import PRESETS
+from realness.core.losses import LOSSES, core_loss
 from realness.core.modeling import CoreModel, create_core
 from realness.data import kfold, load_manifest, load_raise, manifest_splits, train_val_split
 from realness.images import ImageError, load_image
@@ -60,6 +61,8 @@ class CoreTrainConfig:
     batch_size: int = field(default=16, metadata={"help": "Per-device batch size."})
     lr: float = field(default=1.1e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    loss: str = field(default="mse", metadata={"help": "mse (on z-scored MOS, as the paper), mse+rank (plus a pairwise ranking hinge) or mse+plcc (plus 1 - batch PLCC)."})
+    rank_weight: float = field(default=1.0, metadata={"help": "Weight of the rank or PLCC term."})
     augment: bool = field(default=True, metadata={"help": "Flip, rotate and colour-jitter training images."})
     num_workers: int = field(default=2, metadata={"help": "Data loader worker processes."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's config."})
@@ -291,7 +294,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             labels = batch.pop("labels")
             with accelerator.autocast():
                 pred = trained(batch["features"]).squeeze(-1) if feats is not None else trained(**batch)
-            loss = torch.nn.functional.mse_loss(pred.float(), labels)
+            loss = core_loss(pred.float(), labels, cfg.loss, cfg.rank_weight)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
@@ -354,6 +357,8 @@ def train_core(cfg: CoreTrainConfig) -> dict:
 
     from realness.evaluation import write_cv_report
 
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per epoch is ours to print
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
