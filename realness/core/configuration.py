@@ -32,6 +32,12 @@ class CoreConfig:
         default="torchvision/resnet50",
         metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0'."},
     )
+    image_levels: int = field(
+        default=1, metadata={"help": "Backbone stages whose pooled maps feed the head, counted from the top (1: the last only, as the paper)."}
+    )
+    image_pooling: str = field(
+        default="mean", metadata={"help": "Spatial pooling of each stage: mean, or mean_std (mean and standard deviation)."}
+    )
     text_encoder: str = field(
         default="bert-base-uncased",
         metadata={"help": "Text branch: a Hugging Face model id or local folder, or 'offline/all-MiniLM-L6-v2'."},
@@ -61,6 +67,10 @@ class CoreConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.image_pooling not in ("mean", "mean_std"):
+            raise ValueError(f"image_pooling must be mean or mean_std, got {self.image_pooling!r}")
+        if self.image_levels < 1:
+            raise ValueError(f"image_levels must be at least 1, got {self.image_levels}")
         if self.text_pooling not in POOLINGS:
             raise ValueError(f"text_pooling must be one of {POOLINGS}, got {self.text_pooling!r}")
         self.image_size = tuple(int(v) for v in self.image_size)

@@ -28,8 +28,11 @@ def _key(parts: dict) -> str:
 def _image_key(model, records) -> str:
     c = model.config
     files = [(r["image"], *(lambda st: (st.st_size, st.st_mtime_ns))(Path(r["image"]).stat())) for r in records]
-    return "image-" + _key({"backbone": c.image_backbone, "size": c.image_size, "mean": c.image_mean,
-                            "std": c.image_std, "files": files})
+    parts = {"backbone": c.image_backbone, "size": c.image_size, "mean": c.image_mean, "std": c.image_std,
+             "files": files}
+    if (c.image_levels, c.image_pooling) != (1, "mean"):  # keys of single-level caches stay as they were
+        parts.update(levels=c.image_levels, pooling=c.image_pooling)
+    return "image-" + _key(parts)
 
 
 def _text_key(model, records) -> str:

@@ -62,7 +62,8 @@ class CoreModel(nn.Module):
         self.image_backbone, self.text_encoder, self.tokenizer = None, None, None
         width = 0
         if config.uses_image:
-            self.image_backbone, image_dim = build_image_backbone(config.image_backbone, pretrained)
+            self.image_backbone, image_dim = build_image_backbone(config.image_backbone, pretrained,
+                                                                  config.image_levels, config.image_pooling)
             width += image_dim
         if config.uses_text:
             self.text_encoder, self.tokenizer = build_text_encoder(

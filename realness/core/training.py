@@ -47,6 +47,8 @@ class CoreTrainConfig:
     image_backbone: str | None = field(default=None, metadata={"help": "Override the preset's image backbone."})
     text_encoder: str | None = field(default=None, metadata={"help": "Override the preset's text encoder."})
     text_pooling: str | None = field(default=None, metadata={"help": "pooler, mean or cls; default: the preset's."})
+    image_levels: int = field(default=1, metadata={"help": "Backbone stages pooled into the image features, from the top (1: the last only)."})
+    image_pooling: str = field(default="mean", metadata={"help": "Pooling of each stage: mean or mean_std."})
     freeze_image: bool = field(default=False, metadata={"help": "Freeze the image backbone."})
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
@@ -76,6 +78,7 @@ class CoreTrainConfig:
     def model_overrides(self) -> dict:
         keys = ("mode", "image_backbone", "text_encoder", "text_pooling")
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out.update(image_levels=self.image_levels, image_pooling=self.image_pooling)
         out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
                    image_size=tuple(self.image_size), head_hidden=self.head_hidden)
         return out
