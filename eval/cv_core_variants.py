@@ -1,0 +1,75 @@
+"""CORE variants through the same cross-validation (same folds, same seeds), one table.
+
+    python eval/cv_core_variants.py --config training/configs/core_offline.yaml --output_dir eval/out/core-variants
+    python eval/cv_core_variants.py ... --variants baseline rank levels3   # a subset
+
+Every variant is the config's recipe (fusion) with a few options changed (VARIANTS below); selection is
+on each training fold's own selection split, the held-out fold is scored once. Frozen-backbone features
+are cached once per feature setting and shared. Writes OUTPUT_DIR/variants.{json,md}: SROCC / PLCC
+mean ± std over seeds x folds, wall time on this machine (the first variant of each feature setting
+also computes and caches its features; later ones reuse them), and the size of what ships (the head, float32).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+VARIANTS = {
+    "baseline": {},
+    "rank": {"loss": "mse+rank"},
+    "plcc": {"loss": "mse+plcc"},
+    "levels3": {"image_levels": 3, "image_pooling": "mean_std"},
+    "levels3+rank": {"image_levels": 3, "image_pooling": "mean_std", "loss": "mse+rank"},
+}
+
+
+def head_bytes(input_width: int, hidden: int) -> int:
+    return 4 * (input_width * hidden + hidden + hidden + 1)
+
+
+def main(argv=None) -> dict:
+    import argparse
+
+    from realness.core import create_core
+    from realness.core.training import CoreTrainConfig, train_core
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="CORE training YAML (the recipe every variant starts from)")
+    p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: eval/out/core-variants)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"Which of {list(VARIANTS)} (default: all)")
+    a = p.parse_args(argv)
+    import yaml
+
+    base = CoreTrainConfig(**yaml.safe_load(Path(a.config).read_text()))
+    out = Path(a.output_dir)
+    cache = str(out / "feature_cache")
+    table = {}
+    for name in a.variants:
+        cfg = replace(base, mode="fusion", output_dir=str(out / name), feature_cache=cache, progress=False,
+                      **VARIANTS[name])
+        start = time.perf_counter()
+        report = train_core(cfg)
+        seconds = time.perf_counter() - start
+        model = create_core(cfg.preset, pretrained=False, pretrained_text=False, **cfg.model_overrides())
+        table[name] = {"options": VARIANTS[name], "srocc": report["mean_std"]["srocc"], "plcc": report["mean_std"]["plcc"],
+                       "n_runs": report["n_runs"], "wall_s": round(seconds, 1),
+                       "ships_bytes": head_bytes(model.head[1].in_features, model.head[1].out_features)}
+        print(f"{name:14s} SROCC {table[name]['srocc']['mean']:.3f} ± {table[name]['srocc']['std']:.3f}  "
+              f"PLCC {table[name]['plcc']['mean']:.3f} ± {table[name]['plcc']['std']:.3f}  {seconds:.0f} s", flush=True)
+    (out / "variants.json").write_text(json.dumps(table, indent=2))
+    lines = ["| variant | options | SROCC | PLCC | runs | wall time | ships (head) |", "|---|---|---|---|---|---|---|"]
+    for name, r in table.items():
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "today's recipe"
+        lines.append(f"| {name} | {opts} | {r['srocc']['mean']:.3f} ± {r['srocc']['std']:.3f} | "
+                     f"{r['plcc']['mean']:.3f} ± {r['plcc']['std']:.3f} | {r['n_runs']} | {r['wall_s']:.0f} s | "
+                     f"{r['ships_bytes'] / 1e6:.1f} MB |")
+    (out / "variants.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return table
+
+
+if __name__ == "__main__":
+    main()
