@@ -92,12 +92,10 @@ def qwen25_tokenizer(template: str):
                                    pad_token="<|endoftext|>")
 
 
-def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
-                   save: bool = True):
-    """Build `name` with random weights (seeded) and, with `save`, write it with its processor to `folder`.
+def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> Path:
+    """Build `name` with random weights on `device` and save it with its processor to `folder`.
 
-    Returns the folder when saved, else `(model, processor)` on `device` (a GPU benchmark needs no copy
-    on disk). Weights come from the model class's own initialisation, seeded, in `dtype`.
+    Weights come from the model class's own initialisation, seeded, in `dtype`.
     """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -119,14 +117,11 @@ def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfl
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    if not save:
-        return model, processor
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
-
 
 
 def benchmark_model(spec: str | None, device: str | None = None) -> str:

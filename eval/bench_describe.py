@@ -127,11 +127,12 @@ def main(argv=None) -> dict:
     model = benchmark_model(a.model, a.device)
     rng = np.random.default_rng(0)
     w, h = a.image_size
-    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for _ in range(a.images)]
     if a.image_dir:
         from realness.images import list_images, load_image
 
         images = [load_image(f) for f in list_images(a.image_dir)[: a.images]]
+    else:
+        images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for _ in range(a.images)]
     from describe.engines import create_engine
 
     hf_dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(a.dtype, "auto")

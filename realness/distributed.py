@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from typing import Iterator
 
 import numpy as np
@@ -88,10 +89,11 @@ class _Stage:
         described = [json.loads(d) for d in batch["described"]]
         images = read_stage(records, self.cfg, timed=self.stage == "describe")
         self.run(records, images, described)
-        info = json.dumps({"info": self.models.info, "load_s": self.models.load_s})
+        # What this actor loaded goes back once per batch, on its first row (not copied onto every record).
+        info = [json.dumps({"info": self.models.info, "load_s": self.models.load_s})] + [""] * (len(records) - 1)
         return {"record": np.array([json.dumps(r) for r in records], dtype=object),
                 "described": np.array([json.dumps(d) for d in described], dtype=object),
-                f"info_{self.stage}": np.array([info] * len(records), dtype=object),
+                f"info_{self.stage}": np.array(info, dtype=object),
                 **{k: v for k, v in batch.items() if k.startswith("info_")}}
 
 
@@ -101,20 +103,22 @@ class DescribeStage(_Stage):
     def run(self, records, images, described) -> None:
         from realness.pipeline import describe_stage
 
-        given = {r["filename"]: r.pop("_given") for r in records if r.get("_given")}
-        cached = {r["sha256"]: r.pop("_cached") for r in records if r.get("_cached")}
-        for r in records:
-            r.pop("_given", None), r.pop("_cached", None)
-        written: dict[str, list] = {r["sha256"]: [] for r in records}
+        given, cached = {}, {}
+        for r in records:  # the driver's known descriptions travel with each record
+            text, old = r.pop("_given"), r.pop("_cached")
+            if text:
+                given[r["filename"]] = text
+            if old:
+                cached[r["sha256"]] = old
+        written: dict[str, list] = defaultdict(list)
 
         class Collect:
             def write(self, record):
-                written.setdefault(record["sha256"], []).append(record)
+                written[record["sha256"]].append(record)
 
         describe_stage(records, images, self.cfg, self.models, given, cached, Collect())
-        for k, r in enumerate(records):
-            described[k] = written.get(r["sha256"], [])
-            written[r["sha256"]] = []  # the same content twice in one batch: its records go with the first
+        for k, r in enumerate(records):  # the same content twice in one batch: its records go with the first
+            described[k] = written.pop(r["sha256"], [])
 
 
 class ScoreStage(_Stage):
@@ -137,10 +141,10 @@ class MapStage(_Stage):
 
 def run_on_ray(todo: list[dict], cfg, dream_config, out, device: str, given: dict, cached: dict) -> Iterator[tuple]:
     """Stream `(record, description records, models info)` for every record of `todo` as Ray finishes them."""
+    if not todo:  # everything is done: no Ray instance to start
+        return
     ray = import_ray()
     connect(cfg.ray, cfg.ray_cpus_local or None)
-    if not todo:
-        return
     rows = []
     for rec in todo:
         row = dict(rec, _given=given.get(rec["filename"], ""), _cached=cached.get(rec["sha256"], ""))
@@ -179,11 +183,11 @@ class AnnotateStage:
 
 def annotate_on_ray(cfg, todo: list) -> Iterator[dict]:
     """Stream the annotation records of `todo` ((path, sha256) pairs) as Ray's actors finish them."""
+    if not todo:
+        return
     ray = import_ray()
     connect(cfg.ray)
     rows = [{"path": str(path), "sha256": sha} for path, sha in todo]
-    if not rows:
-        return
     ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // cfg.batch_size)))
     ds = ds.map_batches(AnnotateStage, fn_constructor_args=(cfg,), batch_size=cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors), num_gpus=cfg.ray_gpus,

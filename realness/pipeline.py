@@ -183,9 +183,10 @@ def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], 
             paths += p
             texts.update(t)
             mos.update(m)
-        names = [p.name for p in paths]
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
+        from collections import Counter
+
+        dup = next((n for n, k in Counter(p.name for p in paths).items() if k > 1), None)
+        if dup:
             raise ValueError(f"{images}: {dup} is listed twice across the shards (file names key the results)")
         return paths, texts, mos, []
     src = Path(images)

@@ -91,7 +91,7 @@ class MultiLevel(nn.Module):
     """Pooled features of several stages of an image backbone, as multi-level IQA models read them.
 
     `levels` counts stages from the top: 1 is the last stage alone. Stages are EfficientNet's blocks then
-    its head (conv_head + bn2), ResNet's layer1..layer4, or any model's with `stages` named. Each stage's
+    its head (conv_head + bn2), or ResNet's layer1..layer4 (`_stages`). Each stage's
     map is pooled by its spatial mean (`mean`) or mean and standard deviation (`mean_std`; the std
     carries the texture and contrast statistics IQA depends on), and the pooled vectors are concatenated.
     """
