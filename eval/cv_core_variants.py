@@ -26,6 +26,12 @@ VARIANTS = {
     "levels3+rank": {"image_levels": 3, "image_pooling": "mean_std", "loss": "mse+rank"},
     "levels3-mean": {"image_levels": 3, "image_pooling": "mean"},
     "levels1-std": {"image_levels": 1, "image_pooling": "mean_std"},
+    "heads3": {"n_heads": 3},
+    "heads3+rank": {"n_heads": 3, "loss": "mse+rank"},
+    "standardize": {"standardize_features": True},
+    "standardize+rank": {"standardize_features": True, "loss": "mse+rank"},
+    "levels3+standardize": {"image_levels": 3, "image_pooling": "mean_std", "standardize_features": True},
+    "levels3-mean+standardize": {"image_levels": 3, "image_pooling": "mean", "standardize_features": True},
 }
 
 
@@ -85,7 +91,7 @@ def main(argv=None) -> dict:
         table[name] = {"options": VARIANTS[name], "srocc": report["mean_std"]["srocc"], "plcc": report["mean_std"]["plcc"],
                        "n_runs": report["n_runs"], "wall_s": round(seconds, 1),
                        "seed_ensemble": seed_ensemble(out / name),
-                       "ships_bytes": head_bytes(model.head[1].in_features, model.head[1].out_features)}
+                       "ships_bytes": head_bytes(model.head.in_features, cfg.head_hidden) * cfg.n_heads}
         print(f"{name:14s} SROCC {table[name]['srocc']['mean']:.3f} ± {table[name]['srocc']['std']:.3f}  "
               f"PLCC {table[name]['plcc']['mean']:.3f} ± {table[name]['plcc']['std']:.3f}  {seconds:.0f} s", flush=True)
     (out / "variants.json").write_text(json.dumps(table, indent=2))

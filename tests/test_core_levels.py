@@ -39,7 +39,7 @@ def test_multi_level_core_caches_what_it_computes_and_reloads(tiny_core_kwargs, 
     batch = model.processor([Image.open(r["image"]) for r in records], [r["description"] for r in records])
     with torch.no_grad():
         torch.testing.assert_close(cached, model.features(**batch), atol=1e-5, rtol=1e-5)
-    assert cached.shape[1] == model.head[1].in_features
+    assert cached.shape[1] == model.head.in_features
     model.save_pretrained(tmp_path / "m")
     again = CoreModel.from_pretrained(tmp_path / "m")
     assert (again.config.image_levels, again.config.image_pooling) == (2, "mean_std")

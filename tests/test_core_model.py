@@ -36,9 +36,9 @@ def test_paper_architecture_shapes(tmp_path, tiny_bert):
     BertModel(BertConfig(vocab_size=100)).save_pretrained(tmp_path / "bert-base-shape")
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "bert-base-shape")
     m = create_core("paper", pretrained=False, pretrained_text=True, text_encoder=str(tmp_path / "bert-base-shape"))
-    linears = [layer for layer in m.head if isinstance(layer, torch.nn.Linear)]
+    linears = [layer for layer in m.head.members[0] if isinstance(layer, torch.nn.Linear)]
     assert [(l.in_features, l.out_features) for l in linears] == [(2816, 529), (529, 1)]
-    assert isinstance(m.head[2], torch.nn.ReLU)
+    assert isinstance(m.head.members[0][2], torch.nn.ReLU) and len(m.head.members) == 1
     assert m.config.image_size == (384, 512)
     batch = m.processor(_images(2), TEXTS[:2])
     assert batch["pixel_values"].shape == (2, 3, 384, 512)
@@ -49,7 +49,7 @@ def test_paper_architecture_shapes(tmp_path, tiny_bert):
 def test_modes_build_only_their_branches(tiny_core_kwargs, mode, parts):
     m = _tiny(tiny_core_kwargs, mode=mode)
     assert (m.image_backbone is not None, m.text_encoder is not None) == parts
-    width = m.head[1].in_features
+    width = m.head.in_features
     expected = (m.image_backbone is not None) * 96 + (m.text_encoder is not None) * 32  # test_resnet, tiny BERT
     assert width == expected
     out = m.predict(_images() if parts[0] else None, TEXTS if parts[1] else None)

@@ -39,7 +39,7 @@ def test_paper_core_has_the_published_sizes_and_reloads(tmp_path):
     model = paper_core_random(tmp_path / "parts")
     assert sum(p.numel() for p in model.image_backbone.parameters()) == CORE_SIZES["image_backbone"]
     assert sum(p.numel() for p in model.text_encoder.parameters()) == CORE_SIZES["text_encoder"]
-    assert len(model.tokenizer) == 30_522 and model.head[1].in_features == 2048 + 768
+    assert len(model.tokenizer) == 30_522 and model.head.in_features == 2048 + 768
     model.save_pretrained(tmp_path / "core")
     again = CoreModel.from_pretrained(tmp_path / "core")
     images = [Image.new("RGB", (128, 96), (200, 30, 30)), Image.new("RGB", (96, 128), (30, 30, 200))]

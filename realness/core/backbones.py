@@ -5,6 +5,7 @@ Heavy libraries (torchvision, timm, transformers) are imported here, when a mode
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -151,13 +152,26 @@ def resolve_text_encoder(name: str) -> str:
     return name
 
 
+class _PassThrough(nn.Module):
+    """Stands in for a transformer's embeddings when the input is already a hidden state."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
+        return inputs_embeds
+
+
 class TextEncoder(nn.Module):
-    """A Hugging Face encoder with pooling: pooler_output (as the paper), masked mean, or [CLS]."""
+    """A Hugging Face encoder with pooling: pooler_output (as the paper), masked mean, or [CLS].
+
+    `add_lora` adapts the top layers cheaply; `hidden_below(k)` and `forward_top(k)` split the encoder
+    under its top `k` layers, so training can run the frozen bottom once and cache its output
+    (`forward_top(hidden_below(x)) == forward(x)`).
+    """
 
     def __init__(self, model: nn.Module, pooling: str):
         super().__init__()
         self.model = model
         self.pooling = pooling
+        self._tops: dict[int, nn.Module] = {}
         if pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise ValueError(f"{type(model).__name__} has no pooler; use text_pooling='mean' or 'cls'")
 
@@ -165,8 +179,14 @@ class TextEncoder(nn.Module):
     def dim(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return self._pool(self.model(input_ids=input_ids, attention_mask=attention_mask), attention_mask)
+
+    def _pool(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state
@@ -174,6 +194,44 @@ class TextEncoder(nn.Module):
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def add_lora(self, rank: int, alpha: float, layers: int) -> None:
+        """LoRA (peft) on the query and value projections of the top `layers` layers; only the adapter
+        trains, and only its weights need saving (their names contain `lora_`)."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        self._check_layers(layers)
+        top = list(range(self.num_layers - layers, self.num_layers))
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["query", "value"],
+                            layers_to_transform=top, layers_pattern="layer")
+        inject_adapter_in_model(config, self.model)
+
+    def _check_layers(self, k: int) -> None:
+        if not hasattr(getattr(self.model, "encoder", None), "layer") or not hasattr(self.model, "embeddings"):
+            raise ValueError(f"{type(self.model).__name__}: splitting by layer and text LoRA know BERT-style encoders only")
+        if not 1 <= k <= self.num_layers:
+            raise ValueError(f"text layers must be within 1..{self.num_layers}, got {k}")
+
+    def hidden_below(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """The hidden states (B, T, H) that enter the top `k` layers."""
+        self._check_layers(k)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states[self.num_layers - k]
+
+    def forward_top(self, hidden: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """Pooled features from `hidden_below(..., k)`: only the top `k` layers (and the pooler) run."""
+        if k not in self._tops:
+            self._check_layers(k)
+            top = copy.copy(self.model)  # shares every module; its own module table is rebound below
+            top._modules = dict(self.model._modules)
+            top._modules["embeddings"] = _PassThrough()
+            encoder = copy.copy(self.model.encoder)
+            encoder._modules = dict(self.model.encoder._modules)
+            encoder._modules["layer"] = nn.ModuleList(self.model.encoder.layer[-k:])
+            top._modules["encoder"] = encoder
+            self._tops[k] = top  # a plain dict: no second copy of the weights in the state dict
+        top = self._tops[k]
+        return self._pool(top(inputs_embeds=hidden, attention_mask=attention_mask), attention_mask)
 
 
 def build_text_encoder(name: str, pooling: str, pretrained: bool = True, config_dir: str | None = None):

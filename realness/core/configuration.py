@@ -46,9 +46,18 @@ class CoreConfig:
     text_pooling: str = field(
         default="pooler", metadata={"help": "Text feature: pooler (BERT pooler_output, as the paper), mean or cls."}
     )
+    text_lora_rank: int = field(
+        default=0, metadata={"help": "LoRA rank on the text encoder's top layers (query and value; 0: no adapter). Needs freeze_text."}
+    )
+    text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
+    text_lora_layers: int = field(default=2, metadata={"help": "How many of the text encoder's top layers get the adapter."})
     max_text_tokens: int = field(default=128, metadata={"help": "Descriptions are truncated to this many tokens."})
     head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
+    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side on the same features; the score is their mean (1: the paper's single head)."})
+    standardize_features: bool = field(
+        default=False, metadata={"help": "Standardise each feature by its mean and std on the training rows before the head."}
+    )
     freeze_image: bool = field(default=False, metadata={"help": "Keep the image backbone's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height and width in pixels."})
@@ -71,6 +80,12 @@ class CoreConfig:
             raise ValueError(f"image_pooling must be mean or mean_std, got {self.image_pooling!r}")
         if self.image_levels < 1:
             raise ValueError(f"image_levels must be at least 1, got {self.image_levels}")
+        if self.n_heads < 1:
+            raise ValueError(f"n_heads must be at least 1, got {self.n_heads}")
+        if self.text_lora_rank < 0:
+            raise ValueError(f"text_lora_rank must be 0 (off) or positive, got {self.text_lora_rank}")
+        if self.text_lora_rank and not self.freeze_text:
+            raise ValueError("text_lora_rank trains an adapter on a frozen text encoder: set freeze_text")
         if self.text_pooling not in POOLINGS:
             raise ValueError(f"text_pooling must be one of {POOLINGS}, got {self.text_pooling!r}")
         self.image_size = tuple(int(v) for v in self.image_size)
@@ -89,6 +104,11 @@ class CoreConfig:
     @property
     def uses_text(self) -> bool:
         return self.mode in ("fusion", "text")
+
+    @property
+    def text_lora(self) -> bool:
+        """Whether the text branch carries a trainable LoRA adapter."""
+        return self.uses_text and self.text_lora_rank > 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -52,8 +52,9 @@ def _compute(encode, n: int, batch_size: int, desc: str, progress: bool) -> torc
 
 
 def cached_features(model, records: list[dict], cache_dir: str | Path, batch_size: int = 16,
-                    progress: bool = True) -> torch.Tensor:
-    """`model.features(...)` for every record, (N, D), read from or written to `cache_dir`."""
+                    progress: bool = True, text: bool = True) -> torch.Tensor:
+    """`model.features(...)` for every record, (N, D), read from or written to `cache_dir`
+    (`text=False`: the image part alone)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
@@ -67,7 +68,7 @@ def cached_features(model, records: list[dict], cache_dir: str | Path, batch_siz
 
         parts.append(_cached(cache_dir / f"{_image_key(model, records)}.safetensors",
                              lambda: _compute(encode_images, len(records), batch_size, "image features", progress)))
-    if model.config.uses_text:
+    if model.config.uses_text and text:
         def encode_texts(sl):
             batch = model.processor.tokenize([r["description"] for r in records[sl]])
             return model.text_encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device))
@@ -78,12 +79,52 @@ def cached_features(model, records: list[dict], cache_dir: str | Path, batch_siz
     return torch.cat(parts, dim=-1)
 
 
-def _cached(path: Path, compute) -> torch.Tensor:
+@torch.no_grad()
+def cached_text_hidden(model, records: list[dict], cache_dir: str | Path, layers: int, batch_size: int = 64,
+                       progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states entering the text encoder's top `layers` layers for every description, padded
+    to the longest: (N, T, H) float32 and the attention mask (N, T), read from or written to `cache_dir`.
+
+    What a text adapter on the top layers trains on: the frozen bottom runs once. Costs N x T x H x 4
+    bytes (510 descriptions of at most 128 tokens through MiniLM: at most 100 MB).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    c, encoder = model.config, model.text_encoder
+    key = "texthidden-" + _key({"encoder": c.text_encoder, "tokens": c.max_text_tokens, "layers": layers,
+                                "texts": [r["description"] for r in records]})
+
+    def compute():
+        from tqdm.auto import tqdm
+
+        was_training = encoder.training
+        encoder.eval()
+        device = next(encoder.parameters()).device
+        hidden, masks = [], []
+        for start in tqdm(range(0, len(records), batch_size), desc="text hidden states", disable=not progress, unit="batch"):
+            batch = model.processor.tokenize([r["description"] for r in records[start:start + batch_size]])
+            h = encoder.hidden_below(batch["input_ids"].to(device), batch["attention_mask"].to(device), layers)
+            pad = c.max_text_tokens - h.shape[1]
+            hidden.append(torch.nn.functional.pad(h.float().cpu(), (0, 0, 0, pad)))
+            masks.append(torch.nn.functional.pad(batch["attention_mask"], (0, pad)))
+        encoder.train(was_training)
+        mask = torch.cat(masks)
+        length = int(mask.sum(1).max())
+        return {"hidden": torch.cat(hidden)[:, :length].contiguous(), "mask": mask[:, :length].contiguous()}
+
+    out = _cached(cache_dir / f"{key}.safetensors", compute, names=("hidden", "mask"))
+    return out["hidden"], out["mask"]
+
+
+def _cached(path: Path, compute, names: tuple[str, ...] | None = None):
+    """One tensor (`names` None) or a dict of tensors, from `path` if it exists, else computed and saved."""
     if path.is_file():
         logger.info("using cached features %s", path)
-        return load_file(str(path))["features"]
-    feats = compute()
+        stored = load_file(str(path))
+        return stored["features"] if names is None else {n: stored[n] for n in names}
+    value = compute()
+    tensors = {"features": value} if names is None else value
     tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(path)
-    return feats
+    return value

@@ -70,16 +70,12 @@ class CoreModel(nn.Module):
                 config.text_encoder, config.text_pooling, pretrained_text, _text_config_dir
             )
             width += self.text_encoder.dim
-        self.head = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(width, config.head_hidden),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.head_hidden, 1),
-        )
+        self.head = CoreHead(width, config.head_hidden, config.dropout, config.n_heads, config.standardize_features)
         for module, frozen in ((self.image_backbone, config.freeze_image), (self.text_encoder, config.freeze_text)):
             if module is not None and frozen:
                 module.requires_grad_(False)
+        if config.text_lora:  # after freezing: the adapter is what trains
+            self.text_encoder.add_lora(config.text_lora_rank, config.text_lora_alpha, config.text_lora_layers)
         self.processor = CoreProcessor(config, self.tokenizer)
 
     def train(self, mode: bool = True) -> "CoreModel":
@@ -97,11 +93,13 @@ class CoreModel(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        per_head: bool = False,
     ) -> torch.Tensor:
-        """Predicted z-scores, shape (B,); `features` (from `features()`) skips the backbones."""
+        """Predicted z-scores, shape (B,), or (B, n_heads) with `per_head`; `features` (from
+        `features()`) skips the backbones."""
         if features is None:
             features = self.features(pixel_values, input_ids, attention_mask)
-        return self.score_features(features)
+        return self.head(features) if per_head else self.score_features(features)
 
     def features(self, pixel_values=None, input_ids=None, attention_mask=None) -> torch.Tensor:
         """The concatenated pooled features the head reads: image first, then text."""
@@ -113,8 +111,8 @@ class CoreModel(nn.Module):
         return torch.cat(feats, dim=-1)
 
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The head alone: features (B, D) to z-scores (B,)."""
-        return self.head(features).squeeze(-1)
+        """The head alone: features (B, D) to z-scores (B,), the mean of its members."""
+        return self.head(features).mean(-1)
 
     def to_mos(self, z: torch.Tensor | float):
         """Map predicted z-scores back to the training MOS scale (None when that scale is unknown)."""
@@ -156,7 +154,7 @@ class CoreModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if not include_frozen:
             skip = [p for p, frozen in (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text)) if frozen]
-            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
+            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip)) or "lora_" in k}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "include_frozen": str(include_frozen)})
         if self.text_encoder is not None:
             self.text_encoder.model.config.save_pretrained(folder / TEXT_DIR)
@@ -179,13 +177,57 @@ class CoreModel(nn.Module):
         text_from_source = not full and config.freeze_text
         text_dir = None if text_from_source or not config.uses_text else str(folder / TEXT_DIR)
         model = cls(config, pretrained=image_from_source, pretrained_text=text_from_source, _text_config_dir=text_dir)
-        state = load_file(str(folder / WEIGHTS_NAME))
+        state = _upgrade_head_keys(load_file(str(folder / WEIGHTS_NAME)))
         missing, unexpected = model.load_state_dict(state, strict=False)
         frozen = tuple(p for p, f in (("image_backbone.", config.freeze_image), ("text_encoder.", config.freeze_text)) if f)
-        bad = [k for k in missing if full or not k.startswith(frozen)]
+        bad = [k for k in missing if full or not k.startswith(frozen) or "lora_" in k]
         if bad or unexpected:
             raise RuntimeError(f"{folder}: weights do not match the config (missing {bad[:5]}, unexpected {unexpected[:5]})")
         return model.to(device).eval()
+
+
+def _mlp(width: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+class CoreHead(nn.Module):
+    """The fusion head: optional feature standardisation, then `n_heads` MLPs (Linear-ReLU-Linear, the
+    paper's head when n_heads=1) on the same features, each initialised differently.
+
+    Standardisation divides each feature by its spread on the training rows (`set_feature_stats`), so
+    features of very different scales (pooled image maps, their standard deviations, mean-pooled text)
+    reach the first layer on one scale. The heads are trained side by side, each on its own loss; the
+    score is their mean (a seed ensemble that costs one backbone pass).
+    """
+
+    def __init__(self, width: int, hidden: int, dropout: float = 0.0, n_heads: int = 1, standardize: bool = False):
+        super().__init__()
+        self.in_features, self.standardize = width, standardize
+        self.members = nn.ModuleList(_mlp(width, hidden, dropout) for _ in range(n_heads))
+        if standardize:
+            self.register_buffer("feature_mean", torch.zeros(width))
+            self.register_buffer("feature_std", torch.ones(width))
+
+    @torch.no_grad()
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise by the mean and std of `features` (N, D), the training rows' features."""
+        if not self.standardize:
+            raise RuntimeError("this head was built without standardize_features")
+        features = features.float()
+        std = features.std(0, unbiased=False)
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) features to (B, n_heads) z-scores."""
+        if self.standardize:
+            features = (features - self.feature_mean) / self.feature_std
+        return torch.cat([member(features) for member in self.members], dim=-1)
+
+
+def _upgrade_head_keys(state: dict) -> dict:
+    """Weights saved before heads became `CoreHead` (`head.1.weight`) under today's names."""
+    return {f"head.members.0.{k[5:]}" if k.startswith("head.") and k[5:6].isdigit() else k: v for k, v in state.items()}
 
 
 def create_core(

@@ -53,6 +53,12 @@ class CoreTrainConfig:
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
     head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
+    text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen text, no adapter); needs --freeze_text."})
+    text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
+    text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the layers below run once and are cached)."})
+    text_lr: float | None = field(default=None, metadata={"help": "Learning rate of the text adapter; default: lr / 5."})
+    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side, each on its own loss; the model scores with their mean."})
+    standardize_features: bool = field(default=False, metadata={"help": "Standardise the head's input features by their mean and std on the training rows."})
     pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
     pretrained_text: bool | None = field(default=None, metadata={"help": "Override --pretrained for the text encoder."})
     folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the manifest's split column if present); 0 = final fit on every row (the epoch still chosen on the selection split; quality comes from a CV run)."})
@@ -80,7 +86,10 @@ class CoreTrainConfig:
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         out.update(image_levels=self.image_levels, image_pooling=self.image_pooling)
         out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
-                   image_size=tuple(self.image_size), head_hidden=self.head_hidden)
+                   image_size=tuple(self.image_size), head_hidden=self.head_hidden,
+                   n_heads=self.n_heads, standardize_features=self.standardize_features,
+                   text_lora_rank=self.text_lora_rank, text_lora_alpha=self.text_lora_alpha,
+                   text_lora_layers=self.text_lora_layers)
         return out
 
 
@@ -182,6 +191,95 @@ def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
     return out
 
 
+class _TextTop(torch.nn.Module):
+    """The head and the text encoder's top layers on cached inputs (the image features, the hidden states
+    entering the text adapter's layers): what trains when the text branch has a LoRA adapter, at the
+    cost of those layers alone. Its checkpoints hold only what trains and the head's buffers."""
+
+    def __init__(self, core: CoreModel, image: torch.Tensor | None, hidden: torch.Tensor, mask: torch.Tensor):
+        super().__init__()
+        self.core, self.layers = core, core.config.text_lora_layers
+        self.image, self.hidden, self.mask = image, hidden, mask
+
+    @classmethod
+    def from_cache(cls, core: CoreModel, records: list[dict], cache_dir, batch_size: int, progress: bool) -> "_TextTop":
+        from realness.core.features import cached_features, cached_text_hidden
+
+        image = (cached_features(core, records, cache_dir, batch_size=batch_size, progress=progress, text=False)
+                 if core.config.uses_image else None)
+        hidden, mask = cached_text_hidden(core, records, cache_dir, core.config.text_lora_layers, progress=progress)
+        return cls(core, image, hidden, mask)
+
+    def rebind(self, core: CoreModel) -> "_TextTop":
+        """The same cached inputs read by another model (the selected one)."""
+        return _TextTop(core, self.image, self.hidden, self.mask)
+
+    def collate(self, items) -> dict:
+        idx = torch.stack([i for i, _ in items])
+        out = self.inputs(idx)
+        out["labels"] = torch.stack([label for _, label in items])
+        return out
+
+    def inputs(self, idx: torch.Tensor) -> dict:
+        mask = self.mask[idx]
+        length = int(mask.sum(1).max())  # padding beyond the batch's longest text is dead weight
+        out = {"text_hidden": self.hidden[idx, :length], "text_mask": mask[:, :length]}
+        if self.image is not None:
+            out["image_features"] = self.image[idx]
+        return out
+
+    def features(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
+        device = next(self.core.head.parameters()).device
+        text = self.core.text_encoder.forward_top(text_hidden.to(device), text_mask.to(device), self.layers).float()
+        return text if image_features is None else torch.cat([image_features.to(device), text], dim=-1)
+
+    def forward(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
+        """(B, n_heads) z-scores."""
+        return self.core.head(self.features(text_hidden, text_mask, image_features))
+
+    @torch.no_grad()
+    def _batches(self, idx, fn, batch_size: int = 64) -> torch.Tensor:
+        was_training = self.core.training
+        self.core.eval()
+        idx = torch.as_tensor(np.asarray(idx))
+        out = [fn(**self.inputs(idx[s:s + batch_size])).float().cpu() for s in range(0, len(idx), batch_size)]
+        self.core.train(was_training)
+        return torch.cat(out)
+
+    def features_of(self, idx) -> torch.Tensor:
+        return self._batches(idx, self.features)
+
+    def score(self, idx) -> np.ndarray:
+        return self._batches(idx, self.forward).mean(-1).numpy()
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        keep = {prefix + n for n, p in self.named_parameters() if p.requires_grad}
+        keep |= {prefix + n for n, _ in self.core.head.named_buffers(prefix="core.head")}
+        for k in [k for k in full if k.startswith(prefix) and k not in keep]:
+            del full[k]
+        return full
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+
+@torch.no_grad()
+def _features_of(core: CoreModel, rows: list[dict], batch_size: int) -> torch.Tensor:
+    """The head's input features of `rows`, unaugmented (for the standardisation statistics)."""
+    was_training = core.training
+    core.eval()
+    device = next(core.parameters()).device
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        images = [load_image(r["image"]) for r in chunk] if core.config.uses_image else None
+        batch = core.processor(images, [r["description"] for r in chunk])
+        out.append(core.features(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
+    core.train(was_training)
+    return torch.cat(out)
+
+
 def _splits(cfg: CoreTrainConfig, records: list[dict]):
     n = len(records)
     if cfg.folds == 0:
@@ -255,25 +353,40 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
                         mos_mean=mean, mos_std=std, mos_range=score_range)
-    feats = None
-    if uses_cache(cfg, model.config):
+    feats, top = None, None
+    cache_dir = cfg.feature_cache or Path(cfg.output_dir) / "feature_cache"
+    show = cfg.progress and accelerator.is_main_process
+    if uses_cache(cfg, model.config) and model.config.text_lora:
+        top = _TextTop.from_cache(model, records, cache_dir, cfg.batch_size, show)
+        fit_rows = torch.utils.data.TensorDataset(torch.as_tensor(fit_idx), torch.tensor(z[fit_idx], dtype=torch.float32))
+        collate, workers = top.collate, 0
+    elif uses_cache(cfg, model.config):
         from realness.core.features import cached_features
 
-        feats = cached_features(model, records, cfg.feature_cache or Path(cfg.output_dir) / "feature_cache",
-                                batch_size=cfg.batch_size, progress=cfg.progress and accelerator.is_main_process)
+        feats = cached_features(model, records, cache_dir, batch_size=cfg.batch_size, progress=show)
         fit_rows = torch.utils.data.TensorDataset(feats[fit_idx], torch.tensor(z[fit_idx], dtype=torch.float32))
         collate, workers = _collate_features, 0
     else:
         fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], model.config.uses_image)
         collate, workers = _collate(model.processor, cfg.augment), cfg.num_workers
+    if model.config.standardize_features:
+        model.head.set_feature_stats(feats[fit_idx] if feats is not None else top.features_of(fit_idx) if top is not None
+                                     else _features_of(model, [records[i] for i in fit_idx], cfg.batch_size))
     sampler = EpochSampler(len(fit_rows), seed)
     loader = DataLoader(fit_rows, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(fit_rows) > cfg.batch_size,
                         num_workers=workers, collate_fn=collate)
     # On cached features only the head trains, so only the head is prepared and checkpointed
     # (3.5 MB per epoch instead of every frozen backbone weight).
-    trained = model.head if feats is not None else model
-    params = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # With a text adapter on cached hidden states, the head and the adapter (checkpointed without the
+    # frozen encoders).
+    trained = model.head if feats is not None else top if top is not None else model
+    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    adapter = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    others = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n and not n.startswith("head.")]
+    groups = [{"params": head_params + others}]
+    if adapter:
+        groups.append({"params": adapter, "lr": cfg.text_lr if cfg.text_lr is not None else cfg.lr / 5})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     trained, optimizer, loader = accelerator.prepare(trained, optimizer, loader)
     ckpt = run_dir / "checkpoint"
     start_epoch, best, history = 0, {"score": -math.inf, "epoch": -1}, []
@@ -296,14 +409,16 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.autocast():
-                pred = trained(batch["features"]).squeeze(-1) if feats is not None else trained(**batch)
-            loss = core_loss(pred.float(), labels, cfg.loss, cfg.rank_weight)
+                pred = (trained(batch["features"]) if feats is not None else trained(**batch) if top is not None
+                        else trained(**batch, per_head=True))
+            # each head on its own loss: side by side they train as independent runs would
+            loss = sum(core_loss(p, labels, cfg.loss, cfg.rank_weight) for p in pred.float().unbind(-1))
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        sel_pred = _predict(model, records, sel_idx, feats, cfg.batch_size * 2)
+        sel_pred = top.score(sel_idx) if top is not None else _predict(model, records, sel_idx, feats, cfg.batch_size * 2)
         sel_srocc = srocc(sel_pred, z[sel_idx]) if np.ptp(sel_pred) > 0 else math.nan
         score = sel_srocc if math.isfinite(sel_srocc) else -math.inf
         improved = score > best["score"]
@@ -333,7 +448,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         return result
     best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
     rows = [records[i] for i in fold.val]
-    pred_z = _predict(best_model, records, fold.val, feats, cfg.batch_size * 2)
+    pred_z = (top.rebind(best_model).score(fold.val) if top is not None
+              else _predict(best_model, records, fold.val, feats, cfg.batch_size * 2))
     result.update({k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"})
     if accelerator.is_main_process:
         import csv
@@ -382,11 +498,27 @@ def train_core(cfg: CoreTrainConfig) -> dict:
             results.append(train_one(cfg, records, fold, seed, score_range, accelerator, run_dir))
     if cfg.folds == 0:
         summary = {"runs": results, "n_runs": len(results)}
-        accelerator.print(f"final model(s): {', '.join(str(out / f'seed{s}' / 'fold0' / 'best') for s in cfg.seeds)}")
+        finals = [out / f"seed{s}" / "fold0" / "best" for s in cfg.seeds]
+        accelerator.print(f"final model(s): {', '.join(map(str, finals))}")
+        if len(finals) > 1 and accelerator.is_main_process:
+            _write_ensemble(finals, out / "ensemble", cfg.save_frozen, accelerator)
     else:
         summary = write_cv_report(out, results) if accelerator.is_main_process else {}
     accelerator.end_training()
     return summary
+
+
+def _write_ensemble(finals: list[Path], folder: Path, include_frozen: bool, accelerator) -> None:
+    """The final fits of several seeds as one model (`merge_cores`), when their heads read the same features."""
+    from realness.core.ensemble import merge_cores
+
+    try:
+        merged = merge_cores([CoreModel.from_pretrained(p) for p in finals])
+    except ValueError as err:  # e.g. each seed trained its own text adapter
+        accelerator.print(f"no seed ensemble: {err}")
+        return
+    merged.save_pretrained(folder, include_frozen=include_frozen)
+    accelerator.print(f"seed ensemble ({len(finals)} models, {merged.config.n_heads} heads): {folder}")
 
 
 def ablate_modes(cfg: CoreTrainConfig, modes=("image", "text", "fusion")) -> dict:
