@@ -32,6 +32,11 @@ VARIANTS = {
     "standardize+rank": {"standardize_features": True, "loss": "mse+rank"},
     "levels3+standardize": {"image_levels": 3, "image_pooling": "mean_std", "standardize_features": True},
     "levels3-mean+standardize": {"image_levels": 3, "image_pooling": "mean", "standardize_features": True},
+    "text-lora": {"text_lora_rank": 8, "text_lora_layers": 2},
+    "text-lora+rank": {"text_lora_rank": 8, "text_lora_layers": 2, "loss": "mse+rank"},
+    "text-lora-all-layers": {"text_lora_rank": 8, "text_lora_layers": 6},
+    "flip": {"flip_tta": True},
+    "flip+rank": {"flip_tta": True, "loss": "mse+rank"},
 }
 
 
@@ -60,8 +65,9 @@ def seed_ensemble(run_dir: Path) -> dict:
             "plcc": {"mean": float(np.mean(plc)), "std": float(np.std(plc))}, "n_folds": len(sro)}
 
 
-def head_bytes(input_width: int, hidden: int) -> int:
-    return 4 * (input_width * hidden + hidden + hidden + 1)
+def ships_bytes(model) -> int:
+    """float32 bytes of what a saved model holds besides its frozen backbones: the heads and any adapter."""
+    return 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def main(argv=None) -> dict:
@@ -73,14 +79,16 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="CORE training YAML (the recipe every variant starts from)")
     p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: eval/out/core-variants)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"Which of {list(VARIANTS)} (default: all)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"Which of {list(VARIANTS)} (default: all); the table keeps variants measured by earlier calls")
     a = p.parse_args(argv)
     import yaml
 
     base = CoreTrainConfig(**yaml.safe_load(Path(a.config).read_text()))
     out = Path(a.output_dir)
     cache = str(out / "feature_cache")
-    table = {}
+    # Variants measured by earlier calls stay in the table (with the wall time they were measured with).
+    table = json.loads((out / "variants.json").read_text()) if (out / "variants.json").is_file() else {}
     for name in a.variants:
         cfg = replace(base, mode="fusion", output_dir=str(out / name), feature_cache=cache, progress=False,
                       **VARIANTS[name])
@@ -91,13 +99,13 @@ def main(argv=None) -> dict:
         table[name] = {"options": VARIANTS[name], "srocc": report["mean_std"]["srocc"], "plcc": report["mean_std"]["plcc"],
                        "n_runs": report["n_runs"], "wall_s": round(seconds, 1),
                        "seed_ensemble": seed_ensemble(out / name),
-                       "ships_bytes": head_bytes(model.head.in_features, cfg.head_hidden) * cfg.n_heads}
+                       "ships_bytes": ships_bytes(model)}
         print(f"{name:14s} SROCC {table[name]['srocc']['mean']:.3f} ± {table[name]['srocc']['std']:.3f}  "
               f"PLCC {table[name]['plcc']['mean']:.3f} ± {table[name]['plcc']['std']:.3f}  {seconds:.0f} s", flush=True)
     (out / "variants.json").write_text(json.dumps(table, indent=2))
-    lines = ["| variant | options | SROCC | PLCC | 3-seed ensemble SROCC / PLCC | runs | wall time | ships (one head) |",
+    lines = ["| variant | options | SROCC | PLCC | 3-seed ensemble SROCC / PLCC | runs | wall time | ships |",
              "|---|---|---|---|---|---|---|---|"]
-    for name, r in table.items():
+    for name, r in sorted(table.items(), key=lambda kv: list(VARIANTS).index(kv[0]) if kv[0] in VARIANTS else len(VARIANTS)):
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "today's recipe"
         e = r["seed_ensemble"]
         lines.append(f"| {name} | {opts} | {r['srocc']['mean']:.3f} ± {r['srocc']['std']:.3f} | "

@@ -1,5 +1,6 @@
 """Several heads side by side and standardised features: what each changes, and what must not change."""
 
+import copy
 import csv
 
 import pytest
@@ -89,12 +90,16 @@ def test_heads_side_by_side_train_as_separate_runs_would(tiny_core_kwargs, tmp_p
     assert not torch.allclose(three.head.members[0][1].weight, three.head.members[1][1].weight)
 
 
-def test_training_sets_the_standardisation_from_training_rows_and_scores_match_the_files(tiny_core_kwargs, tmp_path):
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_training_sets_the_standardisation_from_training_rows_and_scores_match_the_files(tiny_core_kwargs, tmp_path,
+                                                                                        flip_tta):
+    """Trained on cached features (with flips: of each image and its mirror image), the selected model
+    scores the files themselves exactly as the cache said."""
     data = _manifest(tmp_path / "data", 40)
     out = tmp_path / "std"
-    train_core(_cfg(tiny_core_kwargs, data, out, standardize_features=True, epochs=3))
+    train_core(_cfg(tiny_core_kwargs, data, out, standardize_features=True, epochs=3, flip_tta=flip_tta))
     best = CoreModel.from_pretrained(out / "seed42" / "fold0" / "best")
-    assert best.config.standardize_features
+    assert best.config.standardize_features and best.config.flip_tta == flip_tta
     assert not torch.all(best.head.feature_mean == 0) and not torch.all(best.head.feature_std == 1)
     from realness.data import load_manifest
     from realness.images import load_image
@@ -150,3 +155,17 @@ def test_final_fits_of_several_seeds_ship_as_one_model(tiny_core_kwargs, tmp_pat
     with torch.no_grad():
         expected = torch.stack([m.to_mos(m(**batch)) for m in seeds]).mean(0)
         torch.testing.assert_close(ensemble.to_mos(ensemble(**batch)), expected, atol=1e-3, rtol=1e-5)
+
+
+def test_flip_tta_scores_the_mean_of_the_image_and_its_mirror_image(tiny_core_kwargs):
+    plain = create_core("paper", pretrained=False, pretrained_text=True, n_heads=2, **tiny_core_kwargs).eval()
+    tta = copy.deepcopy(plain)
+    tta.config.flip_tta = True
+    batch = _batch(plain)
+    batch["pixel_values"][:, :, :, :20] = 0.0  # not mirror-symmetric
+    mirrored = dict(batch, pixel_values=batch["pixel_values"].flip(-1))
+    with torch.no_grad():
+        torch.testing.assert_close(tta(**batch), (plain(**batch) + plain(**mirrored)) / 2)
+        torch.testing.assert_close(tta(**batch, per_head=True), (plain(**batch, per_head=True) + plain(**mirrored, per_head=True)) / 2)
+        assert tta.features(**batch).shape == (2, 2, plain.head.in_features)
+        assert not torch.allclose(plain(**batch), plain(**mirrored))

@@ -88,14 +88,14 @@ def _manifest(folder, n):
     return folder / "manifest.csv"
 
 
-@pytest.mark.parametrize("mode", ["fusion", "text"])
-def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core_kwargs, tmp_path, mode):
+@pytest.mark.parametrize("mode,flip_tta", [("fusion", True), ("text", False)])
+def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core_kwargs, tmp_path, mode, flip_tta):
     data = _manifest(tmp_path / "data", 40)
     base = dict(data=str(data), image_backbone=tiny_core_kwargs["image_backbone"], mode=mode,
                 text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
                 image_size=(48, 48), head_hidden=16, folds=1, epochs=3, batch_size=8, lr=5e-3, text_lr=5e-3,
                 num_workers=0, augment=False, progress=False, freeze_image=True, freeze_text=True,
-                text_lora_rank=4, text_lora_layers=1, n_heads=2, standardize_features=True)
+                text_lora_rank=4, text_lora_layers=1, n_heads=2, standardize_features=True, flip_tta=flip_tta)
     train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "cached")))
     train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "files"), cache_features=False))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*")) == (

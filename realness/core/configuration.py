@@ -55,6 +55,9 @@ class CoreConfig:
     head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
     n_heads: int = field(default=1, metadata={"help": "Heads trained side by side on the same features; the score is their mean (1: the paper's single head)."})
+    flip_tta: bool = field(
+        default=False, metadata={"help": "Score each image and its mirror image and average the two (twice the image branch's cost)."}
+    )
     standardize_features: bool = field(
         default=False, metadata={"help": "Standardise each feature by its mean and std on the training rows before the head."}
     )

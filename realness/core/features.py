@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from realness.core.modeling import join_features
 from realness.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ def _image_key(model, records) -> str:
              "files": files}
     if (c.image_levels, c.image_pooling) != (1, "mean"):  # keys of single-level caches stay as they were
         parts.update(levels=c.image_levels, pooling=c.image_pooling)
+    if c.flip_tta:
+        parts.update(flip=True)
     return "image-" + _key(parts)
 
 
@@ -53,30 +56,32 @@ def _compute(encode, n: int, batch_size: int, desc: str, progress: bool) -> torc
 
 def cached_features(model, records: list[dict], cache_dir: str | Path, batch_size: int = 16,
                     progress: bool = True, text: bool = True) -> torch.Tensor:
-    """`model.features(...)` for every record, (N, D), read from or written to `cache_dir`
-    (`text=False`: the image part alone)."""
+    """`model.features(...)` for every record, (N, D) or with `flip_tta` (N, 2, D), read from or written
+    to `cache_dir` (`text=False`: the image part alone)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    parts = []
+    image = text_feats = None
     if model.config.uses_image:
         def encode_images(sl):
-            pixels = torch.stack([model.processor.image_tensor(load_image(r["image"])) for r in records[sl]])
-            return model.image_backbone(pixels.to(device))
+            pixels = torch.stack([model.processor.image_tensor(load_image(r["image"])) for r in records[sl]]).to(device)
+            if model.config.flip_tta:  # the image and its mirror image, as the model scores them
+                return torch.stack([model.image_backbone(pixels), model.image_backbone(pixels.flip(-1))], dim=1)
+            return model.image_backbone(pixels)
 
-        parts.append(_cached(cache_dir / f"{_image_key(model, records)}.safetensors",
-                             lambda: _compute(encode_images, len(records), batch_size, "image features", progress)))
+        image = (_cached(cache_dir / f"{_image_key(model, records)}.safetensors",
+                         lambda: _compute(encode_images, len(records), batch_size, "image features", progress)))
     if model.config.uses_text and text:
         def encode_texts(sl):
             batch = model.processor.tokenize([r["description"] for r in records[sl]])
             return model.text_encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
-        parts.append(_cached(cache_dir / f"{_text_key(model, records)}.safetensors",
-                             lambda: _compute(encode_texts, len(records), batch_size * 4, "text features", progress)))
+        text_feats = _cached(cache_dir / f"{_text_key(model, records)}.safetensors",
+                             lambda: _compute(encode_texts, len(records), batch_size * 4, "text features", progress))
     model.train(was_training)
-    return torch.cat(parts, dim=-1)
+    return join_features(image, text_feats)
 
 
 @torch.no_grad()

@@ -96,23 +96,31 @@ class CoreModel(nn.Module):
         per_head: bool = False,
     ) -> torch.Tensor:
         """Predicted z-scores, shape (B,), or (B, n_heads) with `per_head`; `features` (from
-        `features()`) skips the backbones."""
+        `features()`, (B, D), or (B, 2, D) for an image and its mirror image) skips the backbones."""
         if features is None:
             features = self.features(pixel_values, input_ids, attention_mask)
-        return self.head(features) if per_head else self.score_features(features)
+        return self.head_outputs(features) if per_head else self.score_features(features)
 
     def features(self, pixel_values=None, input_ids=None, attention_mask=None) -> torch.Tensor:
-        """The concatenated pooled features the head reads: image first, then text."""
-        feats = []
+        """The concatenated pooled features the head reads: image first, then text; (B, D), or with
+        `flip_tta` (B, 2, D), the second row of each image from its mirror image."""
+        image = text = None
         if self.image_backbone is not None:
-            feats.append(self.image_backbone(pixel_values).float())
+            image = self.image_backbone(pixel_values).float()
+            if self.config.flip_tta:
+                image = torch.stack([image, self.image_backbone(pixel_values.flip(-1)).float()], dim=1)
         if self.text_encoder is not None:
-            feats.append(self.text_encoder(input_ids, attention_mask).float())
-        return torch.cat(feats, dim=-1)
+            text = self.text_encoder(input_ids, attention_mask).float()
+        return join_features(image, text)
+
+    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """Every head's z-scores, (B, n_heads); views of one image (B, 2, D) are averaged."""
+        out = self.head(features)
+        return out.mean(1) if out.dim() == 3 else out
 
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The head alone: features (B, D) to z-scores (B,), the mean of its members."""
-        return self.head(features).mean(-1)
+        """The head alone: features (B, D) or (B, 2, D) to z-scores (B,), the mean of its members."""
+        return self.head_outputs(features).mean(-1)
 
     def to_mos(self, z: torch.Tensor | float):
         """Map predicted z-scores back to the training MOS scale (None when that scale is unknown)."""
@@ -186,6 +194,16 @@ class CoreModel(nn.Module):
         return model.to(device).eval()
 
 
+def join_features(image: torch.Tensor | None, text: torch.Tensor | None) -> torch.Tensor:
+    """Image features ((B, Di), or (B, V, Di) for V views of each image) and text features (B, Dt) as the
+    head's input: (B, Di + Dt), or (B, V, Di + Dt) with the text repeated for every view."""
+    if image is None or text is None:
+        return image if text is None else text
+    if image.dim() == 3:
+        text = text.unsqueeze(1).expand(-1, image.shape[1], -1)
+    return torch.cat([image, text], dim=-1)
+
+
 def _mlp(width: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
@@ -210,16 +228,16 @@ class CoreHead(nn.Module):
 
     @torch.no_grad()
     def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardise by the mean and std of `features` (N, D), the training rows' features."""
+        """Standardise by the mean and std of `features` (N, D) or (N, V, D), the training rows' features."""
         if not self.standardize:
             raise RuntimeError("this head was built without standardize_features")
-        features = features.float()
+        features = features.float().reshape(-1, features.shape[-1])
         std = features.std(0, unbiased=False)
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, D) features to (B, n_heads) z-scores."""
+        """(..., D) features to (..., n_heads) z-scores."""
         if self.standardize:
             features = (features - self.feature_mean) / self.feature_std
         return torch.cat([member(features) for member in self.members], dim=-1)

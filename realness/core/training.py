@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from realness.core.configuration import PRESETS
 from realness.core.losses import LOSSES, core_loss
-from realness.core.modeling import CoreModel, create_core
+from realness.core.modeling import CoreModel, create_core, join_features
 from realness.data import kfold, load_manifest, load_raise, manifest_splits, train_val_split
 from realness.images import ImageError, load_image
 
@@ -53,6 +53,7 @@ class CoreTrainConfig:
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
     head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
+    flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the two, in training (on cached features of both) and at scoring time."})
     text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen text, no adapter); needs --freeze_text."})
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
     text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the layers below run once and are cached)."})
@@ -87,7 +88,7 @@ class CoreTrainConfig:
         out.update(image_levels=self.image_levels, image_pooling=self.image_pooling)
         out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
                    image_size=tuple(self.image_size), head_hidden=self.head_hidden,
-                   n_heads=self.n_heads, standardize_features=self.standardize_features,
+                   n_heads=self.n_heads, standardize_features=self.standardize_features, flip_tta=self.flip_tta,
                    text_lora_rank=self.text_lora_rank, text_lora_alpha=self.text_lora_alpha,
                    text_lora_layers=self.text_lora_layers)
         return out
@@ -182,6 +183,11 @@ def _predict(core: CoreModel, records: list[dict], idx: np.ndarray, feats: torch
     return core.predict(images, [r["description"] for r in rows], batch_size=batch_size).numpy()
 
 
+def _views_averaged(out: torch.Tensor) -> torch.Tensor:
+    """Head outputs (B, n_heads), or (B, V, n_heads) for V views of each image averaged over the views."""
+    return out.mean(1) if out.dim() == 3 else out
+
+
 @torch.no_grad()
 def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
     was_training = core.training
@@ -231,11 +237,11 @@ class _TextTop(torch.nn.Module):
     def features(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
         device = next(self.core.head.parameters()).device
         text = self.core.text_encoder.forward_top(text_hidden.to(device), text_mask.to(device), self.layers).float()
-        return text if image_features is None else torch.cat([image_features.to(device), text], dim=-1)
+        return join_features(None if image_features is None else image_features.to(device), text)
 
     def forward(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
         """(B, n_heads) z-scores."""
-        return self.core.head(self.features(text_hidden, text_mask, image_features))
+        return self.core.head_outputs(self.features(text_hidden, text_mask, image_features))
 
     @torch.no_grad()
     def _batches(self, idx, fn, batch_size: int = 64) -> torch.Tensor:
@@ -409,8 +415,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.autocast():
-                pred = (trained(batch["features"]) if feats is not None else trained(**batch) if top is not None
-                        else trained(**batch, per_head=True))
+                pred = (_views_averaged(trained(batch["features"])) if feats is not None else trained(**batch)
+                        if top is not None else trained(**batch, per_head=True))
             # each head on its own loss: side by side they train as independent runs would
             loss = sum(core_loss(p, labels, cfg.loss, cfg.rank_weight) for p in pred.float().unbind(-1))
             accelerator.backward(loss)
