@@ -37,6 +37,8 @@ VARIANTS = {
     "text-lora-all-layers": {"text_lora_rank": 8, "text_lora_layers": 6},
     "flip": {"flip_tta": True},
     "flip+rank": {"flip_tta": True, "loss": "mse+rank"},
+    "image-stages1": {"train_image_stages": 1},
+    "image-stages2": {"train_image_stages": 2},
 }
 
 

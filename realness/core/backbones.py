@@ -139,6 +139,41 @@ def multi_level(model: nn.Module, levels: int, pooling: str) -> MultiLevel:
     return MultiLevel(model, stages[-levels:], widths[-levels:], pooling)
 
 
+def image_stages(model: nn.Module) -> tuple[list[nn.Module], "callable"]:
+    """A backbone as its stages in order (the stem first) and the pooling after the last: running them in
+    turn is the backbone. Knows timm EfficientNets and ResNets (timm or torchvision)."""
+    if hasattr(model, "blocks") and hasattr(model, "conv_head") and hasattr(model, "forward_head"):  # timm EfficientNet
+        return ([nn.Sequential(model.conv_stem, model.bn1), *model.blocks, nn.Sequential(model.conv_head, model.bn2)],
+                lambda x: model.forward_head(x, pre_logits=True))
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
+        act = getattr(model, "act1", None) or getattr(model, "relu", None)
+        stem = nn.Sequential(model.conv1, model.bn1, act, model.maxpool)
+        pool = ((lambda x: model.forward_head(x, pre_logits=True)) if hasattr(model, "forward_head")
+                else (lambda x: torch.flatten(model.avgpool(x), 1)))  # torchvision, fc already Identity
+        return [stem, *(getattr(model, f"layer{i}") for i in range(1, 5))], pool
+    raise ValueError(f"{type(model).__name__}: training image stages knows EfficientNet and ResNet only")
+
+
+def image_below(model: nn.Module, pixel_values: torch.Tensor, k: int) -> torch.Tensor:
+    """The feature map entering the backbone's top `k` stages."""
+    stages, _ = image_stages(model)
+    if not 1 <= k <= len(stages):
+        raise ValueError(f"image stages must be within 1..{len(stages)} for this backbone, got {k}")
+    x = pixel_values
+    for stage in stages[:-k]:
+        x = stage(x)
+    return x
+
+
+def image_top(model: nn.Module, fmap: torch.Tensor, k: int) -> torch.Tensor:
+    """Pooled features from `image_below(..., k)`: only the top `k` stages run."""
+    stages, pool = image_stages(model)
+    x = fmap
+    for stage in stages[-k:]:
+        x = stage(x)
+    return pool(x)
+
+
 def resolve_text_encoder(name: str) -> str:
     """A Hugging Face id or folder for `from_pretrained`; `offline/...` names point into site-packages."""
     if name == OFFLINE_TEXT_ENCODER:

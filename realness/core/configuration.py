@@ -38,6 +38,9 @@ class CoreConfig:
     image_pooling: str = field(
         default="mean", metadata={"help": "Spatial pooling of each stage: mean, or mean_std (mean and standard deviation)."}
     )
+    train_image_stages: int = field(
+        default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); needs freeze_image and image_levels 1."}
+    )
     text_encoder: str = field(
         default="bert-base-uncased",
         metadata={"help": "Text branch: a Hugging Face model id or local folder, or 'offline/all-MiniLM-L6-v2'."},
@@ -85,6 +88,11 @@ class CoreConfig:
             raise ValueError(f"image_levels must be at least 1, got {self.image_levels}")
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be at least 1, got {self.n_heads}")
+        if self.train_image_stages < 0:
+            raise ValueError(f"train_image_stages must be 0 or positive, got {self.train_image_stages}")
+        if self.train_image_stages and self.uses_image and not (self.freeze_image and self.image_levels == 1):
+            raise ValueError("train_image_stages trains the top of a frozen image backbone read at one level: "
+                             "set freeze_image and image_levels 1")
         if self.text_lora_rank < 0:
             raise ValueError(f"text_lora_rank must be 0 (off) or positive, got {self.text_lora_rank}")
         if self.text_lora_rank and not self.freeze_text:
@@ -107,6 +115,11 @@ class CoreConfig:
     @property
     def uses_text(self) -> bool:
         return self.mode in ("fusion", "text")
+
+    @property
+    def image_stages_train(self) -> bool:
+        """Whether the top stages of the image backbone train."""
+        return self.uses_image and self.train_image_stages > 0
 
     @property
     def text_lora(self) -> bool:

@@ -74,6 +74,11 @@ class CoreModel(nn.Module):
         for module, frozen in ((self.image_backbone, config.freeze_image), (self.text_encoder, config.freeze_text)):
             if module is not None and frozen:
                 module.requires_grad_(False)
+        if config.image_stages_train:  # after freezing: the top stages train
+            from realness.core.backbones import image_stages
+
+            for stage in image_stages(self.image_backbone)[0][-config.train_image_stages:]:
+                stage.requires_grad_(True)
         if config.text_lora:  # after freezing: the adapter is what trains
             self.text_encoder.add_lora(config.text_lora_rank, config.text_lora_alpha, config.text_lora_layers)
         self.processor = CoreProcessor(config, self.tokenizer)
@@ -153,8 +158,9 @@ class CoreModel(nn.Module):
     def save_pretrained(self, folder: str | Path, include_frozen: bool = True) -> None:
         """Write config, safetensors weights and the text encoder's config + tokenizer.
 
-        `include_frozen=False` leaves out frozen pretrained backbones (they are rebuilt from their
-        source on load), which turns a few hundred MB into the head's few MB.
+        `include_frozen=False` leaves out frozen pretrained backbones (rebuilt from their source on load)
+        except what trained in them (top image stages, text adapters), which turns a few hundred MB into
+        the head's few MB.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,8 @@ class CoreModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if not include_frozen:
             skip = [p for p, frozen in (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text)) if frozen]
-            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip)) or "lora_" in k}
+            trained = {n for n, p in self.named_parameters() if p.requires_grad}  # top stages, adapters
+            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip)) or k in trained}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "include_frozen": str(include_frozen)})
         if self.text_encoder is not None:
             self.text_encoder.model.config.save_pretrained(folder / TEXT_DIR)
@@ -188,7 +195,8 @@ class CoreModel(nn.Module):
         state = _upgrade_head_keys(load_file(str(folder / WEIGHTS_NAME)))
         missing, unexpected = model.load_state_dict(state, strict=False)
         frozen = tuple(p for p, f in (("image_backbone.", config.freeze_image), ("text_encoder.", config.freeze_text)) if f)
-        bad = [k for k in missing if full or not k.startswith(frozen) or "lora_" in k]
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        bad = [k for k in missing if full or not k.startswith(frozen) or k in trained]
         if bad or unexpected:
             raise RuntimeError(f"{folder}: weights do not match the config (missing {bad[:5]}, unexpected {unexpected[:5]})")
         return model.to(device).eval()

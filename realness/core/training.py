@@ -53,6 +53,8 @@ class CoreTrainConfig:
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
     head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
+    train_image_stages: int = field(default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); the stages below run once and are cached. Needs --freeze_image."})
+    image_lr: float | None = field(default=None, metadata={"help": "Learning rate of the trained image stages; default: lr / 5."})
     flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the two, in training (on cached features of both) and at scoring time."})
     text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen text, no adapter); needs --freeze_text."})
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
@@ -89,6 +91,7 @@ class CoreTrainConfig:
         out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
                    image_size=tuple(self.image_size), head_hidden=self.head_hidden,
                    n_heads=self.n_heads, standardize_features=self.standardize_features, flip_tta=self.flip_tta,
+                   train_image_stages=self.train_image_stages,
                    text_lora_rank=self.text_lora_rank, text_lora_alpha=self.text_lora_alpha,
                    text_lora_layers=self.text_lora_layers)
         return out
@@ -197,51 +200,68 @@ def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
     return out
 
 
-class _TextTop(torch.nn.Module):
-    """The head and the text encoder's top layers on cached inputs (the image features, the hidden states
-    entering the text adapter's layers): what trains when the text branch has a LoRA adapter, at the
-    cost of those layers alone. Its checkpoints hold only what trains and the head's buffers."""
+class _CachedTops(torch.nn.Module):
+    """The head and whatever trains in the backbones, on cached inputs: the maps entering the image
+    backbone's trained top stages (else its pooled features), the hidden states entering the text
+    adapter's layers (else the pooled text features). Training costs those top parts alone; checkpoints
+    hold only what trains and the head's buffers."""
 
-    def __init__(self, core: CoreModel, image: torch.Tensor | None, hidden: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, core: CoreModel, image: torch.Tensor | None, text: torch.Tensor | None, mask: torch.Tensor | None):
         super().__init__()
-        self.core, self.layers = core, core.config.text_lora_layers
-        self.image, self.hidden, self.mask = image, hidden, mask
+        self.core, self.image, self.text, self.mask = core, image, text, mask
 
     @classmethod
-    def from_cache(cls, core: CoreModel, records: list[dict], cache_dir, batch_size: int, progress: bool) -> "_TextTop":
-        from realness.core.features import cached_features, cached_text_hidden
+    def from_cache(cls, core: CoreModel, records: list[dict], cache_dir, batch_size: int, progress: bool) -> "_CachedTops":
+        from realness.core.features import cached_features, cached_image_trunk, cached_text_hidden
 
-        image = (cached_features(core, records, cache_dir, batch_size=batch_size, progress=progress, text=False)
-                 if core.config.uses_image else None)
-        hidden, mask = cached_text_hidden(core, records, cache_dir, core.config.text_lora_layers, progress=progress)
-        return cls(core, image, hidden, mask)
+        c, image, text, mask = core.config, None, None, None
+        if c.uses_image:
+            image = (cached_image_trunk(core, records, cache_dir, c.train_image_stages, batch_size, progress)
+                     if c.image_stages_train else
+                     cached_features(core, records, cache_dir, batch_size=batch_size, progress=progress, text=False))
+        if c.text_lora:
+            text, mask = cached_text_hidden(core, records, cache_dir, c.text_lora_layers, progress=progress)
+        elif c.uses_text:
+            text = cached_features(core, records, cache_dir, batch_size=batch_size, progress=progress, image=False)
+        return cls(core, image, text, mask)
 
-    def rebind(self, core: CoreModel) -> "_TextTop":
+    def rebind(self, core: CoreModel) -> "_CachedTops":
         """The same cached inputs read by another model (the selected one)."""
-        return _TextTop(core, self.image, self.hidden, self.mask)
+        return _CachedTops(core, self.image, self.text, self.mask)
 
     def collate(self, items) -> dict:
-        idx = torch.stack([i for i, _ in items])
-        out = self.inputs(idx)
+        out = self.inputs(torch.stack([i for i, _ in items]))
         out["labels"] = torch.stack([label for _, label in items])
         return out
 
     def inputs(self, idx: torch.Tensor) -> dict:
-        mask = self.mask[idx]
-        length = int(mask.sum(1).max())  # padding beyond the batch's longest text is dead weight
-        out = {"text_hidden": self.hidden[idx, :length], "text_mask": mask[:, :length]}
+        out = {}
         if self.image is not None:
-            out["image_features"] = self.image[idx]
+            out["image"] = self.image[idx]
+        if self.text is not None and self.mask is not None:
+            mask = self.mask[idx]
+            length = int(mask.sum(1).max())  # padding beyond the batch's longest text is dead weight
+            out.update(text=self.text[idx, :length], text_mask=mask[:, :length])
+        elif self.text is not None:
+            out["text"] = self.text[idx]
         return out
 
-    def features(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
-        device = next(self.core.head.parameters()).device
-        text = self.core.text_encoder.forward_top(text_hidden.to(device), text_mask.to(device), self.layers).float()
-        return join_features(None if image_features is None else image_features.to(device), text)
+    def features(self, image=None, text=None, text_mask=None) -> torch.Tensor:
+        from realness.core.backbones import image_top
 
-    def forward(self, text_hidden, text_mask, image_features=None) -> torch.Tensor:
+        c, device = self.core.config, next(self.core.head.parameters()).device
+        if image is not None and c.image_stages_train:
+            maps = image.to(device)
+            views = maps.reshape(-1, *maps.shape[-3:])  # (B * V, C, H, W)
+            image = image_top(self.core.image_backbone, views, c.train_image_stages).float()
+            image = image.reshape(*maps.shape[:-3], -1)
+        if text is not None and text_mask is not None:
+            text = self.core.text_encoder.forward_top(text.to(device), text_mask.to(device), c.text_lora_layers).float()
+        return join_features(None if image is None else image.to(device), None if text is None else text.to(device))
+
+    def forward(self, image=None, text=None, text_mask=None) -> torch.Tensor:
         """(B, n_heads) z-scores."""
-        return self.core.head_outputs(self.features(text_hidden, text_mask, image_features))
+        return self.core.head_outputs(self.features(image, text, text_mask))
 
     @torch.no_grad()
     def _batches(self, idx, fn, batch_size: int = 64) -> torch.Tensor:
@@ -362,8 +382,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     feats, top = None, None
     cache_dir = cfg.feature_cache or Path(cfg.output_dir) / "feature_cache"
     show = cfg.progress and accelerator.is_main_process
-    if uses_cache(cfg, model.config) and model.config.text_lora:
-        top = _TextTop.from_cache(model, records, cache_dir, cfg.batch_size, show)
+    if uses_cache(cfg, model.config) and (model.config.text_lora or model.config.image_stages_train):
+        top = _CachedTops.from_cache(model, records, cache_dir, cfg.batch_size, show)
         fit_rows = torch.utils.data.TensorDataset(torch.as_tensor(fit_idx), torch.tensor(z[fit_idx], dtype=torch.float32))
         collate, workers = top.collate, 0
     elif uses_cache(cfg, model.config):
@@ -383,15 +403,17 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
                         num_workers=workers, collate_fn=collate)
     # On cached features only the head trains, so only the head is prepared and checkpointed
     # (3.5 MB per epoch instead of every frozen backbone weight).
-    # With a text adapter on cached hidden states, the head and the adapter (checkpointed without the
-    # frozen encoders).
+    # With top image stages or a text adapter on cached inputs, the head and those (checkpointed without
+    # the frozen backbones).
     trained = model.head if feats is not None else top if top is not None else model
-    head_params = [p for p in model.head.parameters() if p.requires_grad]
-    adapter = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    others = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n and not n.startswith("head.")]
-    groups = [{"params": head_params + others}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    adapter = [p for n, p in named if "lora_" in n]
+    stages = [p for n, p in named if n.startswith("image_backbone.")] if model.config.image_stages_train else []
+    groups = [{"params": [p for n, p in named if "lora_" not in n and not (stages and n.startswith("image_backbone."))]}]
     if adapter:
         groups.append({"params": adapter, "lr": cfg.text_lr if cfg.text_lr is not None else cfg.lr / 5})
+    if stages:
+        groups.append({"params": stages, "lr": cfg.image_lr if cfg.image_lr is not None else cfg.lr / 5})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     trained, optimizer, loader = accelerator.prepare(trained, optimizer, loader)
     ckpt = run_dir / "checkpoint"
