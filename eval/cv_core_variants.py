@@ -7,7 +7,7 @@ Every variant is the config's recipe (fusion) with a few options changed (VARIAN
 on each training fold's own selection split, the held-out fold is scored once. Frozen-backbone features
 are cached once per feature setting and shared. Writes OUTPUT_DIR/variants.{json,md}: SROCC / PLCC
 mean ± std over seeds x folds, the same for the three seeds' heads averaged (from their held-out
-predictions, per fold), wall time on this machine (the first variant of each feature setting
+predictions, per fold), the paired SROCC difference from the baseline run by run, wall time on this machine (the first variant of each feature setting
 also computes and caches its features; later ones reuse them), and the size of what ships (the head, float32).
 """
 
@@ -67,6 +67,22 @@ def seed_ensemble(run_dir: Path) -> dict:
             "plcc": {"mean": float(np.mean(plc)), "std": float(np.std(plc))}, "n_folds": len(sro)}
 
 
+def paired(run_dir: Path, base_dir: Path) -> dict | None:
+    """Mean ± std of the SROCC difference from the baseline over the (seed, fold) runs both have, and in
+    how many the variant scored higher."""
+    import numpy as np
+
+    diffs = []
+    for result in sorted(run_dir.glob("seed*/fold*/result.json")):
+        base = base_dir / result.relative_to(run_dir)
+        if base.is_file():
+            diffs.append(json.loads(result.read_text())["srocc"] - json.loads(base.read_text())["srocc"])
+    if not diffs:
+        return None
+    return {"mean": float(np.mean(diffs)), "std": float(np.std(diffs)), "better": int(np.sum(np.array(diffs) > 0)),
+            "n": len(diffs)}
+
+
 def ships_bytes(model) -> int:
     """float32 bytes of what a saved model holds besides its frozen backbones: the heads and any adapter."""
     return 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -105,13 +121,16 @@ def main(argv=None) -> dict:
         print(f"{name:14s} SROCC {table[name]['srocc']['mean']:.3f} ± {table[name]['srocc']['std']:.3f}  "
               f"PLCC {table[name]['plcc']['mean']:.3f} ± {table[name]['plcc']['std']:.3f}  {seconds:.0f} s", flush=True)
     (out / "variants.json").write_text(json.dumps(table, indent=2))
-    lines = ["| variant | options | SROCC | PLCC | 3-seed ensemble SROCC / PLCC | runs | wall time | ships |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | options | SROCC | PLCC | paired SROCC vs baseline | 3-seed ensemble SROCC / PLCC | runs | wall time | ships |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in table:  # against the baseline as it stands now
+        table[name]["paired"] = paired(out / name, out / "baseline") if name != "baseline" else None
     for name, r in sorted(table.items(), key=lambda kv: list(VARIANTS).index(kv[0]) if kv[0] in VARIANTS else len(VARIANTS)):
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "today's recipe"
-        e = r["seed_ensemble"]
+        e, d = r["seed_ensemble"], r.get("paired")
+        pair = f"{d['mean']:+.3f} ± {d['std']:.3f}, {d['better']}/{d['n']}" if d else ""
         lines.append(f"| {name} | {opts} | {r['srocc']['mean']:.3f} ± {r['srocc']['std']:.3f} | "
-                     f"{r['plcc']['mean']:.3f} ± {r['plcc']['std']:.3f} | {e['srocc']['mean']:.3f} / {e['plcc']['mean']:.3f} | "
+                     f"{r['plcc']['mean']:.3f} ± {r['plcc']['std']:.3f} | {pair} | {e['srocc']['mean']:.3f} / {e['plcc']['mean']:.3f} | "
                      f"{r['n_runs']} | {r['wall_s']:.0f} s | {r['ships_bytes'] / 1e6:.1f} MB |")
     (out / "variants.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

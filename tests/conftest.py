@@ -86,6 +86,26 @@ def planted_dataset(folder: Path, n: int, seed: int = 0) -> tuple[list[dict], np
     return rows, image_term, text_term
 
 
+def planted_manifest(folder: Path, n: int, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+    """`planted_dataset` written as `folder/manifest.csv`; returns its path and the two score terms."""
+    import csv
+
+    rows, image_term, text_term = planted_dataset(folder, n, seed)
+    with (folder / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["image", "mos", "description"])
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "manifest.csv", image_term, text_term
+
+
+def held_out_predictions(out: Path, seed: int = 42, fold: int = 0) -> list[float]:
+    """The predicted z-scores a CORE training run wrote for its held-out rows."""
+    import csv
+
+    rows = list(csv.DictReader((out / f"seed{seed}" / f"fold{fold}" / "predictions.csv").open()))
+    return [float(r["pred_z"]) for r in rows]
+
+
 def _engineer_redness(model) -> None:
     """Weights for which the answer is known: a patch embedding's (and an average-pooled crop
     embedding's) cosine with +e0 grows with how red its pixels are, and every text embeds to +e0.

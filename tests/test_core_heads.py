@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import planted_dataset
+from conftest import planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.modeling import CoreHead
 from realness.core.training import CoreTrainConfig, train_core
@@ -59,15 +59,6 @@ def test_standardised_features_reach_the_head_centred_and_scaled():
         CoreHead(4, 8).set_feature_stats(feats)
 
 
-def _manifest(folder, n):
-    rows, image_term, text_term = planted_dataset(folder, n)
-    with (folder / "manifest.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["image", "mos", "description"])
-        w.writeheader()
-        w.writerows(rows)
-    return folder / "manifest.csv"
-
-
 def _cfg(tiny_core_kwargs, data, out, **over):
     base = dict(data=str(data), output_dir=str(out), image_backbone=tiny_core_kwargs["image_backbone"],
                 text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
@@ -79,7 +70,7 @@ def _cfg(tiny_core_kwargs, data, out, **over):
 def test_heads_side_by_side_train_as_separate_runs_would(tiny_core_kwargs, tmp_path):
     """Each head has its own loss and its own parameters: the first of three ends exactly where the one
     head of a single-head run with the same seed ends (same initialisation, same batches)."""
-    data = _manifest(tmp_path / "data", 40)
+    data, _, _ = planted_manifest(tmp_path / "data", 40)
     train_core(_cfg(tiny_core_kwargs, data, tmp_path / "one"))
     train_core(_cfg(tiny_core_kwargs, data, tmp_path / "three", n_heads=3, feature_cache=str(tmp_path / "one" / "feature_cache")))
     one = CoreModel.from_pretrained(tmp_path / "one" / "seed42" / "fold0" / "best")
@@ -95,7 +86,7 @@ def test_training_sets_the_standardisation_from_training_rows_and_scores_match_t
                                                                                         flip_tta):
     """Trained on cached features (with flips: of each image and its mirror image), the selected model
     scores the files themselves exactly as the cache said."""
-    data = _manifest(tmp_path / "data", 40)
+    data, _, _ = planted_manifest(tmp_path / "data", 40)
     out = tmp_path / "std"
     train_core(_cfg(tiny_core_kwargs, data, out, standardize_features=True, epochs=3, flip_tta=flip_tta))
     best = CoreModel.from_pretrained(out / "seed42" / "fold0" / "best")
@@ -144,7 +135,7 @@ def test_merged_models_score_the_mean_of_their_scores(tiny_core_kwargs):
 
 
 def test_final_fits_of_several_seeds_ship_as_one_model(tiny_core_kwargs, tmp_path):
-    data = _manifest(tmp_path / "data", 30)
+    data, _, _ = planted_manifest(tmp_path / "data", 30)
     out = tmp_path / "final"
     # text only: the tiny BERT loads the same weights for every seed (a random image backbone would not)
     train_core(_cfg(tiny_core_kwargs, data, out, folds=0, seeds=[42, 43], epochs=2, mode="text"))

@@ -1,13 +1,12 @@
 """Training the top stages of the image backbone: the split backbone is exact, only the trained stages ship,
 and training on cached feature maps gives the model that training on the files gives."""
 
-import csv
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import planted_dataset
+from conftest import held_out_predictions, planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.backbones import build_image_backbone, image_below, image_stages, image_top
 from realness.core.training import CoreTrainConfig, train_core
@@ -28,17 +27,8 @@ def test_top_stages_on_the_maps_below_them_are_the_whole_backbone(name):
         image_below(model, x, n + 1)
 
 
-def _manifest(folder, n):
-    rows, _, _ = planted_dataset(folder, n)
-    with (folder / "manifest.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["image", "mos", "description"])
-        w.writeheader()
-        w.writerows(rows)
-    return folder / "manifest.csv"
-
-
 def test_training_top_stages_on_cached_maps_equals_training_on_the_files(tiny_core_kwargs, tmp_path):
-    data = _manifest(tmp_path / "data", 40)
+    data, _, _ = planted_manifest(tmp_path / "data", 40)
     base = dict(data=str(data), image_backbone=tiny_core_kwargs["image_backbone"], text_encoder=tiny_core_kwargs["text_encoder"],
                 pretrained=False, pretrained_text=True, image_size=(48, 48), head_hidden=16, folds=1, epochs=3,
                 batch_size=8, lr=5e-3, image_lr=5e-3, num_workers=0, augment=False, progress=False,
@@ -46,11 +36,7 @@ def test_training_top_stages_on_cached_maps_equals_training_on_the_files(tiny_co
     train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "cached")))
     train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "files"), cache_features=False))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*")) == ["imagetrunk1", "text"]
-    preds = {}
-    for run in ("cached", "files"):
-        rows = list(csv.DictReader((tmp_path / run / "seed42" / "fold0" / "predictions.csv").open()))
-        preds[run] = [float(r["pred_z"]) for r in rows]
-    assert preds["cached"] == pytest.approx(preds["files"], abs=1e-4)
+    assert held_out_predictions(tmp_path / "cached") == pytest.approx(held_out_predictions(tmp_path / "files"), abs=1e-4)
 
     # The trained stage moved, the stages below it did not: rebuild the run's initial model (same seed).
     from accelerate.utils import set_seed

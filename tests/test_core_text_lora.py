@@ -1,14 +1,12 @@
 """The text branch's LoRA adapter: the split encoder is exact, the adapter is all that ships, and training on
 cached hidden states gives the model that training on the files gives."""
 
-import csv
 
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
-from conftest import planted_dataset
+from conftest import held_out_predictions, planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.backbones import build_text_encoder
 from realness.core.features import cached_text_hidden
@@ -79,18 +77,9 @@ def test_cached_hidden_states_are_the_encoders(tiny_core_kwargs, tmp_path):
     torch.testing.assert_close(again, hidden)
 
 
-def _manifest(folder, n):
-    rows, _, _ = planted_dataset(folder, n)
-    with (folder / "manifest.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["image", "mos", "description"])
-        w.writeheader()
-        w.writerows(rows)
-    return folder / "manifest.csv"
-
-
 @pytest.mark.parametrize("mode,flip_tta", [("fusion", True), ("text", False)])
 def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core_kwargs, tmp_path, mode, flip_tta):
-    data = _manifest(tmp_path / "data", 40)
+    data, _, _ = planted_manifest(tmp_path / "data", 40)
     base = dict(data=str(data), image_backbone=tiny_core_kwargs["image_backbone"], mode=mode,
                 text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
                 image_size=(48, 48), head_hidden=16, folds=1, epochs=3, batch_size=8, lr=5e-3, text_lr=5e-3,
@@ -100,11 +89,7 @@ def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core
     train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "files"), cache_features=False))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*")) == (
         ["image", "texthidden"] if mode == "fusion" else ["texthidden"])
-    preds = {}
-    for run in ("cached", "files"):
-        rows = list(csv.DictReader((tmp_path / run / "seed42" / "fold0" / "predictions.csv").open()))
-        preds[run] = [float(r["pred_z"]) for r in rows]
-    assert preds["cached"] == pytest.approx(preds["files"], abs=1e-4)
+    assert held_out_predictions(tmp_path / "cached") == pytest.approx(held_out_predictions(tmp_path / "files"), abs=1e-4)
     best = CoreModel.from_pretrained(tmp_path / "cached" / "seed42" / "fold0" / "best")
     lora_b = [p for n, p in best.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().max() > 0 for p in lora_b)  # the adapter trained (it starts at zero)

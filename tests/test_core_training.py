@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from conftest import planted_dataset
+from conftest import planted_manifest
 from realness.core import CoreModel
 from realness.core.training import CoreTrainConfig, train_core
 
@@ -19,12 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _manifest(folder: Path, n: int, seed: int = 0):
-    rows, image_term, text_term = planted_dataset(folder, n, seed)
-    with (folder / "manifest.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["image", "mos", "description"])
-        w.writeheader()
-        w.writerows(rows)
-    return folder / "manifest.csv", image_term, text_term
+    return planted_manifest(folder, n, seed)
 
 
 def _tiny_cfg(tiny_core_kwargs, data, out, **over) -> CoreTrainConfig:
