@@ -102,21 +102,22 @@ def test_training_sets_the_standardisation_from_training_rows_and_scores_match_t
     assert direct == pytest.approx([float(r["pred_z"]) for r in rows], abs=1e-4)
 
 
-def test_merged_models_score_the_mean_of_their_scores(tiny_core_kwargs):
-    import copy
-
+@pytest.mark.parametrize("hidden", [32, 0])
+def test_merged_models_score_the_mean_of_their_scores(tiny_core_kwargs, hidden):
     from realness.core.ensemble import merge_cores
 
+    kwargs = dict(tiny_core_kwargs, head_hidden=hidden)
     a = create_core("paper", pretrained=False, pretrained_text=True, standardize_features=True, mos_mean=60.0,
-                    mos_std=15.0, **tiny_core_kwargs).eval()
+                    mos_std=15.0, **kwargs).eval()
+    assert len(a.head.members[0]) == (5 if hidden else 2)  # 0: a linear head
     torch.manual_seed(1)
     a.head.set_feature_stats(torch.randn(30, a.head.in_features) * 3 + 1)
     b = copy.deepcopy(a)
     b.config.n_heads, b.config.mos_mean, b.config.mos_std = 2, 55.0, 20.0
-    b.head = CoreHead(a.head.in_features, 32, n_heads=2, standardize=True)
+    b.head = CoreHead(a.head.in_features, hidden, n_heads=2, standardize=True)
     b.head.set_feature_stats(torch.randn(30, a.head.in_features) * 0.5 - 2)
     c = copy.deepcopy(a)
-    c.config.standardize_features, c.head = False, CoreHead(a.head.in_features, 32)
+    c.config.standardize_features, c.head = False, CoreHead(a.head.in_features, hidden)
     merged = merge_cores([a, b, c])
     assert merged.config.n_heads == 4 and not merged.config.standardize_features
     batch = _batch(a)
@@ -130,8 +131,7 @@ def test_merged_models_score_the_mean_of_their_scores(tiny_core_kwargs):
     with pytest.raises(ValueError, match="other weights"):
         merge_cores([a, other])
     with pytest.raises(ValueError, match="head_hidden"):
-        merge_cores([a, create_core("paper", pretrained=False, pretrained_text=True, head_hidden=8, **{
-            k: v for k, v in tiny_core_kwargs.items() if k != "head_hidden"})])
+        merge_cores([a, create_core("paper", pretrained=False, pretrained_text=True, **dict(kwargs, head_hidden=8))])
 
 
 def test_final_fits_of_several_seeds_ship_as_one_model(tiny_core_kwargs, tmp_path):

@@ -55,7 +55,7 @@ class CoreConfig:
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
     text_lora_layers: int = field(default=2, metadata={"help": "How many of the text encoder's top layers get the adapter."})
     max_text_tokens: int = field(default=128, metadata={"help": "Descriptions are truncated to this many tokens."})
-    head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head."})
+    head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head (0: a linear head)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
     n_heads: int = field(default=1, metadata={"help": "Heads trained side by side on the same features; the score is their mean (1: the paper's single head)."})
     flip_tta: bool = field(
@@ -86,6 +86,8 @@ class CoreConfig:
             raise ValueError(f"image_pooling must be mean or mean_std, got {self.image_pooling!r}")
         if self.image_levels < 1:
             raise ValueError(f"image_levels must be at least 1, got {self.image_levels}")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be 0 (linear head) or positive, got {self.head_hidden}")
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be at least 1, got {self.n_heads}")
         if self.train_image_stages < 0:

@@ -60,7 +60,7 @@ def _folded(member: torch.nn.Sequential, head: CoreHead, mos_mean: float, mos_st
             to_mean: float, to_std: float) -> torch.nn.Sequential:
     """A copy of one head member reading raw features and writing z-scores of the (to_mean, to_std) scale."""
     out = copy.deepcopy(member)
-    first, last = out[1], out[4]
+    first, last = out[1], out[-1]  # the same layer in a linear head: both folds compose
     if head.standardize:  # W (x - mu) / sd + b  ==  (W / sd) x + (b - (W / sd) mu)
         first.weight.div_(head.feature_std)
         first.bias.sub_(first.weight @ head.feature_mean)

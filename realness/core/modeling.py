@@ -213,6 +213,9 @@ def join_features(image: torch.Tensor | None, text: torch.Tensor | None) -> torc
 
 
 def _mlp(width: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Dropout-Linear-ReLU-Dropout-Linear (the paper's head), or with `hidden` 0 Dropout-Linear (linear in the features)."""
+    if hidden == 0:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, 1))
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
 

@@ -52,7 +52,7 @@ class CoreTrainConfig:
     freeze_image: bool = field(default=False, metadata={"help": "Freeze the image backbone."})
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
-    head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head."})
+    head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head (0: a linear head)."})
     train_image_stages: int = field(default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); the stages below run once and are cached. Needs --freeze_image."})
     image_lr: float | None = field(default=None, metadata={"help": "Learning rate of the trained image stages; default: lr / 5."})
     flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the two, in training (on cached features of both) and at scoring time."})
