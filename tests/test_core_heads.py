@@ -88,9 +88,9 @@ def test_training_sets_the_standardisation_from_training_rows_and_scores_match_t
     scores the files themselves exactly as the cache said."""
     data, _, _ = planted_manifest(tmp_path / "data", 40)
     out = tmp_path / "std"
-    train_core(_cfg(tiny_core_kwargs, data, out, standardize_features=True, epochs=3, flip_tta=flip_tta))
+    train_core(_cfg(tiny_core_kwargs, data, out, standardize_features=True, epochs=3, flip_tta=flip_tta, dropout=0.2))
     best = CoreModel.from_pretrained(out / "seed42" / "fold0" / "best")
-    assert best.config.standardize_features and best.config.flip_tta == flip_tta
+    assert best.config.standardize_features and best.config.flip_tta == flip_tta and best.config.dropout == 0.2
     assert not torch.all(best.head.feature_mean == 0) and not torch.all(best.head.feature_std == 1)
     from realness.data import load_manifest
     from realness.images import load_image

@@ -60,6 +60,7 @@ class CoreTrainConfig:
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
     text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the layers below run once and are cached)."})
     text_lr: float | None = field(default=None, metadata={"help": "Learning rate of the text adapter; default: lr / 5."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
     n_heads: int = field(default=1, metadata={"help": "Heads trained side by side, each on its own loss; the model scores with their mean."})
     standardize_features: bool = field(default=False, metadata={"help": "Standardise the head's input features by their mean and std on the training rows."})
     pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
@@ -89,7 +90,7 @@ class CoreTrainConfig:
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         out.update(image_levels=self.image_levels, image_pooling=self.image_pooling)
         out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
-                   image_size=tuple(self.image_size), head_hidden=self.head_hidden,
+                   image_size=tuple(self.image_size), head_hidden=self.head_hidden, dropout=self.dropout,
                    n_heads=self.n_heads, standardize_features=self.standardize_features, flip_tta=self.flip_tta,
                    train_image_stages=self.train_image_stages,
                    text_lora_rank=self.text_lora_rank, text_lora_alpha=self.text_lora_alpha,
