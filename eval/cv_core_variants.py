@@ -106,8 +106,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="CORE training YAML (the recipe every variant starts from)")
     p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: eval/out/core-variants)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
-                   help=f"Which of {list(VARIANTS)} (default: all); the table keeps variants measured by earlier calls")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"Which of {list(VARIANTS)} (default: all; none: only rewrite the table); the table keeps variants measured by earlier calls")
     a = p.parse_args(argv)
     import yaml
 
@@ -129,11 +129,11 @@ def main(argv=None) -> dict:
                        "ships_bytes": ships_bytes(model)}
         print(f"{name:14s} SROCC {table[name]['srocc']['mean']:.3f} ± {table[name]['srocc']['std']:.3f}  "
               f"PLCC {table[name]['plcc']['mean']:.3f} ± {table[name]['plcc']['std']:.3f}  {seconds:.0f} s", flush=True)
+    for name in table:  # against the baseline as it stands now
+        table[name]["paired"] = paired(out / name, out / "baseline") if name != "baseline" else None
     (out / "variants.json").write_text(json.dumps(table, indent=2))
     lines = ["| variant | options | SROCC | PLCC | paired SROCC vs baseline | 3-seed ensemble SROCC / PLCC | runs | wall time | ships |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in table:  # against the baseline as it stands now
-        table[name]["paired"] = paired(out / name, out / "baseline") if name != "baseline" else None
     for name, r in sorted(table.items(), key=lambda kv: list(VARIANTS).index(kv[0]) if kv[0] in VARIANTS else len(VARIANTS)):
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "today's recipe"
         e, d = r["seed_ensemble"], r.get("paired")
