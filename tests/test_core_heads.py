@@ -31,8 +31,14 @@ def test_heads_score_their_mean_and_files_of_one_head_still_load(tiny_core_kwarg
     first = [m[1].weight for m in model.head.members]
     assert not torch.equal(first[0], first[1])  # initialised differently, or the ensemble is one head
     model.save_pretrained(tmp_path / "three")
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    size = {n: (tmp_path / n / "model.safetensors").stat().st_size for n in ("three", "half")}
+    assert size["half"] < 0.55 * size["three"]
     with torch.no_grad():
         torch.testing.assert_close(CoreModel.from_pretrained(tmp_path / "three")(**batch), model(**batch))
+        half = CoreModel.from_pretrained(tmp_path / "half")
+        assert next(half.head.parameters()).dtype == torch.float32
+        torch.testing.assert_close(half(**batch), model(**batch), atol=2e-3, rtol=1e-2)
 
     # A model saved before heads were `CoreHead` names its one head `head.1.weight`: it loads unchanged.
     single = create_core("paper", pretrained=False, pretrained_text=True, **tiny_core_kwargs).eval()

@@ -155,12 +155,13 @@ class CoreModel(nn.Module):
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0)
 
-    def save_pretrained(self, folder: str | Path, include_frozen: bool = True) -> None:
+    def save_pretrained(self, folder: str | Path, include_frozen: bool = True, dtype: torch.dtype | None = None) -> None:
         """Write config, safetensors weights and the text encoder's config + tokenizer.
 
         `include_frozen=False` leaves out frozen pretrained backbones (rebuilt from their source on load)
         except what trained in them (top image stages, text adapters), which turns a few hundred MB into
-        the head's few MB.
+        the head's few MB. `dtype` (e.g. `torch.float16`) stores floating-point weights in that type, half
+        the size again; loading casts them back to the model's float32.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +171,8 @@ class CoreModel(nn.Module):
             skip = [p for p, frozen in (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text)) if frozen]
             trained = {n for n, p in self.named_parameters() if p.requires_grad}  # top stages, adapters
             state = {k: v for k, v in state.items() if not k.startswith(tuple(skip)) or k in trained}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "include_frozen": str(include_frozen)})
         if self.text_encoder is not None:
             self.text_encoder.model.config.save_pretrained(folder / TEXT_DIR)
