@@ -48,6 +48,10 @@ VARIANTS = {
     "linear+standardize": {"head_hidden": 0, "standardize_features": True, "weight_decay": 0.1},
     "lr1e-4+dropout0.5": {"lr": 1e-4, "dropout": 0.5},
     "lr1e-4+dropout0.5+rank": {"lr": 1e-4, "dropout": 0.5, "loss": "mse+rank"},
+    # text-lora selects epoch 1 like the baseline, before the adapter (lr 2e-4) has moved: a slower head
+    # and a faster adapter
+    "text-lora-fast": {"text_lora_rank": 8, "text_lora_layers": 2, "text_lr": 1e-3, "lr": 1e-4, "dropout": 0.5,
+                       "loss": "mse+rank"},
 }
 
 

@@ -144,10 +144,14 @@ def test_final_fits_of_several_seeds_ship_as_one_model(tiny_core_kwargs, tmp_pat
     data, _, _ = planted_manifest(tmp_path / "data", 30)
     out = tmp_path / "final"
     # text only: the tiny BERT loads the same weights for every seed (a random image backbone would not)
-    train_core(_cfg(tiny_core_kwargs, data, out, folds=0, seeds=[42, 43], epochs=2, mode="text"))
+    train_core(_cfg(tiny_core_kwargs, data, out, folds=0, seeds=[42, 43], epochs=2, mode="text", save_dtype="float16"))
     seeds = [CoreModel.from_pretrained(out / f"seed{s}" / "fold0" / "best") for s in (42, 43)]
     ensemble = CoreModel.from_pretrained(out / "ensemble")
     assert ensemble.config.n_heads == 2
+    from safetensors import safe_open
+
+    with safe_open(str(out / "ensemble" / "model.safetensors"), framework="pt") as fh:
+        assert fh.get_tensor("head.members.0.1.weight").dtype == torch.float16
     batch = ensemble.processor(None, TEXTS)
     with torch.no_grad():
         expected = torch.stack([m.to_mos(m(**batch)) for m in seeds]).mean(0)

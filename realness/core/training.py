@@ -81,6 +81,7 @@ class CoreTrainConfig:
     resume: bool = field(default=True, metadata={"help": "Continue from the last checkpoint and skip finished runs."})
     tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under output_dir/tb."})
     save_frozen: bool = field(default=True, metadata={"help": "Include frozen pretrained backbones in saved models."})
+    save_dtype: str = field(default="float32", metadata={"help": "float32, or float16 to store saved models' weights at half the size (loaded back as float32)."})
     cache_features: bool = field(default=True, metadata={"help": "With every used backbone frozen and no augmentation, compute backbone features once and train only the head."})
     feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached features; default: output_dir/feature_cache."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -453,7 +454,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         improved = score > best["score"]
         if improved and accelerator.is_main_process:
             best = {"score": score, "epoch": epoch}
-            model.save_pretrained(run_dir / "best", include_frozen=cfg.save_frozen)
+            model.save_pretrained(run_dir / "best", include_frozen=cfg.save_frozen, dtype=_save_dtype(cfg))
         entry = {"seed": seed, "fold": fold.index, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                  "selection_srocc": sel_srocc, "best_epoch": best["epoch"] + 1}
         history.append(entry)
@@ -505,6 +506,8 @@ def train_core(cfg: CoreTrainConfig) -> dict:
 
     from realness.evaluation import write_cv_report
 
+    if cfg.save_dtype not in ("float32", "float16"):
+        raise ValueError(f"--save_dtype must be float32 or float16, got {cfg.save_dtype!r}")
     if cfg.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per epoch is ours to print
@@ -530,14 +533,18 @@ def train_core(cfg: CoreTrainConfig) -> dict:
         finals = [out / f"seed{s}" / "fold0" / "best" for s in cfg.seeds]
         accelerator.print(f"final model(s): {', '.join(map(str, finals))}")
         if len(finals) > 1 and accelerator.is_main_process:
-            _write_ensemble(finals, out / "ensemble", cfg.save_frozen, accelerator)
+            _write_ensemble(finals, out / "ensemble", cfg.save_frozen, _save_dtype(cfg), accelerator)
     else:
         summary = write_cv_report(out, results) if accelerator.is_main_process else {}
     accelerator.end_training()
     return summary
 
 
-def _write_ensemble(finals: list[Path], folder: Path, include_frozen: bool, accelerator) -> None:
+def _save_dtype(cfg: CoreTrainConfig) -> torch.dtype | None:
+    return None if cfg.save_dtype == "float32" else torch.float16
+
+
+def _write_ensemble(finals: list[Path], folder: Path, include_frozen: bool, dtype, accelerator) -> None:
     """The final fits of several seeds as one model (`merge_cores`), when their heads read the same features."""
     from realness.core.ensemble import merge_cores
 
@@ -546,7 +553,7 @@ def _write_ensemble(finals: list[Path], folder: Path, include_frozen: bool, acce
     except ValueError as err:  # e.g. each seed trained its own text adapter
         accelerator.print(f"no seed ensemble: {err}")
         return
-    merged.save_pretrained(folder, include_frozen=include_frozen)
+    merged.save_pretrained(folder, include_frozen=include_frozen, dtype=dtype)
     accelerator.print(f"seed ensemble ({len(finals)} models, {merged.config.n_heads} heads): {folder}")
 
 
