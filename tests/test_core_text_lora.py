@@ -93,3 +93,32 @@ def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core
     best = CoreModel.from_pretrained(tmp_path / "cached" / "seed42" / "fold0" / "best")
     lora_b = [p for n, p in best.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().max() > 0 for p in lora_b)  # the adapter trained (it starts at zero)
+
+
+def test_checkpoints_of_cached_training_hold_what_trains_and_restore_it(tiny_core_kwargs, tmp_path):
+    """A resumed run reloads the adapter and head from a checkpoint that leaves the frozen encoders out."""
+    from accelerate import Accelerator
+
+    from realness.core.training import _CachedTops
+
+    records = [{"description": t} for t in TEXTS]
+    model = _lora_core(tiny_core_kwargs, mode="text")
+    hidden, mask = cached_text_hidden(model, records, tmp_path / "cache", layers=1, progress=False)
+    tops = _CachedTops(model, None, hidden, mask)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    accelerator = Accelerator(cpu=True)
+    tops, optimizer = accelerator.prepare(tops, torch.optim.AdamW(trainable, lr=1e-2))
+    tops(**tops.inputs(torch.arange(3))).sum().backward()
+    optimizer.step()
+    accelerator.save_state(str(tmp_path / "ckpt"))
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), framework="pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all(k.startswith("core.head.") or "lora_" in k for k in keys)
+    with torch.no_grad():
+        for p in trainable:
+            p.add_(1.0)
+    accelerator.load_state(str(tmp_path / "ckpt"))
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, saved[n])

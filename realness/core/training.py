@@ -289,7 +289,15 @@ class _CachedTops(torch.nn.Module):
         return full
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+        """Loads what `state_dict()` saves; only those keys count as missing (the frozen rest is not saved)."""
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        saved = set(self.state_dict())
+        missing = [k for k in result.missing_keys if k in saved]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"checkpoint does not match: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+        return _IncompatibleKeys(missing, result.unexpected_keys)
 
 
 @torch.no_grad()
