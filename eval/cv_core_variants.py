@@ -1,6 +1,6 @@
 """CORE variants through the same cross-validation (same folds, same seeds), one table.
 
-    python eval/cv_core_variants.py --config training/configs/core_offline.yaml --output_dir eval/out/core-variants
+    python eval/cv_core_variants.py --config training/configs/core_offline_v1.yaml --output_dir eval/out/core-variants
     python eval/cv_core_variants.py ... --variants baseline rank levels3   # a subset
 
 Every variant is the config's recipe (fusion) with a few options changed (VARIANTS below); selection is

