@@ -117,6 +117,7 @@ def main(argv=None) -> dict:
 
     base = CoreTrainConfig(**yaml.safe_load(Path(a.config).read_text()))
     out = Path(a.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     cache = str(out / "feature_cache")
     # Variants measured by earlier calls stay in the table (with the wall time they were measured with).
     table = json.loads((out / "variants.json").read_text()) if (out / "variants.json").is_file() else {}
