@@ -289,6 +289,7 @@ def test_a_huge_description_and_a_large_image_stay_within_the_caps(tmp_path, tin
     assert r.returncode == 0, r.stderr[-3000:]
     peak_kib = int(r.stdout.split("MAXRSS")[1].split()[0])
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"peak RSS {peak_kib / 1024:.0f} MiB")
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
     assert written < 20_000_000, f"{written / 1e6:.1f} MB written"
     from realness.dream.maps import RealnessMap
