@@ -39,6 +39,7 @@ VARIANTS = {
     "flip+rank": {"flip_tta": True, "loss": "mse+rank"},
     "image-stages1": {"train_image_stages": 1},
     "image-stages2": {"train_image_stages": 2},
+    "image-stages1+rank": {"train_image_stages": 1, "loss": "mse+rank"},
     # The baseline's head fits its 414 rows within a few epochs (train loss 0.005 by epoch 13) and most
     # runs select epoch 1 or 2: regularised heads.
     "lr1e-4": {"lr": 1e-4},
