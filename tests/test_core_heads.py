@@ -28,6 +28,10 @@ def test_heads_score_their_mean_and_files_of_one_head_still_load(tiny_core_kwarg
         per_head = model(**batch, per_head=True)
         assert per_head.shape == (2, 3)
         torch.testing.assert_close(model(**batch), per_head.mean(-1))
+    images = [Image.new("RGB", (64, 64), c) for c in [(200, 30, 30), (20, 20, 220)]]
+    feats = model.predict_features(images, TEXTS, batch_size=1)  # what the head reads, batch by batch
+    assert feats.shape == (2, model.head.members[0][1].in_features)
+    torch.testing.assert_close(model.score_features(feats), model.predict(images, TEXTS))
     first = [m[1].weight for m in model.head.members]
     assert not torch.equal(first[0], first[1])  # initialised differently, or the ensemble is one head
     model.save_pretrained(tmp_path / "three")

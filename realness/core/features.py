@@ -44,6 +44,20 @@ def _text_key(model, records) -> str:
                            "texts": [r["description"] for r in records]})
 
 
+def _encode_views(model, records: list[dict], fn):
+    """A batch encoder for `_compute`: `fn` of the records' preprocessed images, (B, ...), or with
+    `flip_tta` of the images and their mirror images, (B, 2, ...), as the model scores them."""
+    device = next(model.image_backbone.parameters()).device
+
+    def encode(sl):
+        pixels = torch.stack([model.processor.image_tensor(load_image(r["image"])) for r in records[sl]]).to(device)
+        if model.config.flip_tta:
+            return torch.stack([fn(pixels), fn(pixels.flip(-1))], dim=1)
+        return fn(pixels)
+
+    return encode
+
+
 @torch.no_grad()
 def _compute(encode, n: int, batch_size: int, desc: str, progress: bool) -> torch.Tensor:
     from tqdm.auto import tqdm
@@ -63,17 +77,11 @@ def cached_features(model, records: list[dict], cache_dir: str | Path, batch_siz
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    wants_image = image
-    image = text_feats = None
-    if model.config.uses_image and wants_image:
-        def encode_images(sl):
-            pixels = torch.stack([model.processor.image_tensor(load_image(r["image"])) for r in records[sl]]).to(device)
-            if model.config.flip_tta:  # the image and its mirror image, as the model scores them
-                return torch.stack([model.image_backbone(pixels), model.image_backbone(pixels.flip(-1))], dim=1)
-            return model.image_backbone(pixels)
-
-        image = (_cached(cache_dir / f"{_image_key(model, records)}.safetensors",
-                         lambda: _compute(encode_images, len(records), batch_size, "image features", progress)))
+    image_feats = text_feats = None
+    if model.config.uses_image and image:
+        encode_images = _encode_views(model, records, model.image_backbone)
+        image_feats = _cached(cache_dir / f"{_image_key(model, records)}.safetensors",
+                              lambda: _compute(encode_images, len(records), batch_size, "image features", progress))
     if model.config.uses_text and text:
         def encode_texts(sl):
             batch = model.processor.tokenize([r["description"] for r in records[sl]])
@@ -82,7 +90,7 @@ def cached_features(model, records: list[dict], cache_dir: str | Path, batch_siz
         text_feats = _cached(cache_dir / f"{_text_key(model, records)}.safetensors",
                              lambda: _compute(encode_texts, len(records), batch_size * 4, "text features", progress))
     model.train(was_training)
-    return join_features(image, text_feats)
+    return join_features(image_feats, text_feats)
 
 
 @torch.no_grad()
@@ -96,17 +104,10 @@ def cached_image_trunk(model, records: list[dict], cache_dir: str | Path, stages
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    device = next(model.image_backbone.parameters()).device
     backbone = model.image_backbone
     was_training = backbone.training
     backbone.eval()
-
-    def encode(sl):
-        pixels = torch.stack([model.processor.image_tensor(load_image(r["image"])) for r in records[sl]]).to(device)
-        if model.config.flip_tta:
-            return torch.stack([image_below(backbone, pixels, stages), image_below(backbone, pixels.flip(-1), stages)], dim=1)
-        return image_below(backbone, pixels, stages)
-
+    encode = _encode_views(model, records, lambda pixels: image_below(backbone, pixels, stages))
     key = _image_key(model, records).replace("image-", f"imagetrunk{stages}-", 1)
     out = _cached(cache_dir / f"{key}.safetensors", lambda: _compute(encode, len(records), batch_size, "image maps", progress))
     backbone.train(was_training)

@@ -137,9 +137,16 @@ class CoreModel(nn.Module):
             mos = mos.clamp(*c.mos_range) if torch.is_tensor(mos) else min(max(mos, c.mos_range[0]), c.mos_range[1])
         return mos
 
-    @torch.no_grad()
     def predict(self, images=None, descriptions=None, batch_size: int = 16) -> torch.Tensor:
         """Z-scores for PIL images and/or description strings, in batches, without augmentation."""
+        return self._batched(self, images, descriptions, batch_size)
+
+    def predict_features(self, images=None, descriptions=None, batch_size: int = 16) -> torch.Tensor:
+        """The head's input features (`features()`) for PIL images and/or description strings, in batches."""
+        return self._batched(self.features, images, descriptions, batch_size)
+
+    @torch.no_grad()
+    def _batched(self, fn, images, descriptions, batch_size: int) -> torch.Tensor:
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
@@ -151,7 +158,7 @@ class CoreModel(nn.Module):
                 images[sl] if images is not None else None,
                 descriptions[sl] if descriptions is not None else None,
             )
-            out.append(self(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
+            out.append(fn(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0)
 

@@ -173,40 +173,22 @@ def uses_cache(cfg: CoreTrainConfig, config) -> bool:
     return cfg.cache_features and frozen and not cfg.augment
 
 
-def _collate_features(items):
-    feats, z = zip(*items)
-    return {"features": torch.stack(feats), "labels": torch.stack(z)}
+def _inputs(core: CoreModel, rows: list[dict]) -> tuple[list | None, list[str]]:
+    """The images (when the model reads them) and descriptions of `rows`, as `predict` takes them."""
+    return ([load_image(r["image"]) for r in rows] if core.config.uses_image else None), [r["description"] for r in rows]
 
 
-def _predict(core: CoreModel, records: list[dict], idx: np.ndarray, feats: torch.Tensor | None,
-             batch_size: int) -> np.ndarray:
-    """Z-scores for rows `idx`: from cached features when training on them, else from the files."""
-    if feats is not None:
-        return _score_cached(core, feats[idx])
-    rows = [records[i] for i in idx]
-    images = [load_image(r["image"]) for r in rows] if core.config.uses_image else None
-    return core.predict(images, [r["description"] for r in rows], batch_size=batch_size).numpy()
-
-
-def _views_averaged(out: torch.Tensor) -> torch.Tensor:
-    """Head outputs (B, n_heads), or (B, V, n_heads) for V views of each image averaged over the views."""
-    return out.mean(1) if out.dim() == 3 else out
-
-
-@torch.no_grad()
-def _score_cached(core: CoreModel, feats: torch.Tensor) -> np.ndarray:
-    was_training = core.training
-    core.eval()
-    out = core.score_features(feats.to(next(core.head.parameters()).device)).float().cpu().numpy()
-    core.train(was_training)
-    return out
+def _predict(core: CoreModel, records: list[dict], idx: np.ndarray, batch_size: int) -> np.ndarray:
+    """Z-scores for rows `idx`, from their files."""
+    return core.predict(*_inputs(core, [records[i] for i in idx]), batch_size=batch_size).numpy()
 
 
 class _CachedTops(torch.nn.Module):
     """The head and whatever trains in the backbones, on cached inputs: the maps entering the image
     backbone's trained top stages (else its pooled features), the hidden states entering the text
-    adapter's layers (else the pooled text features). Training costs those top parts alone; checkpoints
-    hold only what trains and the head's buffers."""
+    adapter's layers (else the pooled text features). With both backbones frozen that is the head alone
+    on pooled features. Training costs those top parts alone; checkpoints hold only what trains and the
+    head's buffers."""
 
     def __init__(self, core: CoreModel, image: torch.Tensor | None, text: torch.Tensor | None, mask: torch.Tensor | None):
         super().__init__()
@@ -300,22 +282,6 @@ class _CachedTops(torch.nn.Module):
         return _IncompatibleKeys(missing, result.unexpected_keys)
 
 
-@torch.no_grad()
-def _features_of(core: CoreModel, rows: list[dict], batch_size: int) -> torch.Tensor:
-    """The head's input features of `rows`, unaugmented (for the standardisation statistics)."""
-    was_training = core.training
-    core.eval()
-    device = next(core.parameters()).device
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        images = [load_image(r["image"]) for r in chunk] if core.config.uses_image else None
-        batch = core.processor(images, [r["description"] for r in chunk])
-        out.append(core.features(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
-    core.train(was_training)
-    return torch.cat(out)
-
-
 def _splits(cfg: CoreTrainConfig, records: list[dict]):
     n = len(records)
     if cfg.folds == 0:
@@ -389,33 +355,25 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
 
     model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
                         mos_mean=mean, mos_std=std, mos_range=score_range)
-    feats, top = None, None
+    top = None
     cache_dir = cfg.feature_cache or Path(cfg.output_dir) / "feature_cache"
-    show = cfg.progress and accelerator.is_main_process
-    if uses_cache(cfg, model.config) and (model.config.text_lora or model.config.image_stages_train):
-        top = _CachedTops.from_cache(model, records, cache_dir, cfg.batch_size, show)
+    if uses_cache(cfg, model.config):
+        top = _CachedTops.from_cache(model, records, cache_dir, cfg.batch_size, cfg.progress and accelerator.is_main_process)
         fit_rows = torch.utils.data.TensorDataset(torch.as_tensor(fit_idx), torch.tensor(z[fit_idx], dtype=torch.float32))
         collate, workers = top.collate, 0
-    elif uses_cache(cfg, model.config):
-        from realness.core.features import cached_features
-
-        feats = cached_features(model, records, cache_dir, batch_size=cfg.batch_size, progress=show)
-        fit_rows = torch.utils.data.TensorDataset(feats[fit_idx], torch.tensor(z[fit_idx], dtype=torch.float32))
-        collate, workers = _collate_features, 0
     else:
         fit_rows = _Rows([records[i] for i in fit_idx], z[fit_idx], model.config.uses_image)
         collate, workers = _collate(model.processor, cfg.augment), cfg.num_workers
     if model.config.standardize_features:
-        model.head.set_feature_stats(feats[fit_idx] if feats is not None else top.features_of(fit_idx) if top is not None
-                                     else _features_of(model, [records[i] for i in fit_idx], cfg.batch_size))
+        model.head.set_feature_stats(top.features_of(fit_idx) if top is not None
+                                     else model.predict_features(*_inputs(model, [records[i] for i in fit_idx]),
+                                                                 batch_size=cfg.batch_size))
     sampler = EpochSampler(len(fit_rows), seed)
     loader = DataLoader(fit_rows, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(fit_rows) > cfg.batch_size,
                         num_workers=workers, collate_fn=collate)
-    # On cached features only the head trains, so only the head is prepared and checkpointed
-    # (3.5 MB per epoch instead of every frozen backbone weight).
-    # With top image stages or a text adapter on cached inputs, the head and those (checkpointed without
-    # the frozen backbones).
-    trained = model.head if feats is not None else top if top is not None else model
+    # On cached inputs only the head (and any trained top stages or text adapter) is checkpointed:
+    # 3.5 MB per epoch instead of every frozen backbone weight.
+    trained = top if top is not None else model
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     adapter = [p for n, p in named if "lora_" in n]
     stages = [p for n, p in named if n.startswith("image_backbone.")] if model.config.image_stages_train else []
@@ -447,8 +405,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.autocast():
-                pred = (_views_averaged(trained(batch["features"])) if feats is not None else trained(**batch)
-                        if top is not None else trained(**batch, per_head=True))
+                pred = trained(**batch) if top is not None else trained(**batch, per_head=True)
             # each head on its own loss: side by side they train as independent runs would
             loss = sum(core_loss(p, labels, cfg.loss, cfg.rank_weight) for p in pred.float().unbind(-1))
             accelerator.backward(loss)
@@ -456,7 +413,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
             optimizer.zero_grad()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        sel_pred = top.score(sel_idx) if top is not None else _predict(model, records, sel_idx, feats, cfg.batch_size * 2)
+        sel_pred = top.score(sel_idx) if top is not None else _predict(model, records, sel_idx, cfg.batch_size * 2)
         sel_srocc = srocc(sel_pred, z[sel_idx]) if np.ptp(sel_pred) > 0 else math.nan
         score = sel_srocc if math.isfinite(sel_srocc) else -math.inf
         improved = score > best["score"]
@@ -487,7 +444,7 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     best_model = CoreModel.from_pretrained(run_dir / "best", device=accelerator.device)
     rows = [records[i] for i in fold.val]
     pred_z = (top.rebind(best_model).score(fold.val) if top is not None
-              else _predict(best_model, records, fold.val, feats, cfg.batch_size * 2))
+              else _predict(best_model, records, fold.val, cfg.batch_size * 2))
     result.update({k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"})
     if accelerator.is_main_process:
         import csv
