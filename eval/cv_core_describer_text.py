@@ -111,17 +111,21 @@ def rescore(run_dir: Path, dest: Path, records: list[dict], texts: dict[str, str
     from realness.core import CoreModel
     from realness.core.features import cached_features
     from realness.core.modeling import join_features
+    from realness.core.training import write_predictions
     from realness.metrics import correlations
 
     swapped = [{**r, "description": texts[Path(r["image"]).name]} for r in records]
     index = {Path(r["image"]).name: i for i, r in enumerate(records)}
+    features = None  # every run shares the frozen backbones: their features are read once
     for pred_file in sorted(run_dir.glob("seed*/fold*/predictions.csv")):
         target = dest / pred_file.parent.relative_to(run_dir)
         if (target / "result.json").is_file():
             continue
         model = CoreModel.from_pretrained(pred_file.parent / "best")
-        image = cached_features(model, records, cache, progress=False, text=False)
-        text = cached_features(model, swapped, cache, progress=False, image=False)
+        if features is None:
+            features = (cached_features(model, records, cache, progress=False, text=False),
+                        cached_features(model, swapped, cache, progress=False, image=False))
+        image, text = features
         rows = list(csv.DictReader(pred_file.open()))
         idx = torch.tensor([index[r["filename"]] for r in rows])
         model.eval()
@@ -129,11 +133,7 @@ def rescore(run_dir: Path, dest: Path, records: list[dict], texts: dict[str, str
             z = model.score_features(join_features(image[idx], text[idx])).numpy()
         mos = np.array([float(r["mos"]) for r in rows])
         target.mkdir(parents=True, exist_ok=True)
-        with (target / "predictions.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["filename", "mos", "pred_z", "pred_mos"])
-            for r, p in zip(rows, z):
-                w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(model.to_mos(float(p))):.4f}"])
+        write_predictions(target / "predictions.csv", rows, z, model)
         (target / "result.json").write_text(json.dumps({k: v for k, v in correlations(z, mos).items() if k != "n"}, indent=2))
 
 

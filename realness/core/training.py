@@ -447,16 +447,21 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
               else _predict(best_model, records, fold.val, cfg.batch_size * 2))
     result.update({k: v for k, v in correlations(pred_z, z[fold.val]).items() if k != "n"})
     if accelerator.is_main_process:
-        import csv
-
-        with (run_dir / "predictions.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["filename", "mos", "pred_z", "pred_mos"])
-            for r, p in zip(rows, pred_z):
-                w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(best_model.to_mos(float(p))):.4f}"])
+        write_predictions(run_dir / "predictions.csv", rows, pred_z, best_model)
         done.write_text(json.dumps(result, indent=2))
         _remove_checkpoints(ckpt)
     return result
+
+
+def write_predictions(path: Path, rows: list[dict], pred_z, model: CoreModel) -> None:
+    """A run's held-out predictions: file name, MOS, predicted z-score and MOS on the model's scale."""
+    import csv
+
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "mos", "pred_z", "pred_mos"])
+        for r, p in zip(rows, pred_z):
+            w.writerow([r["filename"], r["mos"], f"{p:.6f}", f"{float(model.to_mos(float(p))):.4f}"])
 
 
 def _remove_checkpoints(ckpt: Path) -> None:
