@@ -2,12 +2,15 @@
 
     python eval/bench_core.py                      # CPU: offline preset and the paper's architecture
     python eval/bench_core.py --device cuda --batch-sizes 1 32 128 256 --amp bf16
+    python eval/bench_core.py --models offline --image-sizes 384x512 576x768   # cost of a larger input
 
 The paper's architecture (ResNet-50 + bert-base-uncased) runs with random weights built from its published
 configuration (`realness.core.realsize`) when its pretrained weights cannot be fetched: speed does not
 depend on the weights. Two rates per batch size: end to end (`predict`: PIL resize and normalisation,
-tokenization, both backbones, head) and the model alone on tensors already on the device. Prints one
-line per model and writes --out (JSON).
+tokenization, both backbones, head) and the model alone on tensors already on the device. With several
+--image-sizes each model is timed at each input size (the head does not depend on it: features are pooled)
+and every rate is also given as a ratio to the first size's at the same batch size. Prints one line per
+model and size and writes --out (JSON).
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ def main(argv=None) -> dict:
                    help="offline, offline-flip (test-time flips), paper, or a saved CORE model's folder (default: offline paper)")
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is the baseline (default: 1 2 4 8)")
+    p.add_argument("--image-sizes", nargs="+", default=None,
+                   help="Input sizes HxW to time each model at, the first being the baseline (default: the model's own)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, float32)")
     p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")
@@ -102,16 +107,25 @@ def main(argv=None) -> dict:
     texts = texts + texts[:1] * (len(images) - len(texts))
     name_of_device = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
     results = {"device": a.device, "device_name": name_of_device, "amp": a.amp, "torch_threads": torch.get_num_threads(),
-               "input": "384x512", "models": {}}
+               "source_images": "384x512", "models": {}}
     for name in a.models:
         model, weights = _build(name, a.device)
-        rates = {bs: _rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
-        alone = {bs: _model_rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
-        base = rates[a.batch_sizes[0]]
-        results["models"][name] = {"weights": weights, "images_per_s": rates, "model_only_images_per_s": alone,
-                                   "ratio_vs_first": {bs: r / base for bs, r in rates.items()}}
-        cells = "  ".join(f"batch {bs}: {r:7.1f}/s ({r / base:.2f}x; model alone {alone[bs]:7.1f}/s)" for bs, r in rates.items())
-        print(f"{name:8s} {name_of_device} amp={a.amp}  {cells}  [{weights}]")
+        sizes = a.image_sizes or ["x".join(map(str, model.config.image_size))]
+        first_size = None
+        for size in sizes:
+            model.config.image_size = tuple(int(v) for v in size.lower().split("x"))  # the processor reads it per call
+            rates = {bs: _rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
+            alone = {bs: _model_rate(model, images, texts, bs, a.device, a.amp) for bs in a.batch_sizes}
+            first_size = first_size or rates
+            base = rates[a.batch_sizes[0]]
+            key = name if len(sizes) == 1 else f"{name}@{size}"
+            results["models"][key] = {"weights": weights, "input": size, "images_per_s": rates,
+                                      "model_only_images_per_s": alone,
+                                      "ratio_vs_first": {bs: r / base for bs, r in rates.items()},
+                                      "ratio_vs_first_size": {bs: r / first_size[bs] for bs, r in rates.items()}}
+            cells = "  ".join(f"batch {bs}: {r:7.1f}/s ({r / base:.2f}x; vs first size {r / first_size[bs]:.2f}x; "
+                              f"model alone {alone[bs]:7.1f}/s)" for bs, r in rates.items())
+            print(f"{key:8s} {name_of_device} amp={a.amp} input {size}  {cells}  [{weights}]")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     return results

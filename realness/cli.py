@@ -61,6 +61,8 @@ def _run(argv: list[str]) -> int:
         gate = describer.get("measured") or {}
         print(f"descriptions by the offline describer {describer['name']} (no network for {describer['stands_in_for']})"
               + (f": {gate['summary']}" if gate.get("summary") else ""))
+    if (s["models"].get("core") or {}).get("chosen"):
+        print(f"CORE {s['models']['core']['name']}: {s['models']['core']['chosen']}")
     return exit_code(s["ok"], len(s["failed"]))
 
 

@@ -10,7 +10,8 @@ report are rebuilt from `results.jsonl` at the end of every run, one row per inp
 
 Models: descriptions come from `--descriptions` (ones you already have), then from a describer run
 in-process (`--describer`, `--engine`) or behind running servers (`--server`). CORE is `--core`
-(default: the bundled offline model) and DREAM's CLIP is the `DreamConfig` model. When the *default*
+(default `auto`: the bundled fusion model, or the bundled image-only one when the describer that writes
+the descriptions failed its distillation gate; `choose_core`) and DREAM's CLIP is the `DreamConfig` model. When the *default*
 describer or CLIP cannot be loaded because there is no network, `--offline_fallback` (default true)
 swaps in the bundled offline describer (`describe.small`: real pretrained parts, trained on RAISE-TD,
 its measured quality in summary.json and the report) and a tiny random CLIP (`realness.dream.tiny`,
@@ -51,7 +52,7 @@ class RunConfig:
     server: list[str] = field(default_factory=list, metadata={"help": "Running OpenAI-compatible describer server URL(s) to use instead of loading the describer."})
     server_model: str = field(default="describer", metadata={"help": "Model name sent to --server (an adapter name or the base)."})
     api_key: str | None = field(default=None, metadata={"help": "Bearer token for --server."})
-    core: str = field(default="offline", metadata={"help": "CORE model folder, or 'offline' for the bundled model."})
+    core: str = field(default="auto", metadata={"help": "CORE model folder, or a bundled one: 'offline' (image + description), 'offline-image' (image alone), or 'auto': 'offline', but 'offline-image' when the describer writes descriptions for this run and its distillation gate says its text does not help CORE (the bundled offline describer's does), with one warning."})
     dream: bool = field(default=True, metadata={"help": "Draw DREAM realness maps."})
     truth: str | None = field(default=None, metadata={"help": "Human scores (RAISE ratings.csv or a manifest with image,mos) for correlations and a scatter plot."})
     offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use the bundled offline describer (offline/small-describer) and a tiny random CLIP placeholder (flagged) instead of stopping."})
@@ -228,7 +229,8 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise ValueError(f"--out {out}: exists and is not a folder")
     from realness.core.modeling import resolve_core
 
-    resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
+    if cfg.core != CORE_AUTO:
+        resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
     from realness.images import IMAGE_EXTENSIONS, skipped_note
 
     paths, given, truth, skipped = _inputs(cfg.images)  # bad inputs fail here, before anything is written
@@ -259,12 +261,18 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    if cfg.offline_fallback:
+        hub_offline_if_unreachable()
+    from dataclasses import replace
+
+    core, why = choose_core(cfg, paths, given)
+    if why:
+        logger.warning("CORE: %s", why)
+    cfg = replace(cfg, core=core)  # run.json records the model chosen, so a resumed run scores with the same one
     _check_same_run(out / "run.json", cfg, dream_config)
     done = {r["filename"]: r for r in read_jsonl(results_path)}
     cached = {r["sha256"]: r["description"] for r in read_jsonl(out / "descriptions.jsonl") if r.get("status") == "ok"}
     device = _device(cfg.device)
-    if cfg.offline_fallback:
-        hub_offline_if_unreachable()
     models = Models(cfg, dream_config, device)
     if cfg.ray is None:
         # Every model this run needs is loaded (and checked) before the first image is processed. On Ray
@@ -326,6 +334,8 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         described.close()
         models.close()
     wall = time.perf_counter() - start
+    if why and "core" in models.info:
+        models.info["core"]["chosen"] = why
     records = [{**done[p.name], "mos": truth.get(p.name)} for p in paths if p.name in done]  # today's --truth
     summary = _summary(records, counts, wall, models, cfg, dream_config, device)
     summary["skipped_files"] = [p.name for p in skipped]
@@ -334,6 +344,31 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
     summary["seconds"]["write_outputs"] = round(time.perf_counter() - start, 3)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+CORE_AUTO = "auto"
+
+
+def choose_core(cfg: RunConfig, paths: list[Path], given: dict[str, str]) -> tuple[str, str]:
+    """`(CORE model, why)` for `--core auto` (any other `--core` is kept, with no reason): the bundled fusion
+    model `offline`, but the image-only `offline-image` when the describer writes any of this run's
+    descriptions and its distillation gate failed (`describe.engines.describer_gate`): by the gate's own
+    numbers, fusion CORE reading that text scores worse than the image alone. One model scores the whole run,
+    so images that come with --descriptions are scored from the image alone too; pass --core offline for them."""
+    if cfg.core != CORE_AUTO:
+        return cfg.core, ""
+    if cfg.server or cfg.describer == "none" or all(given.get(p.name, "").strip() for p in paths):
+        return "offline", ""
+    from describe.engines import describer_gate, expected_describer
+
+    name = expected_describer(cfg.describer, cfg.offline_fallback)
+    gate = describer_gate(name, cfg.adapter)
+    if not gate or gate.get("passed") is not False:
+        return "offline", ""
+    reasons = "; ".join(gate.get("reasons") or []) or "no reason recorded"
+    return "offline-image", (f"scoring from the image alone (bundled offline-image): the describer {name} failed "
+                             f"its distillation gate ({reasons}), so its text would lower the score's quality; "
+                             "pass --core offline to score with the text anyway")
 
 
 # Options that change results: a resumed run must use the same ones, or its rows would mix two setups.

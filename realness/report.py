@@ -105,6 +105,9 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         parts.append(f'<div class="note"><b>Offline describer.</b> {_e(describer["stands_in_for"])} could not be '
                      f'downloaded, so the bundled {_e(describer["name"])} wrote the descriptions. '
                      f'{_e(_measured(describer.get("measured")))}</div>')
+    core = (summary.get("models") or {}).get("core") or {}
+    if core.get("chosen"):
+        parts.append(f'<div class="note"><b>Image-only scores.</b> CORE: {_e(core["chosen"])}.</div>')
     rows = [("images", len(records)), ("scored", summary.get("ok", 0)), ("failed", len(summary.get("failed", {})))]
     if stats:
         rows += [(f"{k} ({stats['column']})", f"{stats[k]:.3f}") for k in ("mean", "median", "std", "min", "max")]

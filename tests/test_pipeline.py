@@ -275,6 +275,75 @@ def test_a_missing_core_fails_before_anything_is_described(folder, tiny_vlm, tmp
     assert not (out / "descriptions.jsonl").exists() and not (out / "results.jsonl").exists()
 
 
+def _gated_describer(tiny_vlm, folder: Path, passed: bool) -> Path:
+    """A copy of the tiny describer with a distillation gate report beside it."""
+    shutil.copytree(tiny_vlm, folder)
+    gate = {"passed": passed, "reasons": [] if passed else ["candidate SROCC 0.40 is not above the image_only baseline's 0.50"]}
+    (folder / "gate.json").write_text(json.dumps(gate))
+    return folder
+
+
+def test_auto_core_follows_the_describers_gate(tiny_vlm, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from describe.engines import DEFAULT_DESCRIBER, expected_describer
+    from describe.small import SMALL_DESCRIBER
+    from realness.pipeline import RunConfig, choose_core
+
+    paths = [Path("a.jpg"), Path("b.jpg")]
+    failed = str(_gated_describer(tiny_vlm, tmp_path / "failed", passed=False))
+    passed = str(_gated_describer(tiny_vlm, tmp_path / "passed", passed=True))
+
+    def choice(given=None, **kw):
+        return choose_core(RunConfig(images="x", **kw), paths, given or {})
+
+    assert choice(describer=failed)[0] == "offline-image" and "image_only baseline" in choice(describer=failed)[1]
+    assert choice(describer=passed) == ("offline", "") and choice(describer=str(tiny_vlm)) == ("offline", "")
+    assert choice(describer=str(tiny_vlm), adapter=failed)[0] == "offline-image"  # the adapter's own gate
+    assert choice(describer=SMALL_DESCRIBER)[0] == "offline-image"  # its shipped gate.json fails
+    assert choice(describer="tiny-qwen2vl")[0] == "offline-image"  # random text
+    # the describer writes nothing, or its gate is unknown: the fusion model
+    assert choice(describer=failed, given={"a.jpg": "x", "b.jpg": "y"}) == ("offline", "")
+    assert choice(describer=failed, given={"a.jpg": "x"})[0] == "offline-image"  # one model for the whole run
+    assert choice(describer="none") == ("offline", "")
+    assert choice(describer=failed, server=["http://127.0.0.1:1"]) == ("offline", "")
+    # an explicit --core is kept as it is
+    assert choice(describer=failed, core="offline") == ("offline", "")
+    # the default describer stands in with the bundled one only when the hub is offline and it is not cached
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    assert expected_describer(DEFAULT_DESCRIBER) == DEFAULT_DESCRIBER
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert expected_describer(DEFAULT_DESCRIBER) == SMALL_DESCRIBER
+    assert expected_describer(DEFAULT_DESCRIBER, fallback=False) == DEFAULT_DESCRIBER
+
+
+def test_a_run_whose_describer_failed_its_gate_scores_from_the_image(folder, tiny_vlm, tmp_path):
+    describer = _gated_describer(tiny_vlm, tmp_path / "describer", passed=False)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("portrait.jpg", "landscape_flat.jpg"):
+        shutil.copy(folder / name, images / name)
+    out = tmp_path / "out"
+    args = ["run", str(images), "--out", str(out), "--describer", str(describer), "--dream", "false", "--progress", "false"]
+    assert main(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["models"]["core"]["name"] == "offline-image" and "image_only baseline" in s["models"]["core"]["chosen"]
+    assert json.loads((out / "run.json").read_text())["core"] == "offline-image"
+    from realness.core import CoreModel
+
+    rows = _rows(out)
+    z = CoreModel.from_pretrained("offline-image").predict([load_image(images / r["filename"]) for r in rows])
+    np.testing.assert_allclose([float(r["score_z"]) for r in rows], z.numpy(), atol=1e-5)
+    fusion = CoreModel.from_pretrained("offline").predict([load_image(images / r["filename"]) for r in rows],
+                                                          [r["description"] for r in rows])
+    assert not np.allclose(z.numpy(), fusion.numpy(), atol=1e-3)
+    assert main(args) == 0  # resumes with auto: the same choice, nothing redone
+    assert json.loads((out / "summary.json").read_text())["skipped_already_done"] == 2
+    assert main([*args, "--core", "offline"]) == 2  # scoring the rest with another model would mix two setups
+
+
 def test_refuses_to_overwrite_without_resume(run_out, folder, tiny_vlm, tiny_clip, given_csv, capsys):
     assert main(_args(folder, run_out, tiny_vlm, tiny_clip, given_csv, "--resume", "false")) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -307,11 +376,19 @@ def test_readme_main_job_runs_offline_with_the_small_describer(tmp_path):
     assert "offline/small-describer" in r.stdout and "placeholder" in r.stdout.lower()
     # the console: one warning per fallback, nothing from libraries (no INFO lines, no loading bars)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 2 and all(line.startswith("WARNING") for line in lines), r.stderr[-3000:]
+    assert len(lines) == 3 and all(line.startswith("WARNING") for line in lines), r.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
     assert all(row["verdict"] in ("yes", "no", "somewhat") for row in rows)
+    # its gate failed, so CORE scores from the image alone (--core auto), and says so
+    core = s["models"]["core"]
+    assert core["name"] == "offline-image" and core["mode"] == "image" and "failed its distillation gate" in core["chosen"]
+    assert "CORE offline-image" in r.stdout
+    from realness.core import CoreModel
+
+    z = CoreModel.from_pretrained("offline-image").predict([load_image(IMAGES_DIR / row["filename"]) for row in rows])
+    np.testing.assert_allclose([float(row["score_z"]) for row in rows], z.numpy(), atol=1e-5)
     dom, console = render(tmp_path / "out" / "report.html")
-    assert console == [] and dom.count("Placeholder") == 1 and "Offline describer" in dom
+    assert console == [] and dom.count("Placeholder") == 1 and "Offline describer" in dom and "Image-only scores" in dom
     assert "means nothing" not in dom
 
 

@@ -48,6 +48,42 @@ def _unreachable(err: Exception) -> bool:
     return isinstance(err, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve"))
 
 
+def expected_describer(model_id: str, fallback: bool = True) -> str:
+    """The describer `load_describer` will run for `model_id`, told without loading it: the bundled offline
+    stand-in when `model_id` is the default, `fallback` allows it, the hub is offline (see
+    `realness.pipeline.hub_offline_if_unreachable`) and the default is not in the local cache."""
+    if not (fallback and model_id == DEFAULT_DESCRIBER):
+        return model_id
+    import huggingface_hub.constants as hub
+
+    if not hub.HF_HUB_OFFLINE:
+        return model_id
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+        return model_id
+    from describe.small import SMALL_DESCRIBER
+
+    return SMALL_DESCRIBER
+
+
+def describer_gate(model_id: str, adapter: str | None = None) -> dict | None:
+    """What a describer measured at the distillation gate (`realness distill`'s report), or None if unmeasured:
+    the bundled offline describer's shipped `gate.json`, or a `gate.json` saved in the adapter's folder (when
+    given) or the describer's. The random placeholder fails by construction."""
+    import json
+    from pathlib import Path
+
+    from describe.small import SMALL_DESCRIBER, bundled_gate
+
+    if str(model_id) == PLACEHOLDER_DESCRIBER:
+        return {"passed": False, "reasons": ["random placeholder weights"], "summary": "A random placeholder."}
+    if str(model_id) == SMALL_DESCRIBER and adapter is None:
+        return bundled_gate()
+    path = Path(adapter or model_id) / "gate.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def load_describer(kind: str, model_id: str, adapter: str | None = None, fallback: bool = True,
                    device: str | None = None, **kwargs) -> tuple[object, dict]:
     """`(engine, info)`. When the *default* describer cannot be downloaded (no network) and `fallback`
