@@ -1,6 +1,7 @@
 """`realness run` wall time per image, per stage and end to end, against the same work as separate commands.
 
-    python eval/bench_pipeline.py                                  # offline defaults, CPU
+    python eval/bench_pipeline.py                                  # tiny placeholder describer, CPU
+    python eval/bench_pipeline.py --describer offline/small-describer   # the offline default describer
     python eval/bench_pipeline.py --clip_model ViT-B-32 --clip_pretrained ""   # real-size CLIP, random weights
     python eval/bench_pipeline.py --describer Qwen/Qwen2.5-VL-3B-Instruct --device cuda --n 256
 
@@ -83,8 +84,9 @@ def main(argv=None) -> dict:
                                 progress=False))
         base["describe (annotate)"] = time.perf_counter() - start
         start = time.perf_counter()
-        score_folder("offline", work / "images", work / "b" / "descriptions.jsonl", work / "b" / "scores.csv",
-                     device=device, progress=False)
+        core = s["models"]["core"]  # the model `--core auto` chose for the run
+        score_folder(core["name"], work / "images", None if core["mode"] == "image" else work / "b" / "descriptions.jsonl",
+                     work / "b" / "scores.csv", device=device, progress=False)
         base["score (score-core)"] = time.perf_counter() - start
         start = time.perf_counter()
         map_folder(work / "images", work / "b" / "descriptions.jsonl", work / "b" / "maps", dream, device, progress=False)
@@ -100,7 +102,7 @@ def main(argv=None) -> dict:
         "ratio_separate_over_pipeline": baseline_s / pipeline_s,
     }
     print(f"{n} images from {src} on {device}; describer {s['models']['describer']['name']}, "
-          f"CLIP {s['models'].get('clip', {}).get('name')}")
+          f"CORE {s['models']['core']['name']}, CLIP {s['models'].get('clip', {}).get('name')}")
     print("realness run, s per image:  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result["pipeline"]["per_stage_s_per_image"].items())
           + f"  | end to end {pipeline_s / n:.4f} (model loading {sum(s['seconds']['model_load'].values()):.1f} s total)")
