@@ -313,7 +313,6 @@ def test_auto_core_follows_the_describers_gate(tiny_vlm, tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
     assert expected_describer(DEFAULT_DESCRIBER) == DEFAULT_DESCRIBER
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert expected_describer(DEFAULT_DESCRIBER) == SMALL_DESCRIBER
     assert expected_describer(DEFAULT_DESCRIBER, fallback=False) == DEFAULT_DESCRIBER
