@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, parse_answer
+from describe.verdict import HELP as GUIDE_HELP
 from realness.files import JsonlWriter, one_writer, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class AnnotateConfig:
     question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD question)."})
     system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
+    verdict_guide: str = field(default="auto", metadata={"help": "Direct mode: " + GUIDE_HELP})
     concurrency: int = field(default=4, metadata={"help": "Requests in flight per server."})
     timeout: float = field(default=120.0, metadata={"help": "Seconds per request."})
     retries: int = field(default=5, metadata={"help": "Retries per image on 429/5xx/connection errors."})
@@ -234,7 +236,8 @@ class EngineAnnotator:
         self.cfg = cfg
         model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
         self.engine, self.info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
-                                                system=cfg.system or None, max_new_tokens=cfg.max_tokens)
+                                                system=cfg.system or None, max_new_tokens=cfg.max_tokens,
+                                                verdict_guide=cfg.verdict_guide)
 
     def records(self, items: list[tuple[Path, str]]) -> list[dict]:
         """One record per item, in order: the description, or why the image failed."""

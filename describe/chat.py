@@ -74,8 +74,12 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def generation_inputs(processor, images: Sequence[Image.Image], question: str = DEFAULT_QUESTION,
-                      system: str | None = DEFAULT_SYSTEM) -> dict[str, torch.Tensor]:
-    """Left-padded prompts for batched generation."""
+                      system: str | None = DEFAULT_SYSTEM, prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for batched generation; `prefixes` (one per image) are the start of each answer,
+    written after the assistant header (a verdict guide's "Yes" / "Somewhat" / "No"), which the model continues."""
     processor.tokenizer.padding_side = "left"
-    prompts = [render(processor, question, system) for _ in images]
+    prompt = render(processor, question, system)
+    if prefixes is not None and len(prefixes) != len(images):
+        raise ValueError(f"{len(prefixes)} answer prefixes for {len(images)} images")
+    prompts = [prompt + p for p in prefixes] if prefixes is not None else [prompt] * len(images)
     return dict(processor(text=prompts, images=[[im] for im in images], padding=True, return_tensors="pt"))

@@ -22,18 +22,23 @@ class Describer:
         quantize_4bit: load the base in 4-bit NF4.
         merge: merge the adapter into the weights after loading (faster generation).
         min_new_tokens: never stop before this many tokens (benchmarks set it to max_new_tokens).
+        verdict_guide: "auto" (the `verdict.json` in the adapter's or the model's folder, if any: the bundled
+            small describer has one), "none", or a guide file: image-only CORE then sets each answer's verdict
+            and the model writes the rest (`describe.verdict`).
     """
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, quantize_4bit: bool = False,
                  dtype: str = "auto", device: str | None = None, merge: bool = False,
                  question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64,
-                 min_new_tokens: int = 0):
+                 min_new_tokens: int = 0, verdict_guide: str | None = "auto"):
         import torch
 
         from describe.modeling import load_base
         from describe.small import resolve_describer
+        from describe.verdict import resolve_guide
 
         model_id, adapter = resolve_describer(model_id, adapter)
+        self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processor = load_base(model_id, quantize_4bit, dtype,
                                                device_map=device if quantize_4bit else None)
@@ -55,9 +60,14 @@ class Describer:
 
         out: list[str] = []
         for start in range(0, len(images), batch_size):
-            out += generate(self.model, self.processor, list(images[start:start + batch_size]), self.question,
-                            self.system, self.max_new_tokens, min_new_tokens=self.min_new_tokens)
+            batch = list(images[start:start + batch_size])
+            out += generate(self.model, self.processor, batch, self.question, self.system, self.max_new_tokens,
+                            min_new_tokens=self.min_new_tokens, prefixes=self.prefixes(batch))
         return [t.strip() for t in out]
+
+    def prefixes(self, images: Sequence[Image.Image]) -> list[str] | None:
+        """Each answer's given first word (the verdict guide's), or None when the model picks its own."""
+        return self.guide.prefixes(images) if self.guide is not None else None
 
     def describe(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[Answer]:
         """Parsed answers (verdict, explanation, contract problems)."""
@@ -66,7 +76,7 @@ class Describer:
 
 def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter: str | Path | None = None,
                     quantize_4bit: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, verdict_guide: str | None = "auto") -> dict:
     """`realness describe`: a descriptions CSV (`filename, description, verdict, contract_ok, problems`)
     that CORE and DREAM read. Unreadable images are reported and skipped."""
     import csv
@@ -80,7 +90,7 @@ def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter:
     from describe.engines import load_describer
 
     describer, info = load_describer("transformers", model_id, adapter, quantize_4bit=quantize_4bit,
-                                     max_new_tokens=max_new_tokens)
+                                     max_new_tokens=max_new_tokens, verdict_guide=verdict_guide)
     paths = list_images(images)
     failed: dict[str, str] = {}
     out = Path(out)

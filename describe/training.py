@@ -133,18 +133,20 @@ def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
 
 @torch.no_grad()
 def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT_SYSTEM, max_new_tokens=64,
-             do_sample: bool = False, min_new_tokens: int = 0) -> list[str]:
+             do_sample: bool = False, min_new_tokens: int = 0, prefixes=None) -> list[str]:
     """Greedy (default) descriptions for a batch of PIL images (`min_new_tokens` holds back the end token:
-    benchmarks fix the output length with it)."""
+    benchmarks fix the output length with it). `prefixes`: each answer's given start, which the model
+    continues; the returned text includes it."""
     was_training = model.training
     model.eval()
-    inputs = generation_inputs(processor, images, question, system)
+    inputs = generation_inputs(processor, images, question, system, prefixes)
     device = next(p for p in model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
                          do_sample=do_sample, pad_token_id=processor.tokenizer.pad_token_id)
     model.train(was_training)
-    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [p + t for p, t in zip(prefixes, texts)] if prefixes is not None else texts
 
 
 def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:

@@ -35,12 +35,13 @@ CONSTANT = "Somewhat. Some details of the image look slightly unnatural."
 VERDICT_ORDER = ("no", "somewhat", "yes")
 
 
-def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_new_tokens: int) -> tuple[list[str], dict]:
+def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_new_tokens: int,
+              verdict_guide: str) -> tuple[list[str], dict]:
     from describe.describer import Describer
     from realness.images import load_image
 
     start = time.perf_counter()
-    describer = Describer(model, adapter, device="cpu", max_new_tokens=max_new_tokens)
+    describer = Describer(model, adapter, device="cpu", max_new_tokens=max_new_tokens, verdict_guide=verdict_guide)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     texts = describer.generate([load_image(p) for p in paths], batch_size)
@@ -50,14 +51,16 @@ def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_
                    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
-def _train_core(manifest: Path, out: Path, mode: str) -> Path:
-    from realness.core.training import CoreTrainConfig, train_core
+def _train_core(manifest: Path, out: Path, mode: str, recipe: str, folds: int = 0) -> Path:
+    """The bundled CORE recipe (`recipe`'s YAML: every seed, their heads merged) trained on `manifest`'s rows
+    alone; `folds` > 1 cross-validates instead. Returns the model (or the CV folder); reuses a finished one."""
+    from realness.cli import main
 
-    cfg = CoreTrainConfig(data=str(manifest), output_dir=str(out), preset="offline", mode=mode, freeze_image=True,
-                          freeze_text=True, folds=1, seeds=[42], epochs=30, batch_size=16, lr=1e-3, augment=False,
-                          save_frozen=False, num_workers=0, progress=False)
-    train_core(cfg)
-    return out / "seed42" / "fold0" / "best"
+    model = out / "ensemble" if folds == 0 else out
+    if not (model / ("config.json" if folds == 0 else "summary.json")).is_file():
+        main(["train-core", "--config", recipe, "--data", str(manifest), "--output_dir", str(out), "--mode", mode,
+              "--folds", str(folds), "--feature_cache", str(out.parent / "feature_cache")])
+    return model
 
 
 def main() -> None:
@@ -71,6 +74,11 @@ def main() -> None:
                    "or found when already trained (default: eval/out/gate-core)")
     p.add_argument("--batch_size", type=int, default=8, help="Images per generate call (default: 8)")
     p.add_argument("--max_new_tokens", type=int, default=64, help="Answer length cap (default: 64)")
+    p.add_argument("--recipe", default="training/configs/core_offline.yaml",
+                   help="CORE recipe the gate's heads are trained with (default: the bundled one, training/configs/core_offline.yaml)")
+    p.add_argument("--verdict_guide", choices=("none", "fit"), default="none",
+                   help="'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds fitted "
+                        "on a cross-validation of the training images only; 'none': the describer's own (default: none)")
     p.add_argument("--ship", default=None, help="Also write the short gate.json the run report shows into this folder (default: none)")
     a = p.parse_args()
 
@@ -94,30 +102,39 @@ def main() -> None:
             if not link.exists():
                 link.symlink_to((data / "images" / n).resolve())
 
+    core_dir = Path(a.core_dir)
+    core_dir.mkdir(parents=True, exist_ok=True)
+    manifest = core_dir / "core_manifest.csv"  # the describer's training images only
+    with manifest.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "mos", "description"])
+        for n in train:
+            w.writerow([str((data / "images" / n).resolve()), mos[n], gpt[n]])
+    fusion = _train_core(manifest, core_dir / "fusion", "fusion", a.recipe)
+    image_only = _train_core(manifest, core_dir / "image", "image", a.recipe)
+    guide = "none"
+    if a.verdict_guide == "fit":
+        from describe.verdict import fit_guide
+
+        cv = _train_core(manifest, core_dir / "image-cv", "image", a.recipe, folds=5)
+        fitted, fit_report = fit_guide(cv, data / "descriptions_gpt41.csv", str(image_only), train)
+        guide = str(fitted.save(out))
+        print(f"verdict guide {fitted.thresholds}: on the training images' held-out predictions agreement "
+              f"{fit_report['agreement']:.3f}, kappa {fit_report['kappa_quadratic']:.3f}")
+
     cand_file = out / "candidate.csv"
     if cand_file.is_file():
         cand = load_descriptions(cand_file)
         speed = json.loads((out / "speed.json").read_text())
     else:
         texts, speed = _describe(a.model, a.adapter or str(Path(a.run) / "adapter"), paths, a.batch_size,
-                                 a.max_new_tokens)
+                                 a.max_new_tokens, guide)
         with cand_file.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["filename", "description"])
             w.writerows(zip(held, texts))
         (out / "speed.json").write_text(json.dumps(speed, indent=2))
         cand = dict(zip(held, texts))
-
-    core_dir = Path(a.core_dir)
-    core_dir.mkdir(parents=True, exist_ok=True)
-    manifest = core_dir / "core_manifest.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "mos", "description", "split"])
-        for n in train + held:
-            w.writerow([str((data / "images" / n).resolve()), mos[n], gpt[n], "train" if n in set(train) else "val"])
-    fusion = _train_core(manifest, core_dir / "fusion", "fusion")
-    image_only = _train_core(manifest, core_dir / "image", "image")
 
     gate = evaluate_describer(GateConfig(
         images=str(folders["held_out_images"]), truth=str(data / "ratings.csv"),
@@ -131,7 +148,7 @@ def main() -> None:
              "describer_verdicts": {v: [ans.verdict for ans in answers].count(v) for v in ("no", "somewhat", "yes", "")},
              "speed_2_cpu_cores": speed,
              "split": "RAISE-train, 20 % of images held out by image (train_describer seed 42); CORE heads "
-                      "trained on the other 80 %"}
+                      f"trained on the other 80 % ({a.recipe})", "verdict_guide": a.verdict_guide}
     report = {**gate, **extra}
     (out / "gate.json").write_text(json.dumps(report, indent=2))
     text = (f"{format_gate(gate)}\ncontract violations {extra['contract_violation_share']:.1%}, "
@@ -146,7 +163,8 @@ def main() -> None:
     if a.ship:
         const, image = core["constant"]["srocc"], core["image_only"]["srocc"]
         worth = "It passes the gate." if gate["passed"] else "It fails the gate: " + "; ".join(gate["reasons"]) + "."
-        summary = (f"On {len(held)} held-out RAISE images (same recipe, trained without them): verdict agreement "
+        guided = "; its verdicts set by image-only CORE" if a.verdict_guide == "fit" else ""
+        summary = (f"On {len(held)} held-out RAISE images (same recipe, trained without them{guided}): verdict agreement "
                    f"with GPT-4.1 {verdicts['agreement']:.0%} "
                    f"(majority class {verdicts['majority_baseline']:.0%}, kappa {verdicts['kappa_quadratic']:.2f}); CORE SROCC "
                    f"{mine:.3f} with its text vs {ref:.3f} with GPT-4.1's, "

@@ -187,6 +187,7 @@ def _describe(argv: list[str]) -> int:
     from describe.describer import describe_folder
     from describe.engines import DEFAULT_DESCRIBER
     from describe.small import SMALL_DESCRIBER
+    from describe.verdict import HELP as GUIDE_HELP
 
     p = argparse.ArgumentParser(prog="realness describe", description="Describe what looks unreal in every image of a folder (transformers engine).")
     p.add_argument("--model", default=DEFAULT_DESCRIBER, help=f"Base VLM id or folder, or {SMALL_DESCRIBER} for the bundled "
@@ -197,8 +198,10 @@ def _describe(argv: list[str]) -> int:
     p.add_argument("--quantize-4bit", action="store_true", help="Load the base in 4-bit NF4 (default: off)")
     p.add_argument("--batch-size", type=int, default=8, help="Images per generate call (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="Answer length cap in tokens (default: 64)")
+    p.add_argument("--verdict-guide", default="auto", help=GUIDE_HELP)
     a = p.parse_args(argv)
-    r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens)
+    r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens,
+                        verdict_guide=a.verdict_guide)
     print(f"described {r['described']} image(s) with {r['describer']['name']}, {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
     return exit_code(r["described"], len(r["failed"]))

@@ -62,6 +62,20 @@ def write_cv_report(out: str | Path, results: list[dict], name: str = "core") ->
     return report
 
 
+def out_of_fold(run_dir: str | Path) -> dict[str, float]:
+    """A cross-validation run's held-out predicted z-score per image (`seed*/fold*/predictions.csv`), averaged
+    over seeds: what the seeds' ensemble predicts for each image without having trained on it."""
+    preds: dict[str, list[float]] = {}
+    files = sorted(Path(run_dir).glob("seed*/fold*/predictions.csv"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}: no seed*/fold*/predictions.csv (not a cross-validation output folder)")
+    for f in files:
+        with f.open() as fh:
+            for row in csv.DictReader(fh):
+                preds.setdefault(row["filename"], []).append(float(row["pred_z"]))
+    return {name: float(np.mean(v)) for name, v in preds.items()}
+
+
 def _number(value, where: str, row: int, column: str, problems: list[str]) -> float | None:
     """`value` as a finite float; None when empty; a problem naming the row when it is not a number."""
     if value is None or (isinstance(value, str) and not value.strip()):

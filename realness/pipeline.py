@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.engines import DEFAULT_DESCRIBER
+from describe.verdict import HELP as GUIDE_HELP
 from realness.dream.configuration import DreamConfig
 from realness.files import JsonlWriter, one_writer, output_name, read_jsonl, save_image, write_text_atomic
 from realness.images import PIXEL_BUDGET
@@ -59,6 +60,7 @@ class RunConfig:
     chunk_size: int = field(default=16, metadata={"help": "Images read, described, scored and mapped together; bounds memory."})
     describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
+    verdict_guide: str = field(default="auto", metadata={"help": GUIDE_HELP})
     concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
     retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors, with exponential backoff from 1 s."})
     device: str = field(default="auto", metadata={"help": "Torch device for the describer, CORE and DREAM: auto (cuda when available), cpu, cuda."})
@@ -158,7 +160,8 @@ class Models:
         from describe.engines import load_describer
 
         engine, self.info["describer"] = load_describer(cfg.engine, cfg.describer, cfg.adapter, cfg.offline_fallback,
-                                                        self.device, max_new_tokens=cfg.max_tokens)
+                                                        self.device, max_new_tokens=cfg.max_tokens,
+                                                        verdict_guide=cfg.verdict_guide)
         return engine
 
     def close(self) -> None:
@@ -372,7 +375,7 @@ def choose_core(cfg: RunConfig, paths: list[Path], given: dict[str, str]) -> tup
 
 
 # Options that change results: a resumed run must use the same ones, or its rows would mix two setups.
-RESULT_OPTIONS = ("descriptions", "describer", "adapter", "server_model", "core", "dream", "max_tokens")
+RESULT_OPTIONS = ("descriptions", "describer", "adapter", "server_model", "core", "dream", "max_tokens", "verdict_guide")
 
 
 def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> None:

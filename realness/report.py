@@ -105,6 +105,12 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         parts.append(f'<div class="note"><b>Offline describer.</b> {_e(describer["stands_in_for"])} could not be '
                      f'downloaded, so the bundled {_e(describer["name"])} wrote the descriptions. '
                      f'{_e(_measured(describer.get("measured")))}</div>')
+    guide = describer.get("verdict_guide")
+    if guide:
+        low, high = guide["thresholds"]
+        parts.append(f'<div class="note"><b>Verdicts from image-only CORE.</b> Each description\'s Yes / Somewhat / No '
+                     f'was set by {_e(guide["core"])}\'s score (z below {low:.2f}: Yes, something looks unreal; from '
+                     f'{high:.2f}: No) and the describer wrote the explanation after it.</div>')
     core = (summary.get("models") or {}).get("core") or {}
     if core.get("chosen"):
         parts.append(f'<div class="note"><b>Image-only scores.</b> CORE: {_e(core["chosen"])}.</div>')

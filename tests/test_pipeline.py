@@ -386,8 +386,16 @@ def test_readme_main_job_runs_offline_with_the_small_describer(tmp_path):
 
     z = CoreModel.from_pretrained("offline-image").predict([load_image(IMAGES_DIR / row["filename"]) for row in rows])
     np.testing.assert_allclose([float(row["score_z"]) for row in rows], z.numpy(), atol=1e-5)
+    # the bundled describer's verdict guide reads the same image-only CORE: each verdict agrees with the score shown
+    from describe.small import BUNDLED
+    from describe.verdict import VerdictGuide
+
+    guide = VerdictGuide.load(BUNDLED)
+    assert d["verdict_guide"]["core"] == "offline-image"
+    assert [row["verdict"] for row in rows] == [guide.verdict(float(row["score_z"])) for row in rows]
     dom, console = render(tmp_path / "out" / "report.html")
     assert console == [] and dom.count("Placeholder") == 1 and "Offline describer" in dom and "Image-only scores" in dom
+    assert "Verdicts from image-only CORE" in dom
     assert "means nothing" not in dom
 
 

@@ -89,7 +89,8 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     """`(engine, info)`. When the *default* describer cannot be downloaded (no network) and `fallback`
     allows it, the bundled offline describer (`offline/small-describer`) stands in, with one warning; if its
     packages are missing too, the tiny random placeholder does (flagged: its text means nothing). `info`
-    says which model ran (`stands_in_for`, `placeholder`, and the stand-in's `measured` gate numbers)."""
+    says which model ran (`stands_in_for`, `placeholder`, the stand-in's `measured` gate numbers, and the
+    `verdict_guide` when image-only CORE sets the verdicts)."""
     import torch
 
     from describe.small import SMALL_DESCRIBER, bundled_gate
@@ -125,4 +126,6 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
         info["stands_in_for"] = model_id
     if name == SMALL_DESCRIBER:
         info["measured"] = bundled_gate()
+    if getattr(engine, "guide", None) is not None:  # image-only CORE sets the verdicts (describe.verdict)
+        info["verdict_guide"] = engine.guide.info()
     return engine, info

@@ -27,20 +27,24 @@ class VllmEngine:
         max_lora_rank: the largest adapter rank this engine accepts.
         max_model_len: context length to reserve KV cache for.
         dtype: "auto", "float32", "bfloat16", ...
+        verdict_guide: as `Describer`'s: image-only CORE sets each answer's verdict ("auto": the folder's
+            `verdict.json`, if any).
         llm_kwargs: anything else for `vllm.LLM` (e.g. tensor_parallel_size, gpu_memory_utilization).
     """
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 4096, dtype: str = "auto", question: str = DEFAULT_QUESTION,
                  system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                 **llm_kwargs):
+                 verdict_guide: str | None = "auto", **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from transformers import AutoProcessor
         from vllm import LLM
 
         from describe.chat import render
+        from describe.verdict import resolve_guide
 
         self.adapter = str(adapter) if adapter else None
+        self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
         self.llm = LLM(model=str(model_id), enable_lora=self.adapter is not None, max_lora_rank=max_lora_rank,
                        max_model_len=max_model_len, limit_mm_per_prompt={"image": 1}, dtype=dtype, **llm_kwargs)
         self.prompt = render(AutoProcessor.from_pretrained(model_id), question, system)
@@ -51,11 +55,13 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        requests = [{"prompt": self.prompt, "multi_modal_data": {"image": im.convert("RGB")}} for im in images]
+        prefixes = self.guide.prefixes(images) if self.guide is not None else [""] * len(images)
+        requests = [{"prompt": self.prompt + p, "multi_modal_data": {"image": im.convert("RGB")}}
+                    for im, p in zip(images, prefixes)]
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
         params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
         outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        return [o.outputs[0].text.strip() for o in outputs]
+        return [(p + o.outputs[0].text).strip() for p, o in zip(prefixes, outputs)]
 
     def describe(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[Answer]:
         return [parse_answer(t) for t in self.generate(images)]
@@ -86,7 +92,7 @@ class SmallVllmEngine(VllmEngine):
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 1024, dtype: str = "auto", question: str = DEFAULT_QUESTION,
                  system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                 **llm_kwargs):
+                 verdict_guide: str | None = "auto", **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
@@ -94,8 +100,10 @@ class SmallVllmEngine(VllmEngine):
         from describe.small import resolve_describer, smollm2_folder
 
         model_id, adapter = resolve_describer(model_id, adapter)
-        # The transformers model computes the prompt embeddings (vision, projector, token embeddings).
-        self.encoder = Describer(model_id, adapter, question=question, system=system)
+        # The transformers model computes the prompt embeddings (vision, projector, token embeddings) and
+        # holds the verdict guide.
+        self.encoder = Describer(model_id, adapter, question=question, system=system, verdict_guide=verdict_guide)
+        self.guide = self.encoder.guide
         self.adapter = str(llama_adapter(adapter)) if adapter else None
         self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
                        max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)
@@ -110,9 +118,12 @@ class SmallVllmEngine(VllmEngine):
 
         enc = self.encoder
         model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
-        requests = []
+        requests, prefixes = [], []
         for start in range(0, len(images), 8):
-            inputs = generation_inputs(enc.processor, list(images[start:start + 8]), enc.question, enc.system)
+            batch = list(images[start:start + 8])
+            given = enc.prefixes(batch)
+            prefixes += given if given is not None else [""] * len(batch)
+            inputs = generation_inputs(enc.processor, batch, enc.question, enc.system, given)
             with torch.no_grad():
                 embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
             for row, mask in zip(embeds, inputs["attention_mask"].bool()):
@@ -125,7 +136,7 @@ class SmallVllmEngine(VllmEngine):
             outputs = [self.llm.generate([r], params, lora_request=lora, use_tqdm=False)[0] for r in requests]
         else:
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        return [o.outputs[0].text.strip() for o in outputs]
+        return [(p + o.outputs[0].text).strip() for p, o in zip(prefixes, outputs)]
 
 
 def llama_adapter(adapter: str | Path) -> Path:
