@@ -40,6 +40,8 @@ class Describer:
         model_id, adapter = resolve_describer(model_id, adapter)
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.guide is not None:
+            self.guide.device = device  # image-only CORE beside the describer, not on the CPU behind a GPU
         self.model, self.processor = load_base(model_id, quantize_4bit, dtype,
                                                device_map=device if quantize_4bit else None)
         if adapter is not None:

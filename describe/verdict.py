@@ -43,11 +43,13 @@ class VerdictGuide:
         core: an image-only CORE model: bundled name (`offline-image`) or folder.
         thresholds: (yes|somewhat, somewhat|no) cut points on CORE's z-score, ascending.
         fitted_on: where the thresholds came from (shown with the describer's info).
+        device: where CORE runs (not saved; default: cuda when available); the describer sets its own.
     """
 
     core: str
     thresholds: tuple[float, float]
     fitted_on: str = ""
+    device: str | None = field(default=None, repr=False, compare=False)
     _model: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -63,9 +65,12 @@ class VerdictGuide:
     def model(self):
         """The CORE model (loaded once)."""
         if self._model is None:
-            from realness.core.modeling import CoreModel, resolve_core
+            import torch
 
-            model = CoreModel.from_pretrained(resolve_core(self.core))
+            from realness.core.modeling import CoreModel
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = CoreModel.from_pretrained(self.core, device=device)
             if model.config.uses_text:
                 raise ValueError(f"verdict guide: CORE {self.core!r} reads descriptions; it must be image-only "
                                  "(the describer has not written one yet)")
