@@ -12,6 +12,7 @@
     realness eval-describer -> realness.distill.evaluate_describer
     realness map          -> realness.dream.map_folder
     realness eval-maps    -> realness.dream.evaluate_maps
+    realness train-maps   -> realness.dream.artifact_training.train_artifact_map
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _map(argv: list[str]) -> int:
         device: str = field(default="cpu", metadata={"help": "Torch device."})
         batch_size: int = field(default=8, metadata={"help": "Images per batch."})
         progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-        offline_fallback: bool = field(default=True, metadata={"help": "If the default CLIP cannot be downloaded, use a tiny random CLIP placeholder (flagged: its maps mean nothing) instead of stopping."})
+        offline_fallback: bool = field(default=True, metadata={"help": "With --source auto: if the default CLIP cannot be downloaded, draw evidence maps (artifact map + detected regions) instead of stopping."})
         max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read; 0: never."})
         overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs."})
 
@@ -147,12 +148,27 @@ def _map(argv: list[str]) -> int:
                    args.offline_fallback, args.max_pixels or None, args.overlay_size)
     print(f"mapped {len(s['mapped'])}, flat ('No') {len(s['flat'])}, failed {len(s['failed'])} -> {args.out}")
     _list_failed(s["failed"])
-    if s["clip"]["placeholder"]:
-        print(f"WARNING: placeholder CLIP with random weights ({s['clip']['name']}): these maps mean nothing "
-              "(no network to fetch the real default)")
+    print(f"map source: {s['maps']['source']} ({s['maps']['name']})")
     if s["skipped_files"]:
         print(f"{len(s['skipped_files'])} file(s) without an image extension left out: {', '.join(s['skipped_files'][:10])}")
     return exit_code(len(s["mapped"]) + len(s["flat"]), len(s["failed"]))
+
+
+def _train_maps(argv: list[str]) -> int:
+    from realness.argparsing import parse_dataclasses
+    from realness.dream.artifact import ArtifactConfig
+    from realness.dream.artifact_training import ArtifactTrainConfig, train_artifact_map
+    from realness.dream.corruptions import CorruptionConfig
+
+    train, model, corruption = parse_dataclasses(
+        [ArtifactTrainConfig, ArtifactConfig, CorruptionConfig], argv, prog="realness train-maps",
+        description="Train the artifact map (DREAM's offline evidence) on real photographs with self-made local "
+                    "corruptions; validated on a planted set of held-out photographs. Several GPUs: "
+                    "accelerate launch training/train_artifact_map.py ...")
+    best = train_artifact_map(train, model, corruption)["best"]
+    print(f"artifact map -> {train.output_dir} (step {best['step']}: validation AUROC {best['auroc']:.3f}, "
+          f"AP {best['ap']:.3f}, pointing {best['pointing']:.3f})")
+    return 0
 
 
 def _eval_maps(argv: list[str]) -> int:
@@ -164,9 +180,15 @@ def _eval_maps(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="Folder for localization.json/.csv (default: print only)")
     p.add_argument("--threshold", type=float, default=0.5, help="Map threshold for F1/IoU (default: 0.5)")
     p.add_argument("--tolerance", type=int, default=0, help="Pointing-game tolerance in pixels (default: 0)")
+    p.add_argument("--images", default=None, help="Folder of the mapped images, for the local-texture floor (default: none, "
+                   "that floor is left out)")
+    p.add_argument("--no-floors", dest="floors", action="store_false",
+                   help="Leave out the floors (centre prior, random, texture, detector boxes) measured beside the maps (default: floors on)")
     a = p.parse_args(argv)
-    r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance)
+    r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance, a.floors, a.images)
     print(f"n={r['n']}  " + "  ".join(f"{k} {v:.4f}" for k, v in r["mean"].items()))
+    for name, f in r["floors"].items():
+        print(f"  floor {name:<8} auroc {f['mean']['auroc']:.4f}  ap {f['mean']['ap']:.4f}  pointing {f['mean']['pointing_hit']:.4f}")
     if r["no_mask"]:
         print(f"{len(r['no_mask'])} map(s) without a mask: {r['no_mask'][:20]}")
     return exit_code(r["n"], len(r["no_mask"]))
@@ -280,7 +302,8 @@ COMMANDS = {
     "annotate": (_annotate, "describe a folder/dataset through server(s) or an engine, resumably"),
     "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
     "eval-describer": (_eval_describer, "distillation gate: describer vs reference text and content-free floors; exit 1 when it fails"),
-    "map": (_map, "dense realness maps (DREAM) for a folder of images"),
+    "map": (_map, "realness maps (DREAM: CLIP, or evidence offline) for a folder of images"),
+    "train-maps": (_train_maps, "train the artifact map on real photos with self-made local corruptions"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }
 

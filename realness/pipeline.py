@@ -14,8 +14,8 @@ in-process (`--describer`, `--engine`) or behind running servers (`--server`). C
 the descriptions failed its distillation gate; `choose_core`) and DREAM's CLIP is the `DreamConfig` model. When the *default*
 describer or CLIP cannot be loaded because there is no network, `--offline_fallback` (default true)
 swaps in the bundled offline describer (`describe.small`: real pretrained parts, trained on RAISE-TD,
-its measured quality in summary.json and the report) and a tiny random CLIP (`realness.dream.tiny`,
-flagged as a placeholder: its maps mean nothing), each with one warning.
+its measured quality in summary.json and the report) and evidence maps for CLIP (`realness.dream.evidence`:
+the bundled artifact map sharpened by detected faces, hands, people and text), each with one warning.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RunConfig:
     core: str = field(default="auto", metadata={"help": "CORE model folder, or a bundled one: 'offline' (image + description), 'offline-image' (image alone), or 'auto': 'offline', but 'offline-image' when the describer writes descriptions for this run and its distillation gate says its text does not help CORE (the bundled offline describer's does), with one warning."})
     dream: bool = field(default=True, metadata={"help": "Draw DREAM realness maps."})
     truth: str | None = field(default=None, metadata={"help": "Human scores (RAISE ratings.csv or a manifest with image,mos) for correlations and a scatter plot."})
-    offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use the bundled offline describer (offline/small-describer) and a tiny random CLIP placeholder (flagged) instead of stopping."})
+    offline_fallback: bool = field(default=True, metadata={"help": "If the default describer or CLIP cannot be downloaded, use the bundled offline describer (offline/small-describer) and evidence maps (artifact map + detected regions, DreamConfig --source auto) instead of stopping."})
     chunk_size: int = field(default=16, metadata={"help": "Images read, described, scored and mapped together; bounds memory."})
     describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
@@ -131,13 +131,13 @@ class Models:
 
     def mapper(self):
         if self._mapper is None:
-            self._mapper = self._timed("clip", self._load_mapper)
+            self._mapper = self._timed("maps", self._load_mapper)
         return self._mapper
 
     def _load_mapper(self):
         from realness.dream.run import load_mapper
 
-        mapper, self.info["clip"] = load_mapper(self.dream_config, self.device, self.cfg.offline_fallback)
+        mapper, self.info["maps"] = load_mapper(self.dream_config, self.device, self.cfg.offline_fallback)
         return mapper
 
     def describer(self):
@@ -386,6 +386,7 @@ def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> No
     if cfg.descriptions:
         wanted["descriptions"] = str(Path(cfg.descriptions).resolve())
     wanted["dream_config"] = dream_config.to_dict() if cfg.dream else None
+    wanted = json.loads(json.dumps(wanted))  # as run.json holds it (tuples are lists there)
     if path.is_file():
         before = json.loads(path.read_text())
         changed = sorted(k for k in wanted if before.get(k) != wanted[k])
@@ -582,7 +583,8 @@ def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cf
         save_image(overlay, out / "maps" / f"{name}.overlay.png")
         _save_thumbnail(overlay, out / "thumbs" / f"{name}.overlay.jpg", cfg.thumb_size)
         rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png",
-                   overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat))
+                   overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat), map_source=rmap.source,
+                   regions=rmap.regions, map_note=rmap.note)
 
 
 def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:

@@ -111,6 +111,14 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         parts.append(f'<div class="note"><b>Verdicts from image-only CORE.</b> Each description\'s Yes / Somewhat / No '
                      f'was set by {_e(guide["core"])}\'s score (z below {low:.2f}: Yes, something looks unreal; from '
                      f'{high:.2f}: No) and the describer wrote the explanation after it.</div>')
+    maps = (summary.get("models") or {}).get("maps") or {}
+    if maps.get("source") == "evidence":
+        parts.append(f'<div class="note"><b>Evidence maps.</b> The maps come from the artifact map '
+                     f'({_e(maps.get("artifact_model"))}: a head on frozen EfficientNet-Lite0 trained on real photographs '
+                     f'with self-made local corruptions) sharpened by detected {_e(", ".join(maps.get("detectors", [])))} '
+                     f'regions (boxes on the overlays); a claim naming a face, hand, body or text is placed in those '
+                     f'boxes' + (f', since {_e(maps["stands_in_for"])} could not be downloaded' if maps.get("stands_in_for") else "")
+                     + ".</div>")
     core = (summary.get("models") or {}).get("core") or {}
     if core.get("chosen"):
         parts.append(f'<div class="note"><b>Image-only scores.</b> CORE: {_e(core["chosen"])}.</div>')
@@ -158,6 +166,12 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         overlay = r.get("overlay_thumb", "")
         link = r.get("overlay", "")
         caption = '<div class="caption">flat: no flaw described</div>' if r.get("map_flat") else ""
+        if r.get("map_note"):
+            caption += f'<div class="caption looked">{_e(r["map_note"])}</div>'
+        if r.get("regions"):
+            caption += '<div class="caption regions">' + ", ".join(
+                f'<span class="region" data-label="{_e(g["label"])}">{_e(g["label"])} {g["score"]:.2f}</span>'
+                for g in r["regions"]) + "</div>"
         cells.append(f'<td><a href="{_e(quote(link))}">{_img(overlay, "map of " + r["filename"])}</a>{caption}</td>'
                      if overlay else "<td></td>")
         cells.append(f'<td data-v="{_e(r.get("status"))}">{_e(r.get("status"))}</td>')

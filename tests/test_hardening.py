@@ -191,16 +191,17 @@ def test_out_that_is_a_file_gets_one_line(tmp_path):
 
 
 def test_map_offline_with_defaults_falls_back_like_run(tmp_path):
-    """No network: the default CLIP cannot be downloaded; `map` uses the flagged random placeholder, as
-    `run` does, instead of minutes of retries and chained tracebacks."""
+    """No network: the default CLIP cannot be downloaded; `map` draws evidence maps (real weights), as `run`
+    does, instead of minutes of retries and chained tracebacks."""
     folder, desc = _folder(tmp_path, {"a.png": _solid((200, 10, 10))})
     r = _cli(["map", "--images", str(folder), "--descriptions", str(desc), "--out", str(tmp_path / "maps"),
               "--progress", "false"])
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     warnings = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "placeholder" in warnings[0].lower()
-    assert "placeholder" in r.stdout.lower()
-    assert json.loads((tmp_path / "maps" / "summary.json").read_text())["clip"]["placeholder"] is True
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING") and "evidence" in warnings[0].lower()
+    assert "map source: evidence" in r.stdout and "placeholder" not in r.stdout.lower()
+    maps = json.loads((tmp_path / "maps" / "summary.json").read_text())["maps"]
+    assert maps["source"] == "evidence" and maps["placeholder"] is False
 
 
 def test_a_full_disk_fails_images_not_the_process_and_leaves_no_truncated_file(tmp_path, tiny_clip):

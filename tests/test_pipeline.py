@@ -367,12 +367,14 @@ def test_readme_main_job_runs_offline_with_the_small_describer(tmp_path):
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["ok"] == 6 and s["models"]["core"]["placeholder"] is False
     # No pretrained VLM or CLIP can be had offline: the bundled small describer stands in for the VLM (real,
-    # trained, its measured quality shown), a random CLIP for CLIP (flagged).
-    assert s["placeholders"] == ["clip"]
+    # trained, its measured quality shown), evidence maps for CLIP (real weights: nothing is a placeholder).
+    assert s["placeholders"] == []
+    maps = s["models"]["maps"]
+    assert maps["source"] == "evidence" and maps["stands_in_for"] == "ViT-B-32/openai" and maps["placeholder"] is False
     d = s["models"]["describer"]
     assert d["name"] == "offline/small-describer" and d["stands_in_for"] == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert d["measured"]["verdict_agreement"] > 0 and "held-out RAISE images" in d["measured"]["summary"]
-    assert "offline/small-describer" in r.stdout and "placeholder" in r.stdout.lower()
+    assert "offline/small-describer" in r.stdout and "placeholder" not in r.stdout.lower()
     # the console: one warning per fallback, nothing from libraries (no INFO lines, no loading bars)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 3 and all(line.startswith("WARNING") for line in lines), r.stderr[-3000:]
@@ -394,9 +396,22 @@ def test_readme_main_job_runs_offline_with_the_small_describer(tmp_path):
     assert d["verdict_guide"]["core"] == "offline-image"
     assert [row["verdict"] for row in rows] == [guide.verdict(float(row["score_z"])) for row in rows]
     dom, console = render(tmp_path / "out" / "report.html")
-    assert console == [] and dom.count("Placeholder") == 1 and "Offline describer" in dom and "Image-only scores" in dom
-    assert "Verdicts from image-only CORE" in dom
+    assert console == [] and dom.count("Placeholder") == 0 and "Offline describer" in dom and "Image-only scores" in dom
+    assert "Verdicts from image-only CORE" in dom and "Evidence maps" in dom
     assert "means nothing" not in dom
+    # the maps: evidence with labelled boxes where detectors found regions (the portraits hold a face), each
+    # recorded in results.jsonl and the .npz; overlays are not a random map's
+    from realness.dream.maps import RealnessMap
+
+    records = {r["filename"]: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    assert all(r["map_source"] == "evidence" for r in records.values())
+    assert any(g["label"] == "face" for g in records["portrait_warped_face.jpg"]["regions"])
+    assert dom.count('class="region"') == sum(len(r["regions"]) for r in records.values()) > 0
+    for name, rec in records.items():
+        m = RealnessMap.load(tmp_path / "out" / rec["map"])
+        assert m.source == "evidence" and m.regions == rec["regions"] and not m.flat
+        noise = np.random.default_rng(0).random(m.map.shape)
+        assert abs(np.corrcoef(m.map.ravel(), noise.ravel())[0, 1]) < 0.1 and m.map.std() > 0.05
 
 
 def test_manifest_input_brings_its_own_descriptions_and_mos(folder, tmp_path):

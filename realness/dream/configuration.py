@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 METHODS = ("dense", "window")
+SOURCES = ("auto", "clip", "evidence")
+DETECTORS = ("face", "hand", "person", "text")
 COMBINE = ("mean", "max")
 
 
@@ -20,6 +22,9 @@ COMBINE = ("mean", "max")
 class DreamConfig:
     """How maps are computed and drawn."""
 
+    source: str = field(default="auto", metadata={"help": "What draws the maps: clip (DREAM's CLIP similarity), evidence (the artifact map sharpened by detected faces, hands, people and text; offline), or auto: clip when the CLIP loads, else evidence."})
+    artifact_model: str = field(default="offline/artifact-map", metadata={"help": "Evidence maps: the artifact map (a bundled name or a folder from `realness train-maps`)."})
+    detectors: tuple[str, ...] = field(default=DETECTORS, metadata={"help": "Evidence maps: region detectors to run (face, hand, person, text)."})
     model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture name."})
     pretrained: str | None = field(default="openai", metadata={"help": "open_clip weights tag or a local weights file."})
     model_config_dir: str | None = field(default=None, metadata={"help": "Folder of extra open_clip architecture JSON files."})
@@ -42,6 +47,12 @@ class DreamConfig:
     alpha: float = field(default=0.5, metadata={"help": "Overlay opacity of the heatmap."})
 
     def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        self.detectors = tuple(self.detectors)
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {DETECTORS}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.combine not in COMBINE:

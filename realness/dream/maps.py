@@ -32,6 +32,11 @@ class RealnessMap:
         verdict: yes / no / somewhat, or "" when the description does not start with one.
         flat: True when nothing was mapped (a "No" answer): `map` is all zeros.
         image_size: (width, height) of the image the map belongs to (None when not recorded).
+        source: what drew it: `clip` (DREAM's CLIP similarity) or `evidence` (artifact map + regions).
+        regions: detected regions (`Region.to_dict()`: label, box in image pixels, score, ...), evidence only.
+        grounding: per claim, the labels it names and the indices of the regions it was grounded in.
+        artifact: (H, W) float16 artifact-map probabilities (evidence only), before any grounding.
+        note: a caveat shown with the map (e.g. a "No" answer mapped only to show where the model looks).
     """
 
     map: np.ndarray
@@ -42,6 +47,11 @@ class RealnessMap:
     flat: bool = False
     method: str = "dense"
     image_size: tuple[int, int] | None = None
+    source: str = "clip"
+    regions: list[dict] = field(default_factory=list)
+    grounding: list[dict] = field(default_factory=list)
+    artifact: np.ndarray | None = None
+    note: str = ""
 
     def save(self, path: str | Path) -> Path:
         """Write an `.npz` with the maps and a JSON header of the rest."""
@@ -52,10 +62,12 @@ class RealnessMap:
         phrase_maps = self.phrase_maps if self.phrase_maps is not None else np.zeros((0, *self.map.shape), np.float16)
         meta = {"phrases": self.phrases, "raw_range": list(self.raw_range), "verdict": self.verdict,
                 "flat": self.flat, "method": self.method,
-                "image_size": list(self.image_size) if self.image_size else None}
+                "image_size": list(self.image_size) if self.image_size else None, "source": self.source,
+                "regions": self.regions, "grounding": self.grounding, "note": self.note}
+        extra = {"artifact": self.artifact.astype(np.float16)} if self.artifact is not None else {}
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, map=self.map.astype(np.float32), phrase_maps=phrase_maps.astype(np.float16),
-                                meta=np.array(json.dumps(meta)))
+                                meta=np.array(json.dumps(meta)), **extra)
         return path
 
     @classmethod
@@ -65,7 +77,10 @@ class RealnessMap:
             size = meta.get("image_size")
             return cls(map=data["map"], phrase_maps=data["phrase_maps"], phrases=meta["phrases"],
                        raw_range=tuple(meta["raw_range"]), verdict=meta["verdict"], flat=meta["flat"],
-                       method=meta["method"], image_size=tuple(size) if size else None)
+                       method=meta["method"], image_size=tuple(size) if size else None,
+                       source=meta.get("source", "clip"), regions=meta.get("regions", []),
+                       grounding=meta.get("grounding", []), note=meta.get("note", ""),
+                       artifact=data["artifact"] if "artifact" in data.files else None)
 
     def full_size(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The map upsampled (bilinear) to `size` = (width, height), default the image's own size."""
@@ -92,7 +107,36 @@ class RealnessMap:
             scale = min(1.0, max_side / max(image.width, image.height))
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         base = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
-        return Image.blend(base, self.heatmap(colormap, None if size == self.map.shape[::-1] else size), alpha)
+        out = Image.blend(base, self.heatmap(colormap, None if size == self.map.shape[::-1] else size), alpha)
+        return draw_regions(out, self.regions, image.size) if self.regions else out
+
+
+REGION_COLOURS = {"face": (0, 200, 255), "hand": (80, 255, 80), "person": (255, 80, 255), "text": (255, 220, 0)}
+
+
+def draw_regions(picture: Image.Image, regions: list[dict], image_size: tuple[int, int]) -> Image.Image:
+    """`picture` (the image, or an overlay at any size) with each region's box and "label score" drawn."""
+    from PIL import ImageDraw, ImageFont
+
+    picture = picture.copy()
+    draw = ImageDraw.Draw(picture)
+    sx, sy = picture.width / image_size[0], picture.height / image_size[1]
+    width = max(1, round(max(picture.size) / 256))
+    try:
+        font = ImageFont.load_default(size=max(10, round(max(picture.size) / 40)))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    for r in regions:
+        x0, y0, x1, y1 = r["box"]
+        box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        colour = REGION_COLOURS.get(r["label"], (255, 255, 255))
+        draw.rectangle(box, outline=colour, width=width)
+        label = f"{r['label']} {r['score']:.2f}"
+        tx, ty = box[0] + width, max(0, box[1] - font.size - 2 * width) if box[1] > font.size + 2 * width else box[1] + width
+        bg = draw.textbbox((tx, ty), label, font=font)
+        draw.rectangle(bg, fill=(0, 0, 0))
+        draw.text((tx, ty), label, fill=colour, font=font)
+    return picture
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +156,8 @@ def _positions(length: int, window: int, stride: int) -> list[int]:
 
 class DreamMapper:
     """Computes `RealnessMap`s with a CLIP model; see `DreamConfig` for the options."""
+
+    source = "clip"
 
     def __init__(self, config: DreamConfig | None = None, device: str = "cpu", clip=None, tokenizer=None):
         self.config = config or DreamConfig()
@@ -141,7 +187,7 @@ class DreamMapper:
             if verdict == "no" and self.config.flat_for_no:
                 w, h = self._map_size(image)
                 results[i] = RealnessMap(np.zeros((h, w), np.float32), [], np.zeros((0, h, w), np.float16),
-                                         (0.0, 0.0), verdict, True, self.config.method, image.size)
+                                         (0.0, 0.0), verdict, True, self.config.method, image.size, source="clip")
             else:
                 todo.append(i)
         if not todo:

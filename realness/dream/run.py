@@ -17,30 +17,35 @@ logger = logging.getLogger(__name__)
 
 
 def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool = True):
-    """`(mapper, info)`. When the *default* CLIP cannot be downloaded (no network) and `offline_fallback`
-    allows it, a tiny RANDOM CLIP stands in, with one warning, and `info["placeholder"]` is True: its
-    maps mean nothing. Any other model that fails to load raises its error."""
-    from dataclasses import replace
+    """`(mapper, info)` for `config.source`:
 
+    - `clip`: DREAM's CLIP mapper; a CLIP that cannot load raises its error.
+    - `evidence`: the artifact map sharpened by detected regions (`EvidenceMapper`), real weights that ship.
+    - `auto` (default): CLIP; when the *default* CLIP cannot be downloaded (no network) and
+      `offline_fallback` allows it, evidence maps instead, with one warning. No random model stands in.
+    `info` names the source that ran (`info["source"]`).
+    """
     from describe.engines import _unreachable
+    from realness.dream.evidence import EvidenceMapper
     from realness.dream.maps import DreamMapper
-    from realness.dream.tiny import tiny_clip
 
+    if config.source == "evidence":
+        mapper = EvidenceMapper(config, device=device)
+        return mapper, {"name": config.artifact_model, **mapper.info()}
     default = DreamConfig()
     is_default = config.model == default.model and config.pretrained == default.pretrained
-    placeholder = False
     try:
         mapper = DreamMapper(config, device=device)
     except Exception as err:
-        if not (offline_fallback and is_default and _unreachable(err)):
+        if not (config.source == "auto" and offline_fallback and is_default and _unreachable(err)):
             raise
-        logger.warning("CLIP %s/%s cannot be downloaded (%s); using a tiny RANDOM placeholder CLIP instead: its "
-                       "maps, and everything made from them, mean nothing", config.model, config.pretrained,
-                       str(err).splitlines()[0][:120])
-        mapper, placeholder = DreamMapper(replace(config, **tiny_clip()), device=device), True
+        logger.warning("CLIP %s/%s cannot be downloaded (%s); maps come from the evidence instead: the artifact map "
+                       "sharpened by detected faces, hands, people and text (--source evidence)", config.model,
+                       config.pretrained, str(err).splitlines()[0][:120])
+        mapper = EvidenceMapper(config, device=device)
+        return mapper, {"name": config.artifact_model, **mapper.info(), "stands_in_for": f"{config.model}/{config.pretrained}"}
     used = mapper.config
-    return mapper, {"name": used.model if placeholder else f"{used.model}/{used.pretrained}",
-                    "method": used.method, "placeholder": placeholder}
+    return mapper, {"name": f"{used.model}/{used.pretrained}", "source": "clip", "method": used.method, "placeholder": False}
 
 
 def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, config: DreamConfig | None = None,
@@ -126,7 +131,7 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
     flush()
     bar.close()
     summary = {"mapped": done, "flat": flat, "failed": failed, "skipped_files": [p.name for p in skipped],
-               "clip": info, "config": config.to_dict(),
+               "maps": info, "config": config.to_dict(),
                "outputs": {p.name: output_name(p.name) for p in paths if p.name not in failed}}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
@@ -143,14 +148,20 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = None, threshold: float = 0.5,
-                  tolerance: int = 0) -> dict:
-    """`realness eval-maps`: metrics of every `<name>.npz` with a mask `<name>.png` in `masks`."""
+                  tolerance: int = 0, floors: bool = True, images: str | Path | None = None) -> dict:
+    """`realness eval-maps`: metrics of every `<name>.npz` with a mask `<name>.png` in `masks`, and of the
+    floors (`realness.dream.baselines`) on the same masks in the same run: centre prior and random always,
+    local texture when `images` holds the images, detector boxes when the maps recorded regions."""
+    from PIL import Image
+
+    from realness.dream.baselines import floor_maps
     from realness.dream.localization import localization_metrics
     from realness.dream.maps import RealnessMap
 
     from realness.images import IMAGE_EXTENSIONS
 
     rows, missing = [], []
+    floor_rows: dict[str, list[dict]] = {}
     # `realness map` records which image each output name belongs to; `c.png.npz` is c.png's map
     summary = Path(maps) / "summary.json"
     sources = {v: k for k, v in json.loads(summary.read_text()).get("outputs", {}).items()} if summary.is_file() else {}
@@ -163,13 +174,25 @@ def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = 
             missing.append(image)
             continue
         rmap = RealnessMap.load(npz)
-        rows.append({"image": image, **localization_metrics(rmap.map, load_mask(mask_path, rmap.map.shape),
-                                                             threshold, tolerance)})
+        mask = load_mask(mask_path, rmap.map.shape)
+        rows.append({"image": image, **localization_metrics(rmap.map, mask, threshold, tolerance)})
+        if floors:
+            picture = None
+            if images is not None and (Path(images) / image).is_file():
+                picture = Image.open(Path(images) / image)
+            size = rmap.image_size or rmap.map.shape[::-1]
+            regions = rmap.regions if rmap.source == "evidence" else None
+            for name, fmap in floor_maps(rmap.map.shape, picture, regions, size, seed=len(rows)).items():
+                floor_rows.setdefault(name, []).append({"image": image, **localization_metrics(fmap, mask, threshold, tolerance)})
     if not rows:
         raise ValueError(f"no map in {maps} has a mask in {masks}")
     keys = [k for k in rows[0] if k != "image"]
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
-    result = {"n": len(rows), "mean": mean, "per_image": rows, "no_mask": missing}
+
+    def mean_of(table: list[dict]) -> dict:
+        return {k: float(np.nanmean([r[k] for r in table])) for k in keys}
+
+    result = {"n": len(rows), "mean": mean_of(rows), "per_image": rows, "no_mask": missing,
+              "floors": {name: {"n": len(t), "mean": mean_of(t)} for name, t in floor_rows.items()}}
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

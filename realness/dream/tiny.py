@@ -1,8 +1,8 @@
-"""A tiny random CLIP built offline from a config: DREAM's test variant and its offline placeholder.
+"""A tiny random CLIP built offline from a config: DREAM's CLIP test variant.
 
-No pretrained CLIP ships on PyPI, so on a machine without network access DREAM can only run on random
-weights. `realness run` falls back to this model only when the default CLIP cannot be loaded, and says
-that its maps mean nothing.
+No pretrained CLIP ships on PyPI, so the tests run DREAM's CLIP code on this model (and on copies with
+engineered weights). Offline runs no longer use it: without CLIP, maps come from the evidence
+(`realness.dream.evidence`), real weights that ship.
 """
 
 from __future__ import annotations
@@ -37,14 +37,3 @@ def build_tiny_clip(folder: str | Path, name: str = "tiny-clip-random", modify: 
     weights = folder / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     return {"model": name, "pretrained": str(weights), "model_config_dir": str(folder)}
-
-
-def tiny_clip() -> dict:
-    """`build_tiny_clip` into the cache folder (once); the `DreamConfig` overrides that load it."""
-    from describe.tiny import cache_dir
-
-    folder = cache_dir() / "tiny-clip"
-    weights = folder / "tiny-clip-random.safetensors"
-    if weights.is_file():
-        return {"model": "tiny-clip-random", "pretrained": str(weights), "model_config_dir": str(folder)}
-    return build_tiny_clip(folder)
