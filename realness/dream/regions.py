@@ -158,7 +158,11 @@ class RegionDetector:
 
     @staticmethod
     def _mediapipe():
+        import warnings
+
         os.environ.setdefault("GLOG_minloglevel", "2")
+        # MediaPipe 0.10.21 reads FieldDescriptor.label, which protobuf 6.33 deprecates (7 removes it)
+        warnings.filterwarnings("ignore", message=r"label\(\) is deprecated", category=DeprecationWarning)
         with _quiet_stderr():
             import mediapipe as mp
         return mp
