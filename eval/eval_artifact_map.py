@@ -92,7 +92,7 @@ def raise_weak(args, detector) -> dict:
     mapper = EvidenceMapper(DreamConfig(source="evidence", artifact_model=args.model), artifact_model=artifact, detector=detector)
     names = sorted(n for n in texts if n.startswith("f"))[: args.raise_limit or None]
     hits = {k: [] for k in ("artifact map", "evidence (GPT-4.1 text)", "centre", "random", "texture")}
-    used = 0
+    used, area = 0, []
     for name in names:
         labels = named_labels(texts[name])
         if not labels:
@@ -113,8 +113,9 @@ def raise_weak(args, detector) -> dict:
                 **{k: v for k, v in floor_maps(shape, image, seed=used).items()}}
         for key in hits:
             hits[key].append(float(pointing_game(maps[key], inside)))
-        hits.setdefault("box area", []).append(float(inside.mean()))
-    return {"images": used, "peak_inside": {k: float(np.mean(v)) for k, v in hits.items() if v}}
+        area.append(float(inside.mean()))
+    return {"images": used, "mean_box_area": float(np.mean(area)) if area else None,
+            "peak_inside": {k: float(np.mean(v)) for k, v in hits.items() if v}}
 
 
 def main(argv=None) -> dict:
@@ -123,22 +124,23 @@ def main(argv=None) -> dict:
     p.add_argument("--holdout", nargs="*", default=[], help="KIND=FOLDER models trained without KIND (default: none)")
     p.add_argument("--per_image", type=int, default=4, help="Planted edits per held-out photo (default: 4)")
     p.add_argument("--seed", type=int, default=100, help="Seed of the fresh planted set (default: 100; training validated on seed+1 of its own)")
-    p.add_argument("--raise_limit", type=int, default=0, help="At most this many RAISE f* images (default: 0, all)")
+    p.add_argument("--raise_limit", type=int, default=0, help="At most this many RAISE f* images (default: 0, all; -1: skip RAISE)")
     p.add_argument("--out", default="eval/out/artifact-map", help="Output folder (default: eval/out/artifact-map)")
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     detector = RegionDetector()
     result = {"planted": planted(a, detector)}
-    if os.environ.get("REALNESS_RAISE_DIR"):
-        result["raise_weak"] = raise_weak(a, detector)
     (Path(a.out) / "artifact_map_eval.json").write_text(json.dumps(result, indent=2))
     t = result["planted"]["table"]
     print(f"planted: {result['planted']['n']} images from {result['planted']['photos']} held-out photos")
     print("| map | " + " | ".join(["all", *result["planted"]["kinds"]]) + " |")
     for name, row in t.items():
         print(f"| {name} | " + " | ".join(f"{row[k]['auroc']:.3f} / {row[k]['pointing']:.2f}" for k in ["all", *result["planted"]["kinds"]]) + " |")
-    if "raise_weak" in result:
-        print(f"RAISE f* weakly labelled: {result['raise_weak']['images']} images; peak inside a named region's box:")
+    if os.environ.get("REALNESS_RAISE_DIR") and a.raise_limit >= 0:
+        result["raise_weak"] = raise_weak(a, detector)
+        (Path(a.out) / "artifact_map_eval.json").write_text(json.dumps(result, indent=2))
+        print(f"RAISE f* weakly labelled: {result['raise_weak']['images']} images (boxes cover "
+              f"{result['raise_weak']['mean_box_area']:.1%} of the image on average); peak inside a named region's box:")
         for k, v in result["raise_weak"]["peak_inside"].items():
             print(f"  {k:<26} {v:.3f}")
     return result

@@ -73,10 +73,10 @@ class ArtifactMapModel(nn.Module):
 
     def __init__(self, config: ArtifactConfig | None = None, pretrained: bool = True):
         super().__init__()
-        from realness.core.backbones import _build_image_backbone
+        from realness.core.backbones import build_image_backbone
 
         self.config = config = config or ArtifactConfig()
-        self.backbone, _ = _build_image_backbone(config.backbone, pretrained)
+        self.backbone, _ = build_image_backbone(config.backbone, pretrained)
         for i, block in enumerate(self.backbone.blocks):
             for p in block.parameters():
                 p.requires_grad_(i < config.train_blocks)
