@@ -166,6 +166,8 @@ def _train_maps(argv: list[str]) -> int:
                     "corruptions; validated on a planted set of held-out photographs. Several GPUs: "
                     "accelerate launch training/train_artifact_map.py ...")
     best = train_artifact_map(train, model, corruption)["best"]
+    if best is None:  # a non-main process of `accelerate launch`
+        return 0
     print(f"artifact map -> {train.output_dir} (step {best['step']}: validation AUROC {best['auroc']:.3f}, "
           f"AP {best['ap']:.3f}, pointing {best['pointing']:.3f})")
     return 0

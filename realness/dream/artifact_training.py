@@ -183,17 +183,18 @@ def train_artifact_map(cfg: ArtifactTrainConfig, model_cfg: ArtifactConfig | Non
         train_arrays = photos[:-n_val]
         val_items = [(f"val{i}", Image.fromarray((a * 255).astype(np.uint8))) for i, a in enumerate(photos[-n_val:])]
         split = {"train": len(train_arrays), "val": n_val}
-    planted = out / "validation-set"
-    rows = planted_set(val_items, planted, per_image=cfg.val_per_image, seed=cfg.seed + 1, config=corruption,
-                       long_side=model_cfg.long_side)
     accelerator = Accelerator()
+    planted = out / "validation-set"
+    # one process writes and scores the validation set; with several, the others train on
+    rows = planted_set(val_items, planted, per_image=cfg.val_per_image, seed=cfg.seed + 1, config=corruption,
+                       long_side=model_cfg.long_side) if accelerator.is_main_process else []
     model = ArtifactMapModel(model_cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps)))))
-    loader = torch.utils.data.DataLoader(CorruptedCrops(train_arrays, cfg.crop, corruption, cfg.seed),
+    loader = torch.utils.data.DataLoader(CorruptedCrops(train_arrays, cfg.crop, corruption, cfg.seed + accelerator.process_index),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0)
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
@@ -212,7 +213,7 @@ def train_artifact_map(cfg: ArtifactTrainConfig, model_cfg: ArtifactConfig | Non
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (step % cfg.eval_every == 0 or step == cfg.steps) and accelerator.is_main_process:
             report = validate(accelerator.unwrap_model(model), planted, rows)
             score = report["auroc"] + report["pointing"]
             entry = {"step": step, "loss": running, "val_auroc": report["auroc"], "val_ap": report["ap"],
@@ -228,7 +229,9 @@ def train_artifact_map(cfg: ArtifactTrainConfig, model_cfg: ArtifactConfig | Non
             break
     bar.close()
     log.close()
+    accelerator.wait_for_everyone()
     result = {"best": best, "split": split, "train": asdict(cfg), "model": asdict(model_cfg), "corruption": asdict(corruption),
               "seconds": round(time.perf_counter() - start, 1)}
-    (out / "validation.json").write_text(json.dumps(result, indent=2))
+    if accelerator.is_main_process:
+        (out / "validation.json").write_text(json.dumps(result, indent=2))
     return result
