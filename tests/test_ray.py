@@ -69,7 +69,10 @@ def test_ray_run_writes_the_records_of_the_single_process_run(images, tiny_vlm, 
     for name, rec in one.items():  # the maps the actors wrote are the single-process run's
         if rec["map"]:
             x, y = np.load(tmp_path / "one" / rec["map"]), np.load(tmp_path / "ray" / rec["map"])
-            np.testing.assert_allclose(x["map"], y["map"], atol=1e-4)
+            # maps are min-max normalised, which multiplies float noise between thread counts (about 1e-6 in
+            # CLIP's raw scores) by 1 / (raw range): compare within what the code guarantees
+            lo, hi = json.loads(str(x["meta"]))["raw_range"]
+            np.testing.assert_allclose(x["map"], y["map"], atol=max(1e-4, 2e-5 / max(hi - lo, 1e-9)))
             assert (tmp_path / "ray" / rec["thumb"]).is_file()
     texts = lambda out: sorted((d["filename"], d["description"], d["source"]) for d in
                                map(json.loads, (out / "descriptions.jsonl").read_text().splitlines()))
