@@ -138,10 +138,15 @@ class ServerClient:
             try:
                 r = self.http.post(f"{server}/v1/chat/completions", json=body)
                 if r.status_code == 200:
-                    return r.json()["choices"][0]["message"]["content"] or "", server
-                reason = f"HTTP {r.status_code} from {server}: {r.text[:200]}"
-                if r.status_code not in RETRY_STATUS:
-                    break
+                    text = r.json()["choices"][0]["message"]["content"] or ""
+                    if text.strip():
+                        return text, server
+                    # an empty or null answer is no description: a failure, retried like a 5xx
+                    reason = f"empty answer from {server} (content {text!r})"
+                else:
+                    reason = f"HTTP {r.status_code} from {server}: {r.text[:200]}"
+                    if r.status_code not in RETRY_STATUS:
+                        break
             except httpx.HTTPError as err:
                 reason = f"{type(err).__name__} talking to {server}: {err}"
             if attempt < self.cfg.retries:

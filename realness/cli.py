@@ -345,11 +345,13 @@ def _quiet_libraries(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}", file=sys.stderr)
         print("usage: realness COMMAND [options]\n\ncommands:")
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<15} {text}")
         print("\n`realness COMMAND --help` explains each flag and its default.")
-        return 0 if argv and argv[0] in ("-h", "--help") else (2 if argv else 0)
+        return EXIT_OK if argv and argv[0] in ("-h", "--help") else EXIT_NOTHING_DONE  # no command: bad usage
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     _quiet_libraries(verbose)

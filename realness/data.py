@@ -213,6 +213,12 @@ def load_manifest(
             }
         )
     validate_records(records, str(path), require_mos=require_mos, require_description=require_description)
+    if not require_mos:  # an empty score means "not known"; a score that is given must be a number
+        bad = [f"row {i} ({r['filename']}): score {row.get('mos')!r} is not a number (leave the cell empty when unknown)"
+               for i, (r, row) in enumerate(zip(records, rows), 1)
+               if not math.isfinite(r["mos"]) and str(row.get("mos") if row.get("mos") is not None else "").strip()]
+        if bad:
+            raise DataError(str(path), bad)
     return _to_dataset(records)
 
 

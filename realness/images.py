@@ -19,6 +19,9 @@ MAX_PIXELS = 16_000 * 16_000
 # Larger than this is downscaled once, on read, for every stage (`--max_pixels`): no model reads more than
 # 448-512 px, and full-size copies of a 100-megapixel photo would cost GiBs per stage.
 PIXEL_BUDGET = 4096 * 4096
+# One pixel rule, ours: Pillow's own decompression-bomb guard (a warning from 89.5 megapixels, an error from
+# 179) would refuse photos that MAX_PIXELS accepts and PIXEL_BUDGET downscales; it now starts where ours stops.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
 
 
 class ImageError(ValueError):

@@ -1,0 +1,104 @@
+"""Reliability round two (issue #30), the findings fixed so far: each test fails on the code before the fix."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realness.cli import main
+
+
+def test_bare_realness_and_an_unknown_command_are_bad_usage(capsys):
+    assert main([]) == 2
+    assert "usage: realness COMMAND" in capsys.readouterr().out
+    assert main(["bogus"]) == 2
+    captured = capsys.readouterr()
+    assert "error: unknown command 'bogus'" in captured.err and "usage: realness COMMAND" in captured.out
+    assert main(["--help"]) == 0
+
+
+@pytest.mark.parametrize("cell", ["nan", "abc", "NaN"])
+def test_a_manifest_score_that_is_not_a_number_is_refused_naming_the_row(tmp_path, cell, capsys):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 32), (90, 120, 150)).save(tmp_path / name)
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerows([["image", "mos", "description"], ["a.png", "55", "Yes, odd."], ["b.png", cell, "No, fine."]])
+    args = ["run", str(manifest), "--out", str(tmp_path / "out"), "--describer", "none", "--dream", "false",
+            "--progress", "false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "m.csv" in err and "row 2 (b.png)" in err and "not a number" in err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_a_manifest_without_a_score_for_some_images_is_fine(tmp_path):
+    from realness.data import manifest_inputs
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("image,mos\na.png,55\nb.png,\n")
+    paths, _, mos = manifest_inputs(tmp_path / "m.csv")
+    assert [p.name for p in paths] == ["a.png", "b.png"] and mos == {"a.png": 55.0}
+
+
+@pytest.mark.slow
+def test_a_100_megapixel_photo_is_downscaled_not_refused(tmp_path):
+    """12240 x 8160 (99.9 MP) is above Pillow's 89.5 MP warning but inside the project's own limit."""
+    from realness.images import PIXEL_BUDGET, load_image
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (12240, 8160), (120, 130, 140)).save(path, quality=50)
+    img = load_image(path)
+    assert img.width * img.height <= PIXEL_BUDGET and abs(img.width / img.height - 1.5) < 0.01
+    assert np.asarray(img)[0, 0].tolist() == pytest.approx([120, 130, 140], abs=3)
+
+
+def test_annotate_counts_an_empty_answer_as_a_failure_and_redoes_it_on_resume(tmp_path, capsys):
+    """A server that answers `content: null` (or spaces): annotate fails those images (exit 2 when all fail)
+    and the rerun, once the server answers, describes them."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = {"content": None}
+
+    class Lying(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": answers["content"]}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        images = tmp_path / "imgs"
+        images.mkdir()
+        for i in range(2):
+            Image.new("RGB", (32, 32), (40 * i, 90, 120)).save(images / f"i{i}.png")
+        out = tmp_path / "d.jsonl"
+        args = ["annotate", "--images", str(images), "--out", str(out), "--server", f"http://127.0.0.1:{server.server_port}",
+                "--retries", "1", "--backoff", "0.01", "--progress", "false"]
+        for empty in (None, "   "):
+            answers["content"] = empty
+            assert main(args) == 2
+            assert "annotated 0, skipped 0 already done, failed 2" in capsys.readouterr().out
+        answers["content"] = "Somewhat. The edges look soft."
+        assert main(args) == 0
+        assert "annotated 2, skipped 0 already done, failed 0" in capsys.readouterr().out
+        ok = [r for r in map(json.loads, out.read_text().splitlines()) if r["status"] == "ok"]
+        assert sorted(r["filename"] for r in ok) == ["i0.png", "i1.png"]
+        assert all(r["description"] == "Somewhat. The edges look soft." for r in ok)
+    finally:
+        server.shutdown()
