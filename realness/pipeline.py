@@ -202,6 +202,11 @@ def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], 
     return (*manifest_inputs(src), [])
 
 
+def _local_path(name: str) -> bool:
+    """Whether `name` can only be a local path: a hub id is `owner/name`, one slash, no leading `/ . ~`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def _device(device: str) -> str:
     if device != "auto":
         return device
@@ -234,6 +239,8 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
 
     if cfg.core != CORE_AUTO:
         resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
+    if cfg.adapter and not cfg.server and _local_path(cfg.adapter) and not Path(cfg.adapter).expanduser().exists():
+        raise FileNotFoundError(f"--adapter {cfg.adapter}: no such folder")
     from realness.images import IMAGE_EXTENSIONS, skipped_note
 
     paths, given, truth, skipped = _inputs(cfg.images)  # bad inputs fail here, before anything is written
@@ -251,7 +258,14 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         truth.update(read_truth(cfg.truth))
     out.mkdir(parents=True, exist_ok=True)
     with one_writer(out, "realness run"):  # nothing is written before this: one writer per output folder
-        return _run(cfg, dream_config, out, paths, given, truth, skipped)
+        fresh = not (out / "run.json").exists()
+        try:
+            return _run(cfg, dream_config, out, paths, given, truth, skipped)
+        finally:
+            # a start that did nothing (a bad option, a model that cannot load) locks in no options
+            if fresh and (out / "run.json").exists() and not any(
+                    r.get("status") == "ok" for r in read_jsonl(out / "results.jsonl")):
+                (out / "run.json").unlink()
 
 
 def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, truth, skipped) -> dict:
@@ -364,7 +378,7 @@ def choose_core(cfg: RunConfig, paths: list[Path], given: dict[str, str]) -> tup
         return "offline", ""
     from describe.engines import describer_gate, expected_describer
 
-    name = expected_describer(cfg.describer, cfg.offline_fallback)
+    name = expected_describer(cfg.describer, cfg.offline_fallback and not cfg.adapter)
     gate = describer_gate(name, cfg.adapter)
     if not gate or gate.get("passed") is not False:
         return "offline", ""
@@ -384,7 +398,11 @@ def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> No
 
     wanted = {k: asdict(cfg)[k] for k in RESULT_OPTIONS}
     if cfg.descriptions:
+        from describe.annotate import sha256_file
+
+        # its content, not only its path: an edited description must not leave the old text and score in place
         wanted["descriptions"] = str(Path(cfg.descriptions).resolve())
+        wanted["descriptions_sha256"] = sha256_file(Path(cfg.descriptions))
     wanted["dream_config"] = dream_config.to_dict() if cfg.dream else None
     wanted = json.loads(json.dumps(wanted))  # as run.json holds it (tuples are lists there)
     if path.is_file():

@@ -102,3 +102,48 @@ def test_annotate_counts_an_empty_answer_as_a_failure_and_redoes_it_on_resume(tm
         assert all(r["description"] == "Somewhat. The edges look soft." for r in ok)
     finally:
         server.shutdown()
+
+
+def _samples(tmp_path):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "realness" / "samples"
+    desc = tmp_path / "d.csv"
+    desc.write_text((src / "descriptions.csv").read_text())
+    return src / "images", desc
+
+
+def test_an_edited_descriptions_file_is_not_resumed_with_stale_results(tmp_path, capsys):
+    images, desc = _samples(tmp_path)
+    args = ["run", str(images), "--out", str(tmp_path / "out"), "--describer", "none", "--descriptions", str(desc),
+            "--dream", "false", "--progress", "false"]
+    assert main(args) == 0
+    assert main(args) == 0  # the same file: resumed, nothing redone
+    desc.write_text(desc.read_text().replace("the face is distorted", "the face is fine"))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "descriptions_sha256" in err and "other options" in err
+
+
+def test_a_start_that_did_nothing_locks_in_no_options(tmp_path, tiny_clip, capsys):
+    images, desc = _samples(tmp_path)
+    desc.write_text(desc.read_text().replace('"No, nothing looks unrealistic', '"Yes, something looks unrealistic'))
+    out = tmp_path / "out"
+    base = ["run", str(images), "--out", str(out), "--describer", "none", "--descriptions", str(desc), "--progress",
+            "false", "--model", tiny_clip["model"], "--pretrained", tiny_clip["pretrained"], "--model_config_dir",
+            tiny_clip["model_config_dir"]]
+    assert main([*base, "--dense_fix", "bogus"]) == 2  # every image fails at the map stage: nothing done
+    assert not (out / "run.json").exists()
+    assert main([*base, "--dense_fix", "clearclip"]) == 0  # the corrected command is not refused
+
+
+def test_a_missing_adapter_is_an_error_not_a_silent_fallback(tmp_path, capsys):
+    images, desc = _samples(tmp_path)
+    args = ["run", str(images), "--out", str(tmp_path / "out"), "--adapter", str(tmp_path / "nonexistent"),
+            "--dream", "false", "--progress", "false"]
+    assert main(args) == 2
+    assert f"--adapter {tmp_path / 'nonexistent'}: no such folder" in capsys.readouterr().err
+    from realness.pipeline import _local_path
+
+    assert _local_path("/x/y") and _local_path("./a") and _local_path("runs/d/adapter") and not _local_path("owner/name")

@@ -109,7 +109,8 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     try:
         (engine, used_kind) = make(model_id, adapter)
     except Exception as err:
-        if not (fallback and model_id == DEFAULT_DESCRIBER and _unreachable(err)):
+        # only the default stands in; an adapter was trained for the base it names, never for the stand-in
+        if not (fallback and model_id == DEFAULT_DESCRIBER and adapter is None and _unreachable(err)):
             raise
         reason = str(err).splitlines()[0][:120]
         try:
