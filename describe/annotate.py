@@ -168,6 +168,8 @@ def annotate(cfg: AnnotateConfig) -> dict:
         import_ray()  # says how to install Ray, before anything else
     out = Path(cfg.out)
     paths = _inputs(cfg)
+    if not paths:
+        raise ValueError(f"{cfg.images or cfg.dataset}: no images found")
     out.parent.mkdir(parents=True, exist_ok=True)
     with one_writer(out, "realness annotate"):  # one writer per output file: a second job fails at once
         if out.exists() and not cfg.resume:

@@ -126,16 +126,28 @@ def test_an_edited_descriptions_file_is_not_resumed_with_stale_results(tmp_path,
     assert "descriptions_sha256" in err and "other options" in err
 
 
-def test_a_start_that_did_nothing_locks_in_no_options(tmp_path, tiny_clip, capsys):
+def test_a_start_that_did_nothing_locks_in_no_options(tmp_path, capsys):
     images, desc = _samples(tmp_path)
-    desc.write_text(desc.read_text().replace('"No, nothing looks unrealistic', '"Yes, something looks unrealistic'))
     out = tmp_path / "out"
-    base = ["run", str(images), "--out", str(out), "--describer", "none", "--descriptions", str(desc), "--progress",
-            "false", "--model", tiny_clip["model"], "--pretrained", tiny_clip["pretrained"], "--model_config_dir",
-            tiny_clip["model_config_dir"]]
-    assert main([*base, "--dense_fix", "bogus"]) == 2  # every image fails at the map stage: nothing done
+    broken = tmp_path / "broken-core"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"mode": "image"}')  # found at the start, fails to load on first use
+    base = ["run", str(images), "--out", str(out), "--describer", "none", "--descriptions", str(desc), "--dream", "false",
+            "--progress", "false"]
+    assert main([*base, "--core", str(broken)]) == 2  # CORE fails on first use: nothing done
     assert not (out / "run.json").exists()
-    assert main([*base, "--dense_fix", "clearclip"]) == 0  # the corrected command is not refused
+    assert main([*base, "--core", "offline-image"]) == 0  # the corrected command is not refused
+
+
+def test_bad_dense_fix_and_an_empty_annotate_folder_fail_at_once(tmp_path, capsys):
+    from realness.dream import DreamConfig
+
+    with pytest.raises(ValueError, match="dense_fix must be one of"):
+        DreamConfig(dense_fix="bogus")
+    (tmp_path / "empty").mkdir()
+    assert main(["annotate", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "d.jsonl"),
+                 "--server", "http://127.0.0.1:9", "--progress", "false"]) == 2
+    assert "no images found" in capsys.readouterr().err
 
 
 def test_a_missing_adapter_is_an_error_not_a_silent_fallback(tmp_path, capsys):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-DENSE_FIXES = ("clearclip", "maskclip", "none")
+from realness.dream.configuration import DENSE_FIXES  # one list of the fixes
 
 
 def load_clip(model: str = "ViT-B-32", pretrained: str | None = "openai", config_dir: str | None = None,

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 METHODS = ("dense", "window")
 SOURCES = ("auto", "clip", "evidence")
 DETECTORS = ("face", "hand", "person", "text")
+DENSE_FIXES = ("clearclip", "maskclip", "none")  # realness.dream.clip's, listed here so the config imports no torch
 COMBINE = ("mean", "max")
 
 
@@ -53,6 +54,8 @@ class DreamConfig:
         unknown = [d for d in self.detectors if d not in DETECTORS]
         if unknown:
             raise ValueError(f"unknown detector(s) {unknown}; choose from {DETECTORS}")
+        if self.dense_fix not in DENSE_FIXES:  # checked here, not after a whole run's scoring
+            raise ValueError(f"dense_fix must be one of {DENSE_FIXES}, got {self.dense_fix!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.combine not in COMBINE:
