@@ -32,23 +32,15 @@ from realness.dream import DreamConfig
 from realness.dream.baselines import floor_maps
 from realness.dream.corruptions import packaged_photos, planted_set
 from realness.dream.evidence import EvidenceMapper, named_labels
-from realness.dream.localization import pixel_auroc, average_precision, pointing_game
+from realness.dream.localization import pointing_game
 from realness.dream.artifact import ArtifactMapModel
 from realness.dream.regions import RegionDetector
 
 GENERIC = "Somewhat. Part of this image looks edited or inconsistent with the rest."
 
 
-def _metrics(prob, mask) -> dict:
-    return {"auroc": pixel_auroc(prob, mask), "ap": average_precision(prob, mask), "pointing": float(pointing_game(prob, mask))}
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    return float(np.nanmean([r[key] for r in rows])) if rows else float("nan")
-
-
 def planted(args, detector) -> dict:
-    from realness.dream.artifact_training import ArtifactTrainConfig, expand_photos
+    from realness.dream.artifact_training import ArtifactTrainConfig, expand_photos, map_scores, summarise
 
     report = json.loads((Path(args.model) / "validation.json").read_text())
     pack = packaged_photos()
@@ -74,13 +66,14 @@ def planted(args, detector) -> dict:
         regions = [r.to_dict() for r in detector.detect(image)]
         for name, model in loaded.items():
             (prob,) = model.predict([image], sizes=[image.size])
-            per[name].append({"kind": row["kind"], **_metrics(prob, mask)})
+            per[name].append({"kind": row["kind"], **map_scores(prob, mask)})
         for name, fmap in floor_maps(mask.shape, image, regions, image.size, seed=len(per["centre"])).items():
-            per[name].append({"kind": row["kind"], **_metrics(fmap, mask)})
+            per[name].append({"kind": row["kind"], **map_scores(fmap, mask)})
     kinds = sorted({r["kind"] for r in rows})
-    table = {name: {"all": {k: _mean(v, k) for k in ("auroc", "ap", "pointing")},
-                    **{kind: {k: _mean([r for r in v if r["kind"] == kind], k) for k in ("auroc", "ap", "pointing")}
-                       for kind in kinds}} for name, v in per.items()}
+    table = {}
+    for name, v in per.items():
+        s = summarise(v)
+        table[name] = {"all": {k: s[k] for k in ("auroc", "ap", "pointing")}, **s["by_kind"]}
     return {"n": len(rows), "photos": len(photos), "kinds": kinds, "table": table}
 
 

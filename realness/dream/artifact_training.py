@@ -131,22 +131,27 @@ def artifact_loss(logits: torch.Tensor, mask: torch.Tensor, pos_weight: float) -
     return F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight)
 
 
-def validate(model: ArtifactMapModel, folder: Path, rows: list[dict]) -> dict:
-    """Mean pixel AUROC, AP and pointing game of the model's maps on the planted set, overall and per kind."""
+def map_scores(prob: np.ndarray, mask: np.ndarray) -> dict:
+    """Pixel AUROC, AP and the pointing game of one map (the three numbers validation keeps)."""
     from realness.dream.localization import average_precision, pixel_auroc, pointing_game
 
+    return {"auroc": pixel_auroc(prob, mask), "ap": average_precision(prob, mask), "pointing": float(pointing_game(prob, mask))}
+
+
+def validate(model: ArtifactMapModel, folder: Path, rows: list[dict]) -> dict:
+    """Mean pixel AUROC, AP and pointing game of the model's maps on the planted set, overall and per kind."""
     model.eval()
     per = []
     for row in rows:
         image = Image.open(folder / "images" / row["image"]).convert("RGB")
         mask = np.asarray(Image.open(folder / "masks" / row["image"])) > 127
         (prob,) = model.predict([image], sizes=[image.size])
-        per.append({"kind": row["kind"], "auroc": pixel_auroc(prob, mask), "ap": average_precision(prob, mask),
-                    "pointing": float(pointing_game(prob, mask))})
+        per.append({"kind": row["kind"], **map_scores(prob, mask)})
     return summarise(per)
 
 
 def summarise(per: list[dict]) -> dict:
+    """`{"n", "auroc", "ap", "pointing", "by_kind": {kind: {...}}}`: means over per-image `map_scores` rows."""
     keys = ("auroc", "ap", "pointing")
     mean = {k: float(np.nanmean([p[k] for p in per])) for k in keys}
     kinds = sorted({p["kind"] for p in per})

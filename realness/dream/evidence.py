@@ -72,8 +72,6 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 class EvidenceMapper:
     """`DreamMapper`'s interface (`map`, `map_batch`) with the artifact map and region detectors instead of CLIP."""
 
-    source = "evidence"
-
     def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None):
         from realness.dream.artifact import ArtifactMapModel
 

@@ -157,8 +157,6 @@ def _positions(length: int, window: int, stride: int) -> list[int]:
 class DreamMapper:
     """Computes `RealnessMap`s with a CLIP model; see `DreamConfig` for the options."""
 
-    source = "clip"
-
     def __init__(self, config: DreamConfig | None = None, device: str = "cpu", clip=None, tokenizer=None):
         self.config = config or DreamConfig()
         self.device = device
@@ -187,7 +185,7 @@ class DreamMapper:
             if verdict == "no" and self.config.flat_for_no:
                 w, h = self._map_size(image)
                 results[i] = RealnessMap(np.zeros((h, w), np.float32), [], np.zeros((0, h, w), np.float16),
-                                         (0.0, 0.0), verdict, True, self.config.method, image.size, source="clip")
+                                         (0.0, 0.0), verdict, True, self.config.method, image.size)
             else:
                 todo.append(i)
         if not todo:
