@@ -57,7 +57,7 @@ class AnnotateConfig:
     batch_size: int = field(default=8, metadata={"help": "Direct mode: images per engine call."})
     resume: bool = field(default=True, metadata={"help": "Skip images whose content hash already has a result in --out."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a Ray instance on this machine (127.0.0.1); --ray ADDRESS joins a cluster (auto, ray://head:10001). Needs --engine and pip install 'realness[ray]'.", "const": "local"})
+    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a private Ray instance on this machine, every process listening on 127.0.0.1 only; --ray ADDRESS joins a cluster (auto, ray://head:10001). Needs --engine and pip install 'realness[ray]'.", "const": "local"})
     ray_actors: int = field(default=1, metadata={"help": "With --ray: engine actors, each loading the describer once (e.g. one per GPU)."})
     ray_gpus: float = field(default=0.0, metadata={"help": "With --ray: GPUs per actor."})
     ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})

@@ -60,13 +60,25 @@ def connect(address: str, num_cpus: int | None = None) -> None:
     kwargs = {"log_to_driver": not quiet, "include_dashboard": False,
               "logging_level": logging.ERROR if quiet else logging.INFO}
     if address == "local":
-        os.environ.setdefault("RAY_NODE_IP_ADDRESS", "127.0.0.1")
+        _loopback_only(ray)
         ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
     else:
         ray.init(address=address, **kwargs)
     ray.data.DataContext.get_current().enable_progress_bars = False
     if quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def _loopback_only(ray) -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only. Ray resolves a node address of 127.0.0.1 to the
+    machine's reachable IP, and its GCS, raylet and workers bind their gRPC servers for that address on
+    every interface; only with clusters switched off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by Ray at
+    import and by the processes it starts) does it keep the loopback address, and every server binds to it."""
+    import os
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_NODE_IP_ADDRESS"] = "127.0.0.1"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # already read if Ray was imported before
 
 
 class _Stage:

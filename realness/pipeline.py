@@ -69,7 +69,7 @@ class RunConfig:
     thumb_size: int = field(default=256, metadata={"help": "Longer side in pixels of the report's thumbnails."})
     overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs in maps/ (the .npz holds the map at DREAM's --map_long_side)."})
     max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read (aspect kept) for every stage; bounds memory. 0: never."})
-    ray: str | None = field(default=None, metadata={"help": "Run on Ray Data: --ray alone starts a Ray instance on this machine (127.0.0.1); --ray ADDRESS joins a cluster (auto, ray://head:10001). Put it after IMAGES. Needs pip install 'realness[ray]'.", "const": "local"})
+    ray: str | None = field(default=None, metadata={"help": "Run on Ray Data: --ray alone starts a private Ray instance on this machine, every process listening on 127.0.0.1 only; --ray ADDRESS joins a cluster (auto, ray://head:10001). Put it after IMAGES. Needs pip install 'realness[ray]'.", "const": "local"})
     ray_actors: list[int] = field(default_factory=lambda: [1, 1, 1], metadata={"help": "With --ray: actors of the describe, score (CORE) and map (DREAM) stages; each loads its model once."})
     ray_gpus: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], metadata={"help": "With --ray: GPUs per actor of the describe, score and map stages (fractions share a GPU, e.g. 1 0.25 0.25)."})
     ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})

@@ -46,6 +46,31 @@ def _args(images, out, tiny_vlm, tiny_clip, *extra) -> list[str]:
 RAY = ["--ray", "--ray_cpus_per_actor", "0.5", "--ray_cpus_local", "2"]
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _listening(pid: int) -> set[tuple[str, str]]:
+    """(process name, address) of every listening TCP socket of process `pid`, its descendants and its
+    process group: all that a run started."""
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = {root, *root.children(recursive=True)}
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pid:
+                procs.add(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    found = set()
+    for p in procs:
+        try:
+            found |= {(p.name(), c.laddr.ip) for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return found
+
+
 def _records(out: Path) -> dict[str, dict]:
     """The last record per image (a failed image is retried by a rerun and gets a newer record);
     no image is ever done twice."""
@@ -99,8 +124,14 @@ def test_a_driver_killed_mid_run_resumes_on_ray(tiny_clip, tmp_path):
         if results.exists() and results.read_text().strip():
             break
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        listening = _listening(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The local instance --ray starts (GCS, raylet, every worker, the driver) listens on loopback only.
+    assert {"gcs_server", "raylet"} <= {name for name, _ in listening}, listening
+    assert all(ip in LOOPBACK for _, ip in listening), listening
     before = len(results.read_text().splitlines())
     assert 0 < before < 24  # killed mid-run, after its first record
     assert main(args) == 0
