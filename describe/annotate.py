@@ -183,15 +183,21 @@ def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
     from realness.images import ImageError
 
     skip = done_hashes(out) if cfg.resume else set()
-    todo = []
+    todo, unreadable = [], []
     for p in paths:
-        sha = sha256_file(p)
+        try:
+            sha = sha256_file(p)
+        except OSError as err:  # this file fails alone (a failed record, retried on resume), never the job
+            unreadable.append(description_record(p, "", None, f"{p}: cannot be read ({err.strerror or err})",
+                                                 model=cfg.model))
+            continue
         if sha not in skip:
             todo.append((p, sha))
             skip.add(sha)  # the same content twice in one job is described once
-    summary = {"total": len(paths), "skipped": len(paths) - len(todo), "done": 0, "failed": {}}
+    summary = {"total": len(paths), "skipped": len(paths) - len(todo) - len(unreadable), "done": 0, "failed": {}}
     writer = JsonlWriter(out)
-    bar = tqdm(total=len(todo), desc="annotating", unit="img", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(total=len(todo) + len(unreadable), desc="annotating", unit="img", disable=not cfg.progress,
+               file=sys.stderr)
     start = time.perf_counter()
 
     def finish(rec: dict) -> None:
@@ -204,6 +210,8 @@ def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
         bar.update(1)
 
     try:
+        for rec in unreadable:
+            finish(rec)
         if cfg.engine:
             _run_engine(cfg, todo, finish)
         else:

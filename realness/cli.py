@@ -39,6 +39,17 @@ def _list_failed(failed: dict, limit: int = 20) -> None:
         print(f"  ... and {len(failed) - limit} more")
 
 
+def _list_skipped(summary: dict, limit: int = 10) -> None:
+    """What a folder scan left out, by reason: files without an image extension on one line, then each other
+    entry (a subfolder, a FIFO, a broken link) with why."""
+    reasons = summary.get("skipped_reasons") or dict.fromkeys(summary.get("skipped_files", []), "no image extension")
+    plain = [name for name, why in reasons.items() if why == "no image extension"]
+    if plain:
+        print(f"{len(plain)} file(s) without an image extension left out: {', '.join(plain[:limit])}")
+    for name, why in [(n, w) for n, w in reasons.items() if w != "no image extension"][:limit]:
+        print(f"  left out {name}: {why}")
+
+
 def _run(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
     from realness.dream.configuration import DreamConfig
@@ -52,8 +63,7 @@ def _run(argv: list[str]) -> int:
     print(f"scored {s['ok']} of {s['images']} image(s) ({s['skipped_already_done']} already done, "
           f"{len(s['failed'])} failed) -> {cfg.out}/report.html")
     _list_failed(s["failed"])
-    if s["skipped_files"]:
-        print(f"{len(s['skipped_files'])} file(s) without an image extension left out: {', '.join(s['skipped_files'][:10])}")
+    _list_skipped(s)
     if s["placeholders"]:
         print(f"WARNING: placeholder model(s) with random weights: {', '.join(s['placeholders'])}; "
               "their output means nothing (no network to fetch the real defaults)")
@@ -98,8 +108,7 @@ def _score_core(argv: list[str]) -> int:
                      a.max_pixels or None)
     print(f"scored {r['ok']} image(s), {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
-    if r["skipped_files"]:
-        print(f"{len(r['skipped_files'])} file(s) without an image extension left out: {', '.join(r['skipped_files'][:10])}")
+    _list_skipped(r)
     return exit_code(r["ok"], len(r["failed"]))
 
 
@@ -149,8 +158,7 @@ def _map(argv: list[str]) -> int:
     print(f"mapped {len(s['mapped'])}, flat ('No') {len(s['flat'])}, failed {len(s['failed'])} -> {args.out}")
     _list_failed(s["failed"])
     print(f"map source: {s['maps']['source']} ({s['maps']['name']})")
-    if s["skipped_files"]:
-        print(f"{len(s['skipped_files'])} file(s) without an image extension left out: {', '.join(s['skipped_files'][:10])}")
+    _list_skipped(s)
     return exit_code(len(s["mapped"]) + len(s["flat"]), len(s["failed"]))
 
 

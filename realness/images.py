@@ -33,23 +33,72 @@ def list_images(folder: str | Path) -> list[Path]:
     return scan_folder(folder)[0]
 
 
-def scan_folder(folder: str | Path) -> tuple[list[Path], list[Path]]:
-    """`(images, skipped)`: files directly inside `folder` with an image extension, and the other files
-    (hidden files aside), both sorted by name, so a caller can say what it left out."""
+def _why_not(entry: Path) -> str:
+    """Why a folder entry with an image extension is not read as an image ("" when it is a regular file)."""
+    import os
+    import stat
+
+    try:
+        mode = entry.stat().st_mode  # follows links
+    except FileNotFoundError:
+        return "a broken symbolic link (its target does not exist)"
+    except OSError as err:
+        if err.errno == 40:  # ELOOP
+            return "a symbolic link loop"
+        return f"cannot be inspected ({os.strerror(err.errno) if err.errno else err})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file (images in subfolders are not read: give the subfolder itself)"
+    kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
+            stat.S_IFBLK: "a device"}.get(stat.S_IFMT(mode), "not a regular file")
+    return f"{kind}, not a regular file"
+
+
+def scan_folder(folder: str | Path, outputs: str | Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`(images, skipped)`: regular files directly inside `folder` with an image extension, sorted by name,
+    and `(entry, reason)` for every other entry (hidden ones aside), so a caller can say what it left out
+    and why: files without an image extension, subfolders, FIFOs, sockets, broken links, link loops.
+
+    `outputs` is a run's output folder: it may sit inside `folder` (it is then not listed), but must not be
+    `folder` itself, or the run's own pictures would be read as images the next time."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    if outputs is not None and Path(outputs).resolve() == folder.resolve():
+        raise ValueError(f"--out {outputs} is the images folder {folder}: choose another output folder (the run's own "
+                         "outputs would be read as images on the next run)")
+    own = Path(outputs).resolve() if outputs is not None else None
+    own_name = own.name if own is not None and own.parent == folder.resolve() else None
+    images, skipped = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name == own_name:
+            continue
+        if entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            is_dir = entry.is_dir()
+            skipped.append((entry, "a folder (images in subfolders are not read: give the subfolder itself)" if is_dir
+                            else "no image extension"))
+            continue
+        why = _why_not(entry)
+        if why:
+            skipped.append((entry, why))
+        else:
+            images.append(entry)
+    return images, skipped
 
 
-def skipped_note(skipped: list[Path]) -> str:
-    """One line naming the files a folder scan left out ("" when none)."""
+def skipped_reasons(skipped: list[tuple[Path, str]]) -> dict[str, str]:
+    """`{entry name: why it was left out}`, as summaries record it."""
+    return {p.name: why for p, why in skipped}
+
+
+def skipped_note(skipped: list[tuple[Path, str]]) -> str:
+    """One line naming the entries a folder scan left out and why ("" when none)."""
     if not skipped:
         return ""
-    names = ", ".join(p.name for p in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-    return (f"skipped {len(skipped)} file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}): {names}")
+    shown = "; ".join(f"{p.name} ({why})" for p, why in skipped[:10])
+    return f"left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that are not image files: {shown}" + (
+        f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
 
 
 def fit_pixels(img: Image.Image, max_pixels: int | None) -> Image.Image:
@@ -89,7 +138,8 @@ def load_image(path: str | Path, max_pixels: int | None = PIXEL_BUDGET) -> Image
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: file not found")
+        raise ImageError(f"{path}: {_why_not(path) or 'file not found'}" if path.exists() or path.is_symlink()
+                         else f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
     try:
@@ -112,6 +162,8 @@ def load_image(path: str | Path, max_pixels: int | None = PIXEL_BUDGET) -> Image
         raise ImageError(f"{path}: not a readable image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: too large ({err})") from None
+    except PermissionError:
+        raise ImageError(f"{path}: cannot be read (permission denied): check the file's permissions") from None
     except (OSError, SyntaxError, ValueError) as err:
         # PIL reports truncation and corrupt chunks as OSError/SyntaxError.
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None

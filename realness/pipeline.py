@@ -32,7 +32,7 @@ from describe.engines import DEFAULT_DESCRIBER
 from describe.verdict import HELP as GUIDE_HELP
 from realness.dream.configuration import DreamConfig
 from realness.files import JsonlWriter, one_writer, output_name, read_jsonl, save_image, write_text_atomic
-from realness.images import PIXEL_BUDGET
+from realness.images import PIXEL_BUDGET, skipped_reasons
 
 logger = logging.getLogger(__name__)
 STAGES = ("read", "describe", "score", "map", "thumbnail")
@@ -169,7 +169,7 @@ class Models:
             self._describer.close()
 
 
-def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
+def _inputs(images: str, out: str | None = None) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
     """Image paths, descriptions and MOS when `images` is a manifest that has them, and the files of a
     folder that were left out for not being images."""
     from realness.data import manifest_inputs
@@ -195,7 +195,7 @@ def _inputs(images: str) -> tuple[list[Path], dict[str, str], dict[str, float], 
         return paths, texts, mos, []
     src = Path(images)
     if src.is_dir():
-        paths, skipped = scan_folder(src)
+        paths, skipped = scan_folder(src, outputs=out)
         return paths, {}, {}, skipped
     if not src.is_file():
         raise FileNotFoundError(f"{src}: neither a folder of images nor a manifest file")
@@ -243,7 +243,7 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise FileNotFoundError(f"--adapter {cfg.adapter}: no such folder")
     from realness.images import IMAGE_EXTENSIONS, skipped_note
 
-    paths, given, truth, skipped = _inputs(cfg.images)  # bad inputs fail here, before anything is written
+    paths, given, truth, skipped = _inputs(cfg.images, cfg.out)  # bad inputs fail here, before anything is written
     if skipped:
         logger.warning("%s: %s", cfg.images, skipped_note(skipped))
     if not paths:
@@ -310,9 +310,8 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         for path in chunk:
             try:
                 sha = sha256_file(path)
-            except OSError as err:
-                sha = ""
-                logger.warning("%s: cannot read (%s)", path, err)
+            except OSError:
+                sha = ""  # not resumable: its read stage fails it with the reason
             prev = done.get(path.name)
             if prev and prev["status"] == "ok" and prev["sha256"] == sha and sha:
                 counts["skipped"] += 1
@@ -355,7 +354,8 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         models.info["core"]["chosen"] = why
     records = [{**done[p.name], "mos": truth.get(p.name)} for p in paths if p.name in done]  # today's --truth
     summary = _summary(records, counts, wall, models, cfg, dream_config, device)
-    summary["skipped_files"] = [p.name for p in skipped]
+    summary["skipped_files"] = [p.name for p, _ in skipped]
+    summary["skipped_reasons"] = skipped_reasons(skipped)
     start = time.perf_counter()
     write_outputs(records, summary, out)
     summary["seconds"]["write_outputs"] = round(time.perf_counter() - start, 3)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note
+from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note, skipped_reasons
 
 logger = logging.getLogger(__name__)
 FIELDS = ("filename", "score_z", "score_mos", "description", "error")
@@ -147,4 +147,5 @@ def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | 
     if model.config.uses_text and not descriptions:
         raise ValueError(f"{model_dir}: this CORE model reads descriptions; give --descriptions")
     ok, failed = write_scores(score_images(model, paths, texts, batch_size, progress, max_pixels), out)
-    return {"ok": ok, "failed": failed, "skipped_files": [p.name for p in skipped]}
+    return {"ok": ok, "failed": failed, "skipped_files": [p.name for p, _ in skipped],
+            "skipped_reasons": skipped_reasons(skipped)}

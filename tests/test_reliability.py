@@ -58,50 +58,121 @@ def test_a_100_megapixel_photo_is_downscaled_not_refused(tmp_path):
     assert np.asarray(img)[0, 0].tolist() == pytest.approx([120, 130, 140], abs=3)
 
 
-def test_annotate_counts_an_empty_answer_as_a_failure_and_redoes_it_on_resume(tmp_path, capsys):
+class _Server:
+    """An OpenAI-compatible chat server on loopback whose answer (`content`) and delay a test sets."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.content, self.delay = "Somewhat. The edges look soft.", 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                import time
+
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(outer.delay)
+                msg = {"role": "assistant", "content": outer.content}
+                body = json.dumps({"choices": [{"message": msg}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the client gave up waiting
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.http.shutdown()
+
+
+def test_annotate_counts_an_empty_answer_as_a_failure_and_redoes_it_on_resume(tmp_path, capsys, server):
     """A server that answers `content: null` (or spaces): annotate fails those images (exit 2 when all fail)
     and the rerun, once the server answers, describes them."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    answers = {"content": None}
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 90, 120)).save(images / f"i{i}.png")
+    out = tmp_path / "d.jsonl"
+    args = ["annotate", "--images", str(images), "--out", str(out), "--server", server.url,
+            "--retries", "1", "--backoff", "0.01", "--progress", "false"]
+    for empty in (None, "   "):
+        server.content = empty
+        assert main(args) == 2
+        assert "annotated 0, skipped 0 already done, failed 2" in capsys.readouterr().out
+    server.content = "Somewhat. The edges look soft."
+    assert main(args) == 0
+    assert "annotated 2, skipped 0 already done, failed 0" in capsys.readouterr().out
+    ok = [r for r in map(json.loads, out.read_text().splitlines()) if r["status"] == "ok"]
+    assert sorted(r["filename"] for r in ok) == ["i0.png", "i1.png"]
+    assert all(r["description"] == "Somewhat. The edges look soft." for r in ok)
 
-    class Lying(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": answers["content"]}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+def _as_unprivileged(cmd: list[str]) -> list[str]:
+    """`cmd` run so that file permissions apply: as root, without the capabilities that bypass them."""
+    import os
+    import shutil
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Lying)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        images = tmp_path / "imgs"
-        images.mkdir()
-        for i in range(2):
-            Image.new("RGB", (32, 32), (40 * i, 90, 120)).save(images / f"i{i}.png")
-        out = tmp_path / "d.jsonl"
-        args = ["annotate", "--images", str(images), "--out", str(out), "--server", f"http://127.0.0.1:{server.server_port}",
-                "--retries", "1", "--backoff", "0.01", "--progress", "false"]
-        for empty in (None, "   "):
-            answers["content"] = empty
-            assert main(args) == 2
-            assert "annotated 0, skipped 0 already done, failed 2" in capsys.readouterr().out
-        answers["content"] = "Somewhat. The edges look soft."
-        assert main(args) == 0
-        assert "annotated 2, skipped 0 already done, failed 0" in capsys.readouterr().out
-        ok = [r for r in map(json.loads, out.read_text().splitlines()) if r["status"] == "ok"]
-        assert sorted(r["filename"] for r in ok) == ["i0.png", "i1.png"]
-        assert all(r["description"] == "Somewhat. The edges look soft." for r in ok)
-    finally:
-        server.shutdown()
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to drop root's file-permission override")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+
+
+def test_an_unreadable_file_fails_alone_in_annotate_and_run(tmp_path, server):
+    """A file without read permission: annotate describes the others and records that one as a failure
+    (exit 1, resumable); run says 'permission denied', not 'corrupt'."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (60 * i, 90, 120)).save(images / f"i{i}.png")
+    (images / "i1.png").chmod(0)
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "d.jsonl"
+    cli = [sys.executable, "-m", "realness.cli"]
+    annotate = [*cli, "annotate", "--images", str(images), "--out", str(out), "--server", server.url,
+                "--retries", "0", "--progress", "false"]
+    proc = subprocess.run(_as_unprivileged(annotate), cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "annotated 2" in proc.stdout and "failed 1" in proc.stdout
+    recs = {r["filename"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert recs["i1.png"]["status"] == "failed" and "i1.png" in recs["i1.png"]["error"]
+    assert "ermission denied" in recs["i1.png"]["error"]
+    assert recs["i0.png"]["status"] == recs["i2.png"]["status"] == "ok"
+    desc = tmp_path / "desc.csv"
+    desc.write_text("filename,description\n" + "".join(f"i{i}.png,No. It looks fine.\n" for i in range(3)))
+    run = [*cli, "run", str(images), "--out", str(tmp_path / "run"), "--describer", "none", "--descriptions", str(desc),
+           "--dream", "false", "--progress", "false"]
+    proc = subprocess.run(_as_unprivileged(run), cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "i1.png" in proc.stdout and "permission denied" in proc.stdout and "corrupt" not in proc.stdout
+    (images / "i1.png").chmod(0o644)  # readable again: the resumed annotate describes it
+    assert main(annotate[3:]) == 0
 
 
 def _samples(tmp_path):
@@ -159,3 +230,34 @@ def test_a_missing_adapter_is_an_error_not_a_silent_fallback(tmp_path, capsys):
     from realness.pipeline import _local_path
 
     assert _local_path("/x/y") and _local_path("./a") and _local_path("runs/d/adapter") and not _local_path("owner/name")
+
+
+def test_entries_that_are_not_image_files_are_listed_with_why_and_outputs_are_never_inputs(tmp_path, capsys):
+    import json
+    import os
+
+    images = tmp_path / "imgs"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(images / "a.png")
+    Image.new("RGB", (32, 32)).save(images / "sub" / "deep.png")
+    (images / "folder.png").mkdir()
+    os.mkfifo(images / "pipe.png")
+    (images / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (images / "loop.png").symlink_to(images / "loop.png")
+    (images / "notes.txt").write_text("hi")
+    desc = tmp_path / "d.csv"
+    desc.write_text("filename,description\na.png,No. It looks fine.\n")
+    args = ["--describer", "none", "--descriptions", str(desc), "--dream", "false", "--progress", "false"]
+    assert main(["run", str(images), "--out", str(images / "run"), *args]) == 0
+    s = json.loads((images / "run" / "summary.json").read_text())
+    why = s["skipped_reasons"]
+    assert sorted(why) == ["dangling.png", "folder.png", "loop.png", "notes.txt", "pipe.png", "sub"]  # not run/
+    assert "broken symbolic link" in why["dangling.png"] and "loop" in why["loop.png"]
+    assert "FIFO" in why["pipe.png"] and "folder" in why["folder.png"] and "subfolders" in why["sub"]
+    assert why["notes.txt"] == "no image extension" and s["ok"] == 1
+    out = capsys.readouterr().out
+    assert "left out pipe.png: a FIFO, not a regular file" in out and "1 file(s) without an image extension" in out
+    # a second run into the images folder itself is refused: its histogram.png would be read as an image
+    assert main(["run", str(images), "--out", str(images), *args]) == 2
+    assert "is the images folder" in capsys.readouterr().err
+    assert not (images / "results.jsonl").exists()

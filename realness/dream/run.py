@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from realness.dream.configuration import DreamConfig
-from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note
+from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note, skipped_reasons
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     texts = load_descriptions(descriptions)
-    paths, skipped = scan_folder(images)
+    paths, skipped = scan_folder(images, outputs=out)
     if skipped:
         logger.warning("%s: %s", images, skipped_note(skipped))
     if not paths:
@@ -130,7 +130,8 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
             flush()
     flush()
     bar.close()
-    summary = {"mapped": done, "flat": flat, "failed": failed, "skipped_files": [p.name for p in skipped],
+    summary = {"mapped": done, "flat": flat, "failed": failed, "skipped_files": [p.name for p, _ in skipped],
+               "skipped_reasons": skipped_reasons(skipped),
                "maps": info, "config": config.to_dict(),
                "outputs": {p.name: output_name(p.name) for p in paths if p.name not in failed}}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
