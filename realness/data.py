@@ -46,11 +46,16 @@ class DataError(ValueError):
         super().__init__(f"{where}: {len(self.problems)} problem(s)\n{shown}{more}")
 
 
-def read_table(path: Path) -> list[dict]:
+def read_table(path: Path, skip_malformed: bool = False) -> list[dict]:
     """Rows of a CSV or JSONL file as dicts; errors (bad JSON, bytes that are not UTF-8) name the file
-    and the line."""
+    and the line. With `skip_malformed` (descriptions, which `realness annotate` and `run` append to and a
+    kill can tear), a malformed JSONL line is skipped with one warning naming the file and the line."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    if skip_malformed and path.suffix.lower() in (".jsonl", ".ndjson"):
+        from realness.files import read_jsonl
+
+        return read_jsonl(path)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -157,7 +162,7 @@ def load_raise(
     desc_path = Path(descriptions) if descriptions else root / "descriptions_gpt41.csv"
     texts: dict[str, tuple[str, str]] = {}
     if desc_path.is_file() or require_description:
-        rows = read_table(desc_path)
+        rows = read_table(desc_path, skip_malformed=True)
         _require_columns(desc_path, rows, ("filename", "description"))
         default_source = "gpt" if descriptions is None else ""
         for row in rows:
@@ -240,7 +245,7 @@ def load_descriptions(path: str | Path) -> dict[str, str]:
     `status` is `failed` (annotate's records of images it could not describe) are left out.
     """
     path = Path(path)
-    rows = read_table(path)
+    rows = read_table(path, skip_malformed=True)
     if not rows:
         raise DataError(str(path), ["no rows: the descriptions file is empty"])
     key = "filename" if "filename" in rows[0] else "image"

@@ -68,25 +68,42 @@ def save_image(image, path: str | Path, **options) -> Path:
     return path
 
 
+def _drop_torn_tail(path: Path) -> int:
+    """Cut a file back to its last newline: the fragment a kill left mid-line is no record (readers skip it
+    and its image is redone), and without it the next record starts on a line of its own and later runs
+    do not warn about it again. Returns the bytes dropped."""
+    size = path.stat().st_size
+    with path.open("rb+") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            cut = fh.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep < size:
+            fh.truncate(keep)
+        return size - keep
+
+
 class JsonlWriter:
     """Append-only JSONL, one flushed line per record (thread-safe), so a kill loses at most the line
-    being written. A file whose last line was torn by a kill is first ended with a newline, so the next
-    record starts on a line of its own instead of being glued onto the fragment."""
+    being written. A file whose last line was torn by a kill loses that fragment first (the readers
+    already skipped it, with their one warning), so the next record starts on a line of its own."""
 
     def __init__(self, out: str | Path):
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        torn = False
         if out.is_file() and out.stat().st_size:
-            with out.open("rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                torn = fh.read(1) != b"\n"
+            dropped = _drop_torn_tail(out)
+            if dropped:
+                logger.info("%s: dropped the %d-byte fragment of a cut-off last line", out, dropped)
         self.path = out
         self.fh = out.open("a", encoding="utf-8")
-        if torn:
-            logger.warning("%s: the last line was cut off (an interrupted write); continuing on a new line", out)
-            self.fh.write("\n")
-            self.fh.flush()
         self.lock = threading.Lock()
 
     def write(self, record: dict) -> None:

@@ -93,12 +93,16 @@ def test_map_writes_c_png_and_c_jpg_separately(tmp_path, tiny_clip):
 def test_a_torn_jsonl_line_is_skipped_and_the_next_record_survives(tmp_path, caplog):
     path = tmp_path / "r.jsonl"
     path.write_text('{"a": 1}\n{"a": 2, "b": "cut her')  # a kill mid-write
-    writer = JsonlWriter(path)
+    with caplog.at_level(logging.WARNING):
+        assert read_jsonl(path) == [{"a": 1}]  # the resuming job's read: skipped, with one warning
+    assert "r.jsonl" in caplog.text and "line 2" in caplog.text
+    caplog.clear()
+    writer = JsonlWriter(path)  # drops the fragment: the next record is a line of its own
     writer.write({"a": 3})
     writer.close()
     with caplog.at_level(logging.WARNING):
         assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
-    assert "r.jsonl" in caplog.text and "line 2" in caplog.text
+    assert "malformed" not in caplog.text  # nothing is skipped any more, so later runs do not warn again
 
 
 def test_run_after_a_torn_results_line_redoes_only_that_image(tmp_path, tiny_clip):

@@ -261,3 +261,31 @@ def test_entries_that_are_not_image_files_are_listed_with_why_and_outputs_are_ne
     assert main(["run", str(images), "--out", str(images), *args]) == 2
     assert "is the images folder" in capsys.readouterr().err
     assert not (images / "results.jsonl").exists()
+
+
+def test_every_reader_of_descriptions_skips_a_torn_line_and_says_so_once(tmp_path, caplog, capsys):
+    """annotate's output after a kill mid-line: score-core, map, run and the gate read it (skipping that line
+    with one warning naming the file and line), and once annotate resumes, no one warns again."""
+    import logging
+
+    from realness.data import load_descriptions
+
+    images, _ = _samples(tmp_path)
+    names = sorted(p.name for p in images.iterdir())[:3]
+    d = tmp_path / "d.jsonl"
+    lines = [f'{{"filename": "{n}", "status": "ok", "description": "Yes. The {n} looks odd."}}' for n in names]
+    d.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # the third record torn by a kill
+    with caplog.at_level(logging.WARNING):
+        assert sorted(load_descriptions(d)) == names[:2]
+    assert "d.jsonl" in caplog.text and "line 3" in caplog.text and caplog.text.count("malformed") == 1
+    caplog.clear()
+    assert main(["score-core", "--model", "offline", "--images", str(images), "--descriptions", str(d),
+                 "--out", str(tmp_path / "s.csv"), "--no-progress"]) in (0, 1)
+    assert "line 3" in caplog.text and "not valid JSON" not in capsys.readouterr().err
+    from realness.files import JsonlWriter
+
+    JsonlWriter(d).close()  # what annotate does on resume: the fragment goes, the line is redone
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert sorted(load_descriptions(d)) == names[:2]
+    assert "malformed" not in caplog.text
