@@ -159,6 +159,8 @@ def annotate(cfg: AnnotateConfig) -> dict:
     under its one-writer lock (`<out>.lock`) for the whole job."""
     if bool(cfg.server) == bool(cfg.engine):
         raise ValueError("give --server URL(s) or --engine vllm|transformers (not both)")
+    if cfg.timeout <= 0 or cfg.backoff < 0 or cfg.retries < 0:
+        raise ValueError("--timeout must be above 0, --backoff and --retries at least 0")
     if cfg.ray is not None:
         if not cfg.engine:
             raise ValueError("--ray runs the describer engine in Ray actors: give --engine vllm|transformers (servers "

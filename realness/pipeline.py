@@ -62,7 +62,9 @@ class RunConfig:
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
     verdict_guide: str = field(default="auto", metadata={"help": GUIDE_HELP})
     concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
-    retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors, with exponential backoff from 1 s."})
+    retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors and timeouts."})
+    timeout: float = field(default=120.0, metadata={"help": "Seconds per --server request before it counts as failed (and is retried)."})
+    backoff: float = field(default=1.0, metadata={"help": "First --server retry delay in seconds; doubles each retry."})
     device: str = field(default="auto", metadata={"help": "Torch device for the describer, CORE and DREAM: auto (cuda when available), cpu, cuda."})
     resume: bool = field(default=True, metadata={"help": "Continue a run in --out: skip images already done, retry failed ones."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
@@ -154,7 +156,7 @@ class Models:
             self.info["describer"] = {"name": cfg.server_model, "server": cfg.server, "placeholder": False}
             return ServerClient(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
                                                max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
-                                               retries=cfg.retries))
+                                               retries=cfg.retries, timeout=cfg.timeout, backoff=cfg.backoff))
         if cfg.describer == "none":
             raise ValueError("no description for this image and --describer none")
         from describe.engines import load_describer
@@ -225,6 +227,8 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         raise ValueError("give the images: realness run IMAGES --out DIR")
     if cfg.chunk_size < 1:
         raise ValueError("--chunk_size must be at least 1")
+    if cfg.timeout <= 0 or cfg.backoff < 0 or cfg.retries < 0:
+        raise ValueError("--timeout must be above 0, --backoff and --retries at least 0")
     if cfg.ray is not None:
         if len(cfg.ray_actors) != 3 or len(cfg.ray_gpus) != 3 or min(cfg.ray_actors) < 1:
             raise ValueError("--ray_actors and --ray_gpus take three values: describe, score, map (actors >= 1)")

@@ -289,3 +289,20 @@ def test_every_reader_of_descriptions_skips_a_torn_line_and_says_so_once(tmp_pat
     with caplog.at_level(logging.WARNING):
         assert sorted(load_descriptions(d)) == names[:2]
     assert "malformed" not in caplog.text
+
+
+def test_run_against_a_hanging_server_is_bounded_by_timeout_and_retries(tmp_path, server, capsys):
+    import json
+    import time
+
+    images, _ = _samples(tmp_path)
+    server.delay = 30.0  # a server that accepts the request and never answers in time
+    args = ["run", str(images), "--out", str(tmp_path / "out"), "--server", server.url, "--timeout", "0.5",
+            "--retries", "1", "--backoff", "0.05", "--core", "offline-image", "--dream", "false", "--progress", "false"]
+    start = time.perf_counter()
+    assert main(args) == 2  # every image failed at describe
+    assert time.perf_counter() - start < 25  # 6 images x 2 attempts x 0.5 s, 4 in flight; not 6 x 120 s
+    recs = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 6 and all(r["stage"] == "describe" and "Timeout" in r["error"] for r in recs)
+    assert main([*args[:-2], "--timeout", "0", "--progress", "false"]) == 2
+    assert "--timeout must be above 0" in capsys.readouterr().err
