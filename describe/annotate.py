@@ -168,6 +168,11 @@ def annotate(cfg: AnnotateConfig) -> dict:
         from realness.distributed import import_ray
 
         import_ray()  # says how to install Ray, before anything else
+    from realness.files import require_local_folder
+
+    if cfg.engine:
+        require_local_folder(cfg.model, "--model")
+        require_local_folder(cfg.adapter, "--adapter")
     out = Path(cfg.out)
     paths = _inputs(cfg)
     if not paths:

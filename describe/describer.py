@@ -39,7 +39,9 @@ class Describer:
 
         model_id, adapter = resolve_describer(model_id, adapter)
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from realness.devices import resolve_device
+
+        device = resolve_device(device)
         if self.guide is not None:
             self.guide.device = device  # image-only CORE beside the describer, not on the CPU behind a GPU
         self.model, self.processor = load_base(model_id, quantize_4bit, dtype,

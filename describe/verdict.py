@@ -69,7 +69,9 @@ class VerdictGuide:
 
             from realness.core.modeling import CoreModel
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            from realness.devices import resolve_device
+
+            device = resolve_device(self.device)
             model = CoreModel.from_pretrained(self.core, device=device)
             if model.config.uses_text:
                 raise ValueError(f"verdict guide: CORE {self.core!r} reads descriptions; it must be image-only "

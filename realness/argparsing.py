@@ -36,6 +36,44 @@ def _unwrap(tp) -> tuple[Any, bool]:
     return tp, False
 
 
+def _coerce(value: Any, hint) -> Any:
+    """A YAML value as the field's type, with what a flag would accept (`"false"` for a boolean, `"8"` for
+    an int); raises ValueError saying what was expected."""
+    tp, optional = _unwrap(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("expected a value, got null")
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        inner = ([a for a in typing.get_args(tp) if a is not Ellipsis] or [str])[0]
+        items = value if isinstance(value, (list, tuple)) else [value]
+        coerced = [_coerce(v, inner) for v in items]
+        return tuple(coerced) if origin is tuple else coerced
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        try:
+            return _bool(value)
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"expected true or false, got {value!r}") from None
+    if tp in (int, float):
+        if isinstance(value, bool) or isinstance(value, (list, dict)):
+            raise ValueError(f"expected {'an integer' if tp is int else 'a number'}, got {value!r}")
+        try:
+            number = float(value)
+            if tp is int and not number.is_integer():
+                raise ValueError
+            return int(number) if tp is int else number
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (list, dict)):
+            raise ValueError(f"expected text, got {value!r}")
+        return str(value)
+    return value
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
     """Add one flag per field of dataclass `cls`."""
     target = parser.add_argument_group(group or cls.__name__)
@@ -84,12 +122,24 @@ def parse_dataclasses(
     if args.get("config"):
         import yaml
 
-        loaded = yaml.safe_load(Path(args["config"]).read_text()) or {}
-        known = {f.name for cls in classes for f in dataclasses.fields(cls)}
-        unknown = sorted(set(loaded) - known)
+        config = Path(args["config"])
+        try:
+            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except OSError as err:
+            parser.error(f"--config {config}: cannot be read ({err.strerror or err})")
+        except yaml.YAMLError as err:
+            parser.error(f"--config {config}: not valid YAML ({str(err).splitlines()[0]})")
+        if not isinstance(loaded, dict):
+            parser.error(f"--config {config}: expected a mapping of option names to values, got {type(loaded).__name__}")
+        hints = {f.name: typing.get_type_hints(cls)[f.name] for cls in classes for f in dataclasses.fields(cls)}
+        unknown = sorted(set(map(str, loaded)) - set(hints))
         if unknown:
             parser.error(f"{args['config']}: unknown key(s) {unknown}")
-        values.update(loaded)
+        for key, value in loaded.items():
+            try:
+                values[key] = _coerce(value, hints[key])
+            except ValueError as err:
+                parser.error(f"--config {config}: key {key}: {err}")
     values.update({k: v for k, v in args.items() if k != "config"})
     out = []
     for cls in classes:

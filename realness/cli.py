@@ -120,10 +120,11 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--truth", required=True, help="RAISE ratings.csv or a manifest with image,mos (required)")
     p.add_argument("--out", default="eval", help="Folder for metrics.json, metrics.csv, scatter.png (default: eval)")
     p.add_argument("--column", default=None, help="Score column to evaluate (default: score_mos if filled, else score_z)")
-    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (default: 1000)")
+    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals; 0: no intervals (default: 1000)")
     a = p.parse_args(argv)
     r = evaluate_file(a.scores, a.truth, a.out, a.column, a.n_boot)
-    print(f"n={r['n']}  SROCC {r['srocc']:.4f} [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]  "
+    ci = f" [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]" if r["srocc_ci95"] else ""
+    print(f"n={r['n']}  SROCC {r['srocc']:.4f}{ci}  "
           f"PLCC {r['plcc']:.4f}  PLCC(logistic) {r['plcc_logistic']:.4f}  KRCC {r['krcc']:.4f}  RMSE {r['rmse']:.4f}")
     if r["unmatched"]:
         print(f"{len(r['unmatched'])} scored file(s) had no ground truth or no score: {r['unmatched'][:20]}")

@@ -57,6 +57,10 @@ def read_table(path: Path, skip_malformed: bool = False) -> list[dict]:
 
         return read_jsonl(path)
     raw = path.read_bytes()
+    from realness.images import IMAGE_EXTENSIONS
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS or raw[:8].startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
+        raise DataError(str(path), ["an image, not a table: give a CSV, JSONL or JSON file here"])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -75,14 +79,48 @@ def read_table(path: Path, skip_malformed: bool = False) -> list[dict]:
                 raise DataError(str(path), [f"line {lineno}: not a JSON object"])
             rows.append(row)
         return rows
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+    if path.suffix.lower() == ".json":
+        return _json_rows(path, text)
+    header = text.split("\n", 1)[0]
+    # a table saved with ; or tabs (spreadsheets in many locales) is read as such when its header has no comma
+    delimiter = next((d for d in ("\t", ";") if "," not in header and d in header), ",")
+    csv.field_size_limit(max(csv.field_size_limit(), len(raw) + 1))  # a long description is one cell, not an error
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as err:
+        raise DataError(str(path), [f"not a readable CSV table ({err})"]) from None
+    extra = [i for i, row in enumerate(rows, 1) if row.pop(None, None) is not None]
+    if extra:  # more cells than the header has columns: kept out of every column, and said
+        logger.warning("%s: %d row(s) have more cells than the header's %d columns (an unquoted comma? quote such "
+                       "cells); the extra cells are ignored: row %s", path, len(extra), len(rows[0]),
+                       ", ".join(map(str, extra[:10])) + (" ..." if len(extra) > 10 else ""))
+    return rows
+
+
+def _json_rows(path: Path, text: str) -> list[dict]:
+    """A `.json` file: an array of objects, or an object whose one list value is that array."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(str(path), [f"line {err.lineno}: not valid JSON ({err.msg})"]) from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else data
+    if not isinstance(data, list):
+        raise DataError(str(path), ["expected a JSON array of objects (one per image), e.g. "
+                                    '[{"filename": "a.png", "description": "..."}]'])
+    bad = [i for i, row in enumerate(data, 1) if not isinstance(row, dict)]
+    if bad:
+        raise DataError(str(path), [f"item {i}: not a JSON object" for i in bad])
+    return data
 
 
 def _require_columns(path: Path, rows: list[dict], required: Iterable[str]) -> None:
     present = set(rows[0]) if rows else set()
     missing = [c for c in required if c not in present]
     if missing:
-        raise DataError(str(path), [f"missing column(s) {', '.join(missing)}; found {sorted(present)}"])
+        found = sorted(str(c) for c in present if c is not None)
+        raise DataError(str(path), [f"missing column(s) {', '.join(missing)}; found {found}"])
 
 
 def _to_float(value) -> float:

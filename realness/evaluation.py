@@ -158,7 +158,16 @@ def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_
         raise ValueError(f"{scores}: only {len(pairs)} of its {len(names)} file(s) have both a score ({column}) and "
                          f"a ground-truth score in {truth}; at least 3 are needed")
     pred, mos = map(np.array, zip(*pairs))
+    if n_boot < 0:
+        raise ValueError(f"--n-boot must be 0 (no intervals) or more, got {n_boot}")
+    for values, what, where in ((pred, f"{column} values", scores), (mos, "ground-truth scores", truth)):
+        if np.ptp(values) == 0:
+            raise ValueError(f"{where}: all {len(values)} matched {what} are {values[0]:g}: correlations with a "
+                             "constant are undefined")
     result = evaluate_scores(pred, mos, n_boot=n_boot)
+    for key in ("srocc_ci95", "plcc_ci95"):  # no resamples: no interval (null in metrics.json, valid JSON)
+        if any(np.isnan(result[key])):
+            result[key] = None
     result["unmatched"] = unmatched
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,18 @@ def save_image(image, path: str | Path, **options) -> Path:
     return path
 
 
+def is_local_path(name: str) -> bool:
+    """Whether a model name can only be a local path: a hub id is `owner/name`, one slash, no leading `/ . ~`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def require_local_folder(name: str | None, flag: str) -> None:
+    """A `flag` value that can only be a local path must exist: raise FileNotFoundError naming it (hub ids and
+    registered names pass; they are checked when they load)."""
+    if name and is_local_path(str(name)) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"{flag} {name}: no such folder")
+
+
 def _drop_torn_tail(path: Path) -> int:
     """Cut a file back to its last newline: the fragment a kill left mid-line is no record (readers skip it
     and its image is redone), and without it the next record starts on a line of its own and later runs

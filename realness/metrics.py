@@ -123,7 +123,8 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of one metric, resampling (prediction, MOS) pairs."""
+    """Percentile bootstrap confidence interval of one metric, resampling (prediction, MOS) pairs; NaNs when
+    no resample has both sides varying (`n_boot=0`, or too few distinct values)."""
     fns = {"srocc": srocc, "krcc": krcc, "plcc": plcc, "rmse": rmse}
     if metric not in fns:
         raise ValueError(f"bootstrap supports {sorted(fns)}, got {metric!r}")
@@ -135,6 +136,8 @@ def bootstrap_ci(
         if np.ptp(p[idx]) == 0 or np.ptp(m[idx]) == 0:
             continue
         values.append(fns[metric](p[idx], m[idx]))
+    if not values:
+        return math.nan, math.nan
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 

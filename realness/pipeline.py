@@ -31,7 +31,8 @@ from pathlib import Path
 from describe.engines import DEFAULT_DESCRIBER
 from describe.verdict import HELP as GUIDE_HELP
 from realness.dream.configuration import DreamConfig
-from realness.files import JsonlWriter, one_writer, output_name, read_jsonl, save_image, write_text_atomic
+from realness.files import (JsonlWriter, one_writer, output_name, read_jsonl, require_local_folder, save_image,
+                            write_text_atomic)
 from realness.images import PIXEL_BUDGET, skipped_reasons
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "d
 class RunConfig:
     """Options of `realness run` (DREAM's options come from `DreamConfig`)."""
 
-    images: str | None = field(default=None, metadata={"help": "Folder of images, a manifest CSV/JSONL with an image column (optional mos, description), or a quoted glob of manifest shards ('shards/part-*.csv'); also the first positional argument.", "positional": True})
+    images: str | None = field(default=None, metadata={"help": "Folder of images, one image file, a manifest CSV/JSONL/JSON with an image column (optional mos, description), or a quoted glob of images ('dir/*.png') or of manifest shards ('shards/part-*.csv'); also the first positional argument.", "positional": True})
     out: str = field(default="realness-run", metadata={"help": "Output folder: scores.csv, descriptions.jsonl, maps/, report.html, summary.json."})
     descriptions: str | None = field(default=None, metadata={"help": "Descriptions you already have (CSV/JSONL with filename,description); the describer writes only the missing ones."})
     describer: str = field(default=DEFAULT_DESCRIBER, metadata={"help": "Describer VLM id or folder, 'offline/small-describer' for the bundled offline describer, 'tiny-qwen2vl' for the random test model, or 'none' to use only --descriptions."})
@@ -174,47 +175,55 @@ class Models:
 def _inputs(images: str, out: str | None = None) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
     """Image paths, descriptions and MOS when `images` is a manifest that has them, and the files of a
     folder that were left out for not being images."""
-    from realness.data import manifest_inputs
-    from realness.images import scan_folder
+    from collections import Counter
 
-    if any(c in images for c in "*?[") and not Path(images).exists():  # shards: "shards/part-*.csv"
+    from realness.data import manifest_inputs
+    from realness.images import IMAGE_EXTENSIONS, scan_folder
+
+    def unique(paths: list[Path], what: str) -> None:
+        dup = next((n for n, k in Counter(p.name for p in paths).items() if k > 1), None)
+        if dup:
+            raise ValueError(f"{images}: {dup} is listed twice across the {what} (file names key the results)")
+
+    if any(c in images for c in "*?[") and not Path(images).exists():  # "shards/part-*.csv" or "dir/*.png"
         import glob
 
         shards = sorted(glob.glob(images))
         if not shards:
-            raise FileNotFoundError(f"{images}: no manifest matches")
+            raise FileNotFoundError(f"{images}: nothing matches")
+        pictures = [Path(s) for s in shards if Path(s).suffix.lower() in IMAGE_EXTENSIONS]
+        if pictures and len(pictures) < len(shards):
+            raise ValueError(f"{images}: matches both images and other files; match images only, or manifests only")
+        if pictures:  # a quoted glob of images: those images, as a folder of them would give
+            if out is not None:  # never the run's own pictures
+                own = Path(out).resolve()
+                pictures = [p for p in pictures if own not in p.resolve().parents]
+            unique(pictures, "matched folders")
+            return pictures, {}, {}, []
         paths, texts, mos = [], {}, {}
         for shard in shards:
             p, t, m = manifest_inputs(shard)
             paths += p
             texts.update(t)
             mos.update(m)
-        from collections import Counter
-
-        dup = next((n for n, k in Counter(p.name for p in paths).items() if k > 1), None)
-        if dup:
-            raise ValueError(f"{images}: {dup} is listed twice across the shards (file names key the results)")
+        unique(paths, "shards")
         return paths, texts, mos, []
     src = Path(images)
     if src.is_dir():
         paths, skipped = scan_folder(src, outputs=out)
         return paths, {}, {}, skipped
     if not src.is_file():
-        raise FileNotFoundError(f"{src}: neither a folder of images nor a manifest file")
+        raise FileNotFoundError(f"{src}: neither a folder of images, an image, nor a manifest file")
+    if src.suffix.lower() in IMAGE_EXTENSIONS:  # one image: `realness run photo.png`
+        return [src], {}, {}, []
     return (*manifest_inputs(src), [])
 
 
-def _local_path(name: str) -> bool:
-    """Whether `name` can only be a local path: a hub id is `owner/name`, one slash, no leading `/ . ~`."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-
 
 def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+    from realness.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device)
 
 
 def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
@@ -235,6 +244,8 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         from realness.distributed import import_ray
 
         import_ray()  # says how to install Ray, before anything else
+    else:
+        _device(cfg.device)  # a GPU this machine lacks fails now (on Ray the actors' nodes have their own)
     dream_config = dream_config or DreamConfig()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -243,8 +254,10 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
 
     if cfg.core != CORE_AUTO:
         resolve_core(cfg.core)  # a missing CORE fails now, not after the describer has run
-    if cfg.adapter and not cfg.server and _local_path(cfg.adapter) and not Path(cfg.adapter).expanduser().exists():
-        raise FileNotFoundError(f"--adapter {cfg.adapter}: no such folder")
+    if not cfg.server:  # a named local model that is missing fails now, never as a hub id or a fallback
+        require_local_folder(cfg.adapter, "--adapter")
+        if cfg.describer != "none":
+            require_local_folder(cfg.describer, "--describer")
     from realness.images import IMAGE_EXTENSIONS, skipped_note
 
     paths, given, truth, skipped = _inputs(cfg.images, cfg.out)  # bad inputs fail here, before anything is written
@@ -282,8 +295,7 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    if cfg.offline_fallback:
-        hub_offline_if_unreachable()
+    hub_offline_if_unreachable()  # with or without fallback: a missing network fails in a second, not after retries
     from dataclasses import replace
 
     core, why = choose_core(cfg, paths, given)

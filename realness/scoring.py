@@ -137,6 +137,9 @@ def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | 
     from realness.core import CoreModel
     from realness.data import load_descriptions
 
+    from realness.devices import resolve_device
+
+    device = resolve_device(device)
     paths, skipped = scan_folder(images)
     if skipped:
         logger.warning("%s: %s", images, skipped_note(skipped))

@@ -227,9 +227,16 @@ def test_a_missing_adapter_is_an_error_not_a_silent_fallback(tmp_path, capsys):
             "--dream", "false", "--progress", "false"]
     assert main(args) == 2
     assert f"--adapter {tmp_path / 'nonexistent'}: no such folder" in capsys.readouterr().err
-    from realness.pipeline import _local_path
+    from realness.files import is_local_path
 
-    assert _local_path("/x/y") and _local_path("./a") and _local_path("runs/d/adapter") and not _local_path("owner/name")
+    assert is_local_path("/x/y") and is_local_path("./a") and is_local_path("runs/d/adapter")
+    assert not is_local_path("owner/name") and not is_local_path("offline")
+    # the same for a describer given as a path ("Repo id must be in the form ..." before)
+    assert main([*args[:4], "--describer", "/nope/describer", "--dream", "false", "--progress", "false"]) == 2
+    assert "--describer /nope/describer: no such folder" in capsys.readouterr().err
+    assert main(["annotate", "--images", str(images), "--out", str(tmp_path / "d.jsonl"), "--engine", "transformers",
+                 "--model", "/nope/describer", "--progress", "false"]) == 2
+    assert "--model /nope/describer: no such folder" in capsys.readouterr().err
 
 
 def test_entries_that_are_not_image_files_are_listed_with_why_and_outputs_are_never_inputs(tmp_path, capsys):
@@ -306,3 +313,110 @@ def test_run_against_a_hanging_server_is_bounded_by_timeout_and_retries(tmp_path
     assert len(recs) == 6 and all(r["stage"] == "describe" and "Timeout" in r["error"] for r in recs)
     assert main([*args[:-2], "--timeout", "0", "--progress", "false"]) == 2
     assert "--timeout must be above 0" in capsys.readouterr().err
+
+
+def test_input_errors_are_one_line_not_internal_bugs(tmp_path, capsys):
+    """Each case printed 'an unexpected error ... please report it' (or a misleading line) before."""
+    import json
+
+    images, _ = _samples(tmp_path)
+    names = sorted(p.name for p in images.iterdir())
+
+    def fails(args, *needles):
+        try:
+            code = main(args)
+        except SystemExit as stop:  # argparse's own usage errors
+            code = stop.code
+        assert code == 2, args
+        err = capsys.readouterr().err
+        assert "please report it" not in err and all(n in err for n in needles), err
+
+    # eval: constant predictions, and --n-boot 0 (no intervals, still the correlations)
+    scores, truth = tmp_path / "s.csv", tmp_path / "t.csv"
+    scores.write_text("filename,score_z\n" + "".join(f"{n},1\n" for n in names))
+    truth.write_text("image,mos\n" + "".join(f"{n},{10 * k}\n" for k, n in enumerate(names)))
+    fails(["eval", "--scores", str(scores), "--truth", str(truth), "--out", str(tmp_path / "e")], "s.csv", "constant")
+    scores.write_text("filename,score_z\n" + "".join(f"{n},{k * k}\n" for k, n in enumerate(names)))
+    assert main(["eval", "--scores", str(scores), "--truth", str(truth), "--out", str(tmp_path / "e"), "--n-boot", "0"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["srocc"] == pytest.approx(1.0) and metrics["srocc_ci95"] is None
+    # a YAML value of the wrong type names the file and the key; a boolean written as text is read as one
+    bad = tmp_path / "c.yaml"
+    bad.write_text("chunk_size: [1, 2]\n")
+    fails(["run", str(images), "--out", str(tmp_path / "o"), "--config", str(bad)], "c.yaml", "chunk_size", "integer")
+    from realness.argparsing import parse_dataclasses
+    from realness.dream.configuration import DreamConfig
+    from realness.pipeline import RunConfig
+
+    bad.write_text('dream: "false"\nchunk_size: "4"\n')
+    cfg, _ = parse_dataclasses([RunConfig, DreamConfig], ["x", "--config", str(bad)])
+    assert cfg.dream is False and cfg.chunk_size == 4
+    # a GPU this machine lacks, before anything loads or is written
+    import torch
+
+    if not torch.cuda.is_available():
+        fails(["run", str(images), "--out", str(tmp_path / "g"), "--device", "cuda"], "--device cuda", "use --device cpu")
+        assert not (tmp_path / "g").exists()
+    fails(["score-core", "--model", "offline", "--images", str(images), "--device", "tpu9"], "--device tpu9")
+
+
+def test_tables_as_people_save_them_are_read(tmp_path, caplog):
+    """A description longer than csv's 131,072-character cell limit, ;- and tab-separated files, a .json
+    array, an unquoted comma (warned, not a crash), and an image given where a table belongs."""
+    import logging
+
+    from realness.data import DataError, load_descriptions
+
+    long_text = "Yes. " + "the fence repeats " * 10_000
+    (tmp_path / "long.csv").write_text(f'filename,description\na.png,"{long_text}"\n')
+    assert load_descriptions(tmp_path / "long.csv")["a.png"] == long_text.strip()
+    (tmp_path / "semi.csv").write_text("filename;description\na.png;Yes. Odd, very.\n")
+    (tmp_path / "tab.tsv").write_text("filename\tdescription\na.png\tYes. Odd, very.\n")
+    (tmp_path / "arr.json").write_text('[{"filename": "a.png", "description": "Yes. Odd, very."}]')
+    for name in ("semi.csv", "tab.tsv", "arr.json"):
+        assert load_descriptions(tmp_path / name) == {"a.png": "Yes. Odd, very."}, name
+    (tmp_path / "obj.json").write_text('{"a.png": "Yes."}')
+    with pytest.raises(DataError, match="JSON array of objects"):
+        load_descriptions(tmp_path / "obj.json")
+    (tmp_path / "comma.csv").write_text("filename,description\na.png,Yes, the face, is odd\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_descriptions(tmp_path / "comma.csv") == {"a.png": "Yes"}
+    assert "comma.csv" in caplog.text and "unquoted comma" in caplog.text and "row 1" in caplog.text
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    with pytest.raises(DataError, match="an image, not a table"):
+        load_descriptions(tmp_path / "photo.png")
+
+
+def test_one_image_or_a_quoted_glob_of_images_is_a_run(tmp_path):
+    import json
+
+    images, desc = _samples(tmp_path)
+    names = sorted(p.name for p in images.iterdir())
+    common = ["--describer", "none", "--descriptions", str(desc), "--dream", "false", "--progress", "false"]
+    assert main(["run", str(images / names[0]), "--out", str(tmp_path / "one"), *common]) == 0
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["ok"] == 1
+    pattern = str(images / "*.jpg")
+    expected = sorted(p.name for p in images.glob("*.jpg"))
+    assert expected
+    assert main(["run", pattern, "--out", str(tmp_path / "glob"), *common]) == 0
+    rows = [json.loads(line)["filename"] for line in (tmp_path / "glob" / "results.jsonl").read_text().splitlines()]
+    assert sorted(rows) == expected
+
+
+def test_no_fallback_offline_fails_at_once_with_what_to_do(tmp_path, capsys):
+    import socket
+    import time
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        pytest.skip("the hub is reachable here")
+    except OSError:
+        pass
+    images, _ = _samples(tmp_path)
+    start = time.perf_counter()
+    assert main(["run", str(images), "--out", str(tmp_path / "o"), "--offline_fallback", "false", "--dream", "false",
+                 "--progress", "false"]) == 2
+    assert time.perf_counter() - start < 30  # 54 s of hub retries before
+    err = capsys.readouterr().err
+    assert "not in the local Hugging Face cache" in err and "--offline_fallback true" in err
+    assert "Retrying" not in err and "please report it" not in err

@@ -48,6 +48,16 @@ def _unreachable(err: Exception) -> bool:
     return isinstance(err, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve"))
 
 
+OFFLINE_HINT = ", or let the bundled offline models stand in (--offline_fallback true)"
+
+
+def _offline_miss(err: Exception) -> bool:
+    """True when `err` is the hub's refusal to download in offline mode (the hub was found unreachable)."""
+    import huggingface_hub.constants as hub
+
+    return bool(hub.HF_HUB_OFFLINE) and _unreachable(err)
+
+
 def expected_describer(model_id: str, fallback: bool = True) -> str:
     """The describer `load_describer` will run for `model_id`, told without loading it: the bundled offline
     stand-in when `model_id` is the default, `fallback` allows it, the hub is offline (see
@@ -95,7 +105,9 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
 
     from describe.small import SMALL_DESCRIBER, bundled_gate
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from realness.devices import resolve_device
+
+    device = resolve_device(device)
 
     def make(name, adapter):
         k = engine_kind(kind, device)
@@ -111,6 +123,10 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     except Exception as err:
         # only the default stands in; an adapter was trained for the base it names, never for the stand-in
         if not (fallback and model_id == DEFAULT_DESCRIBER and adapter is None and _unreachable(err)):
+            if _offline_miss(err):
+                raise OSError(f"describer {model_id}: not in the local Hugging Face cache and the hub cannot be "
+                              "reached; download it once where there is network (huggingface-cli download "
+                              f"{model_id}), give a local folder{OFFLINE_HINT if model_id == DEFAULT_DESCRIBER else ''}") from err
             raise
         reason = str(err).splitlines()[0][:120]
         try:

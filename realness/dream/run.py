@@ -25,7 +25,7 @@ def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool
       `offline_fallback` allows it, evidence maps instead, with one warning. No random model stands in.
     `info` names the source that ran (`info["source"]`).
     """
-    from describe.engines import _unreachable
+    from describe.engines import OFFLINE_HINT, _offline_miss, _unreachable
     from realness.dream.evidence import EvidenceMapper
     from realness.dream.maps import DreamMapper
 
@@ -38,6 +38,10 @@ def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool
         mapper = DreamMapper(config, device=device)
     except Exception as err:
         if not (config.source == "auto" and offline_fallback and is_default and _unreachable(err)):
+            if _offline_miss(err):
+                raise OSError(f"CLIP {config.model}/{config.pretrained}: not in the local cache and the hub cannot be "
+                              "reached; fetch its weights once where there is network, or draw evidence maps "
+                              f"(--source evidence){OFFLINE_HINT if is_default else ''}") from err
             raise
         logger.warning("CLIP %s/%s cannot be downloaded (%s); maps come from the evidence instead: the artifact map "
                        "sharpened by detected faces, hands, people and text (--source evidence)", config.model,
@@ -64,6 +68,9 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
     from realness.files import output_name, save_image, write_text_atomic
     from realness.pipeline import hub_offline_if_unreachable
 
+    from realness.devices import resolve_device
+
+    device = resolve_device(device)
     config = config or DreamConfig()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -74,8 +81,7 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
         logger.warning("%s: %s", images, skipped_note(skipped))
     if not paths:
         raise ValueError(f"{images}: no images found")
-    if offline_fallback:
-        hub_offline_if_unreachable()
+    hub_offline_if_unreachable()
     mapper, info = load_mapper(config, device, offline_fallback)
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
