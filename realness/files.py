@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 _SAFE = "._-"
 
 
+# 255 bytes (ext4, XFS, APFS, NTFS) less the longest suffix outputs add (`_overlay.png`) and the temporary
+# prefix `atomic_path` adds (`.tmp-PID-`)
+MAX_OUTPUT_NAME_BYTES = 200
+
+
 def output_name(filename: str) -> str:
     """A file-system-safe name for outputs derived from `filename`, keeping its extension.
 
@@ -29,13 +34,18 @@ def output_name(filename: str) -> str:
     characters replaced by `_` and gains `~` plus 8 hex digits of the original name's hash before its
     extension (`a b.png` -> `a_b~1f0c9a2e.png`): `~` never appears in a kept name, so `a b.png` and
     `a_b.png` (or any two distinct names) never collide, and the name is the same on every run.
+    A name longer than `MAX_OUTPUT_NAME_BYTES` (file systems allow 255 bytes, and outputs add suffixes such
+    as `_overlay.png` and a temporary prefix) is shortened the same way, its stem cut, the hash kept.
     """
     safe = "".join(c if c.isalnum() or c in _SAFE else "_" for c in filename)
-    if safe == filename and filename not in ("", ".", ".."):
+    if safe == filename and filename not in ("", ".", "..") and len(filename.encode("utf-8", "surrogateescape")) <= MAX_OUTPUT_NAME_BYTES:
         return filename
     stem, dot, ext = safe.rpartition(".")
     stem, ext = (stem, f".{ext}") if dot and stem else (safe, "")
+    ext = ext[:16]
     digest = hashlib.sha256(filename.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    while len(f"{stem}~{digest}{ext}".encode("utf-8", "surrogateescape")) > MAX_OUTPUT_NAME_BYTES:
+        stem = stem[: max(0, len(stem) - max(1, (len(stem) // 8)))]
     return f"{stem}~{digest}{ext}"
 
 

@@ -420,3 +420,27 @@ def test_no_fallback_offline_fails_at_once_with_what_to_do(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not in the local Hugging Face cache" in err and "--offline_fallback true" in err
     assert "Retrying" not in err and "please report it" not in err
+
+
+def test_a_name_near_the_file_system_limit_gets_its_map(tmp_path):
+    """A 244-byte file name (the limit is 255): its map, thumbnail and overlay names are shortened, not refused."""
+    import json
+
+    from realness.files import MAX_OUTPUT_NAME_BYTES, output_name
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    name = "a" * 240 + ".png"
+    Image.new("RGB", (64, 48), (150, 90, 60)).save(images / name)
+    desc = tmp_path / "d.csv"
+    desc.write_text(f"filename,description\n{name},Yes. The texture repeats.\n")
+    out = tmp_path / "out"
+    assert main(["run", str(images), "--out", str(out), "--describer", "none", "--descriptions", str(desc),
+                 "--core", "offline", "--progress", "false"]) == 0
+    rec = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert rec["status"] == "ok" and (out / rec["map"]).is_file() and (out / rec["thumb"]).is_file()
+    short = output_name(name)
+    assert len(short.encode()) <= MAX_OUTPUT_NAME_BYTES and short.endswith(".png") and short != output_name("a" * 241 + ".png")
+    assert main(["map", "--images", str(images), "--descriptions", str(desc), "--out", str(tmp_path / "maps"),
+                 "--progress", "false"]) == 0
+    assert (tmp_path / "maps" / f"{short}_overlay.png").is_file()
