@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -35,9 +36,19 @@ class ServerConfig:
     max_images: int = field(default=1, metadata={"help": "Images per request."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float32, ..."})
     extra: list[str] = field(default_factory=list, metadata={"help": "More vLLM server flags, passed through as is."})
+    log: str | None = field(default=None, metadata={"help": "File for vLLM's own output (start-up, requests, errors); a failed start prints one line naming it. Default: realness-serve-PORT.log in the temporary folder."})
+    ready_timeout: float = field(default=900.0, metadata={"help": "Seconds to wait for the server to become healthy (a large model loads for minutes)."})
 
     def __post_init__(self):
         from describe.small import SMALL_DESCRIBER, is_small_describer
+        from realness.files import require_local_folder
+
+        require_local_folder(self.model, "--model")
+        for lora in self.lora:
+            name, sep, path = lora.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--lora {lora}: give name=path (e.g. describer=runs/describer/adapter)")
+            require_local_folder(path, f"--lora {name}=")
 
         if self.model == SMALL_DESCRIBER or is_small_describer(self.model):
             raise ValueError(f"{self.model}: `realness serve` cannot serve the small describer. vLLM runs its language model "
@@ -71,6 +82,23 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+class ServerStartError(OSError):
+    """vLLM exited before its server was ready (a model it cannot load, a port in use, too little memory)."""
+
+
+def log_reason(log: Path, limit: int = 240) -> str:
+    """The line of a vLLM log that says why it stopped: the last exception line, else the last line."""
+    import re
+
+    try:
+        lines = [l.strip() for l in log.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    pattern = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit)\b.*:|^\w*Error:")
+    found = next((l for l in reversed(lines) if pattern.search(l)), lines[-1] if lines else "")
+    return found[:limit]
+
+
 class VllmServer:
     """A vLLM OpenAI-compatible server in a child process; a context manager that waits for health
     and shuts the server down cleanly (SIGINT, then SIGKILL after a grace period)."""
@@ -91,7 +119,7 @@ class VllmServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with code {self.process.returncode} before it was ready")
+                raise ServerStartError(f"vLLM server exited with code {self.process.returncode} before it was ready")
             if healthy(self.url):
                 return self
             time.sleep(0.5)
@@ -116,14 +144,31 @@ class VllmServer:
 
 
 def serve(config: ServerConfig) -> int:
-    """Run the server in the foreground until interrupted; returns its exit code."""
-    server = VllmServer(config, log=sys.stderr)
-    try:
-        server.wait_ready()
-        print(f"describer server ready at {server.url} (models: base{''.join(' ' + l.split('=')[0] for l in config.lora)})",
-              flush=True)
-        return server.process.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
+    """Run the server in the foreground until interrupted; returns its exit code (130 on Ctrl-C, as for every
+    command). vLLM's own output goes to `config.log`; a failed start raises one line naming it."""
+    import tempfile
+    from pathlib import Path
+
+    log_path = Path(config.log or Path(tempfile.gettempdir()) / f"realness-serve-{config.port}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting vLLM for {config.model} on {config.url}; its log: {log_path}", file=sys.stderr, flush=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        server = VllmServer(config, log=log)
+        try:
+            try:
+                server.wait_ready(config.ready_timeout)
+            except (ServerStartError, TimeoutError) as err:
+                reason = log_reason(log_path)
+                raise ServerStartError(f"{err}{': ' + reason if reason else ''} (full log: {log_path})") from None
+            print(f"describer server ready at {server.url} (models: base{''.join(' ' + l.split('=')[0] for l in config.lora)})",
+                  flush=True)
+            code = server.process.wait()
+            if code:
+                print(f"vLLM server stopped with code {code}: {log_reason(log_path)} (full log: {log_path})",
+                      file=sys.stderr)
+            return code
+        except KeyboardInterrupt:
+            print("interrupted; the server is stopped", file=sys.stderr)
+            return 130
+        finally:
+            server.stop()

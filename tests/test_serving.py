@@ -173,3 +173,31 @@ def test_realness_run_through_the_server(server, folder, tiny_clip, tmp_path):
     assert all((out / r["overlay"]).is_file() for r in ok)
     # "No, nothing looks unrealistic." (pair1) gives a flat map
     assert rows["pair1.png"]["verdict"] == "no"
+
+
+def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm, tmp_path):
+    """vLLM's start-up failure (69 lines and two tracebacks before) is one line naming the log that has them;
+    a missing model folder fails before vLLM starts; Ctrl-C during start-up exits 130, as for every command."""
+    root = Path(__file__).resolve().parent.parent
+    cli = [sys.executable, "-m", "realness.cli", "serve", "--port", str(_free_port())]
+    missing = subprocess.run([*cli, "--model", str(tmp_path / "nope")], cwd=root, capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in missing.stderr
+    bogus = tmp_path / "not-a-model"
+    bogus.mkdir()
+    (bogus / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    log = tmp_path / "serve.log"
+    failed = subprocess.run([*cli, "--model", str(bogus), "--log", str(log)], cwd=root, capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode == 2
+    lines = [l for l in failed.stderr.splitlines() if l.strip()]
+    assert len(lines) <= 3 and "Traceback" not in failed.stderr, failed.stderr
+    assert f"full log: {log}" in lines[-1] and "before it was ready" in lines[-1]
+    assert "Traceback" in log.read_text()  # the details are kept, in the file the line names
+    proc = subprocess.Popen([*cli, "--model", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
+                             "--log", str(tmp_path / "s2.log")], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert "starting vLLM" in proc.stderr.readline()
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
