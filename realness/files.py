@@ -58,9 +58,11 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and not err.filename and err.errno:  # a full disk says which file it hit
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 
@@ -130,11 +132,17 @@ class JsonlWriter:
 
     def write(self, record: dict) -> None:
         with self.lock:
-            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.fh.flush()
+            try:
+                self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.fh.flush()
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(self.path)) from err
 
     def close(self) -> None:
-        self.fh.close()
+        try:
+            self.fh.close()
+        except OSError as err:  # a full disk: the last line may be torn, which every reader skips
+            logger.warning("%s: the last record could not be written (%s)", self.path, err.strerror or err)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -168,8 +168,9 @@ class Models:
         return engine
 
     def close(self) -> None:
-        if self._describer is not None and hasattr(self._describer, "close"):
-            self._describer.close()
+        for model in (self._describer, self._mapper):
+            if model is not None and hasattr(model, "close"):
+                model.close()
 
 
 def _inputs(images: str, out: str | None = None) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
@@ -337,7 +338,12 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
         return todo
 
     def finish(rec: dict) -> None:
-        results.write(rec)
+        try:
+            results.write(rec)
+        except OSError as err:  # the run's ledger cannot grow: stop; unrecorded images are redone on rerun
+            discard_outputs(rec, out)
+            raise OSError(err.errno, f"{err.strerror}; the run stopped: free space (or fix the folder) and "
+                                     "rerun the same command to resume", err.filename) from err
         done[rec["filename"]] = rec
         if rec["status"] != "ok":
             logger.warning("%s: %s failed: %s", rec["image"], rec["stage"], rec["error"])
@@ -350,7 +356,8 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
 
             for rec, texts, info in run_on_ray(todo_of(paths), cfg, dream_config, out, device, given, cached):
                 for text in texts:
-                    described.write(text)
+                    if not _record_text(described, rec, text):
+                        discard_outputs(rec, out)
                 models.info.update(info["info"])
                 models.load_s.update(info["load_s"])
                 finish(rec)
@@ -497,9 +504,9 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
         if given.get(rec["filename"], "").strip():
             rec.update(description=given[rec["filename"]].strip(), description_source="given")
             if cached.get(rec["sha256"]) != rec["description"]:  # descriptions.jsonl lists every text used
-                described.write(description_record(Path(rec["image"]), rec["sha256"], rec["description"],
-                                                   source="given"))
-                cached[rec["sha256"]] = rec["description"]
+                if _record_text(described, rec, description_record(Path(rec["image"]), rec["sha256"],
+                                                                   rec["description"], source="given")):
+                    cached[rec["sha256"]] = rec["description"]
         elif rec["sha256"] in cached:
             rec.update(description=cached[rec["sha256"]], description_source="cached")
         else:
@@ -519,9 +526,11 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
             for i, text in zip(need, texts):
                 rec = todo[i]
                 err = text if isinstance(text, Exception) else None
-                described.write(description_record(Path(rec["image"]), rec["sha256"], None if err else text,
-                                                   str(err or ""), model=models.info["describer"]["name"],
-                                                   source=source))
+                written = _record_text(described, rec, description_record(
+                    Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
+                    model=models.info["describer"]["name"], source=source))
+                if not written:
+                    continue
                 if err:
                     _fail(rec, "describe", err)
                 elif not text.strip():
@@ -533,6 +542,16 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
         if todo[i]["status"] == "ok":
             answer = parse_answer(todo[i]["description"])
             todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
+
+
+def _record_text(described, rec: dict, record: dict) -> bool:
+    """Append a description record; a write that fails (a full disk) fails the image at stage `write`."""
+    try:
+        described.write(record)
+        return True
+    except OSError as err:
+        _fail(rec, "write", f"cannot write {err.filename or 'descriptions.jsonl'}: {err.strerror or err}")
+        return False
 
 
 def score_stage(todo, images, models: Models) -> None:
@@ -548,10 +567,12 @@ def map_stage(todo, images, cfg, dream_config, models: Models, out: Path) -> Non
                                                       dream_config, cfg, out))
     for i, image in images.items():  # per image, like every stage: a full disk fails the image, not the run
         start = time.perf_counter()
+        if todo[i]["stage"] == "write":  # already failed writing: no more of its files
+            continue
         try:
             _thumb(image, todo[i], cfg, out)
         except OSError as err:
-            _fail(todo[i], "thumbnail", f"cannot write the thumbnail: {err}")
+            _write_failed(todo[i], err, out)
         _split_time([todo[i]], "thumbnail", start)
 
 
@@ -608,23 +629,42 @@ def _score(models: Models, images: list, recs: list[dict]) -> None:
         rec.update(score_z=float(value), score_mos=None if mos is None else float(mos))
 
 
+OUTPUT_KEYS = ("map", "overlay", "overlay_thumb", "thumb")
+
+
+def discard_outputs(rec: dict, out: Path) -> None:
+    """Remove the files a failed image got before it failed, so a full disk is not kept full by images that
+    will be redone anyway (the rerun writes them again)."""
+    for key in OUTPUT_KEYS:
+        if rec.get(key):
+            (out / rec[key]).unlink(missing_ok=True)
+            rec[key] = ""
+
+
+def _write_failed(rec: dict, err: OSError, out: Path) -> None:
+    discard_outputs(rec, out)
+    _fail(rec, "write", f"cannot write {err.filename or 'an output'}: {err.strerror or err}")
+
+
 def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cfg: RunConfig, out: Path) -> None:
     mapper = models.mapper()
     for image, rec, rmap in zip(images, recs, mapper.map_batch(images, [r["description"] for r in recs])):
         name = output_name(rec["filename"])
-        rmap.save(out / "maps" / f"{name}.npz")
-        overlay = rmap.overlay(image, config.colormap, config.alpha, max_side=cfg.overlay_size)
-        save_image(overlay, out / "maps" / f"{name}.overlay.png")
-        _save_thumbnail(overlay, out / "thumbs" / f"{name}.overlay.jpg", cfg.thumb_size)
-        rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png",
-                   overlay_thumb=f"thumbs/{name}.overlay.jpg", map_flat=bool(rmap.flat), map_source=rmap.source,
-                   regions=rmap.regions, map_note=rmap.note)
+        rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png", overlay_thumb=f"thumbs/{name}.overlay.jpg")
+        try:  # a write that fails (a full disk) fails this image alone, and keeps none of its files
+            rmap.save(out / rec["map"])
+            overlay = rmap.overlay(image, config.colormap, config.alpha, max_side=cfg.overlay_size)
+            save_image(overlay, out / rec["overlay"])
+            _save_thumbnail(overlay, out / rec["overlay_thumb"], cfg.thumb_size)
+        except OSError as err:
+            _write_failed(rec, err, out)
+            continue
+        rec.update(map_flat=bool(rmap.flat), map_source=rmap.source, regions=rmap.regions, map_note=rmap.note)
 
 
 def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:
-    name = f"thumbs/{output_name(rec['filename'])}.jpg"
-    _save_thumbnail(image, out / name, cfg.thumb_size)
-    rec["thumb"] = name
+    rec["thumb"] = f"thumbs/{output_name(rec['filename'])}.jpg"
+    _save_thumbnail(image, out / rec["thumb"], cfg.thumb_size)
 
 
 def _save_thumbnail(image, path: Path, size: int) -> None:

@@ -444,3 +444,60 @@ def test_a_name_near_the_file_system_limit_gets_its_map(tmp_path):
     assert main(["map", "--images", str(images), "--descriptions", str(desc), "--out", str(tmp_path / "maps"),
                  "--progress", "false"]) == 0
     assert (tmp_path / "maps" / f"{short}_overlay.png").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system (tmpfs; needs root) for outputs: it fills up mid-run like a real disk."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and tmpfs to make a small file system")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_images_it_cannot_write_and_keeps_nothing_of_them(tmp_path, small_disk, capsys):
+    """The default chunk size, maps filling a real (small) disk: the run goes on, each failed image names the
+    file it could not write, none of its outputs is left behind, and a rerun with room redoes only those."""
+    import json
+    import shutil
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(10):  # noise compresses badly: every overlay is large
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(images / f"n{k}.png")
+    desc = tmp_path / "d.csv"
+    desc.write_text("filename,description\n" + "".join(f"n{k}.png,Yes. The texture repeats.\n" for k in range(10)))
+    out = small_disk / "run"
+    args = ["run", str(images), "--out", str(out), "--describer", "none", "--descriptions", str(desc),
+            "--core", "offline", "--progress", "false", "--overlay_size", "640"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1, err  # some images done, some failed: the run did not stop
+    assert "please report it" not in err and "Traceback" not in err
+    recs = {r["filename"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert len(recs) == 10
+    failed = [r for r in recs.values() if r["status"] == "failed"]
+    assert failed and len(failed) < 10
+    for r in failed:
+        assert r["stage"] in ("map", "thumbnail", "write") and "No space left" in r["error"], r
+        assert str(out) in r["error"]  # names the file it could not write
+    from realness.files import output_name
+
+    for r in failed:  # nothing of a failed image is left to fill the disk
+        stem = output_name(r["filename"])
+        assert not [p for p in out.rglob(f"{stem}*")], r["filename"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    bigger = tmp_path / "room"
+    shutil.copytree(out, bigger)  # room again: the rerun redoes the failed images only
+    args[args.index(str(out))] = str(bigger)
+    assert main(args) == 0
+    s = json.loads((bigger / "summary.json").read_text())
+    assert s["skipped_already_done"] == 10 - len(failed) and s["processed_this_run"] == len(failed)

@@ -80,6 +80,9 @@ class EvidenceMapper:
         self.artifact = artifact_model or ArtifactMapModel.from_pretrained(self.config.artifact_model, device=device)
         self.detector = detector or RegionDetector(self.config.detectors)
 
+    def close(self) -> None:
+        self.detector.close()
+
     def info(self) -> dict:
         return {"source": "evidence", "artifact_model": self.config.artifact_model, "detectors": list(self.config.detectors),
                 "detectors_missing": dict(self.detector.missing), "placeholder": False}

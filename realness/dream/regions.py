@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -85,6 +86,14 @@ def _quiet_stderr():
         os.close(fd)
 
 
+def _close_quietly(model) -> None:
+    """Close a MediaPipe solution with fd 2 silenced: its graph's teardown prints a protobuf 6 complaint
+    ("'MessageFactory' object has no attribute 'GetPrototype'") straight to the console otherwise, at
+    whatever moment the garbage collector picks."""
+    with _quiet_stderr(), contextlib.suppress(Exception):
+        model.close()
+
+
 def _batched_nms(boxes, scores, idxs, threshold: float):
     """torchvision.ops.batched_nms in plain torch (facenet-pytorch's only compiled op; the CPU test machines'
     torchvision cannot load its own)."""
@@ -131,6 +140,13 @@ class RegionDetector:
         self._models: dict[str, object] = {}
         self.missing: dict[str, str] = {}
 
+    def close(self) -> None:
+        """Release the detectors now (MediaPipe's graphs quietly)."""
+        for model in self._models.values():
+            if hasattr(model, "close"):
+                _close_quietly(model)
+        self._models.clear()
+
     def available(self) -> list[str]:
         """The labels whose detector loads here."""
         return [label for label in self.labels if self._model(label) is not None]
@@ -141,6 +157,8 @@ class RegionDetector:
         if label not in self._models:
             try:
                 self._models[label] = getattr(self, f"_load_{label}")()
+                if hasattr(self._models[label], "close"):  # MediaPipe's graphs: closed quietly, when this goes
+                    weakref.finalize(self, _close_quietly, self._models[label])
             except ImportError as err:
                 self.missing[label] = f"needs `{PACKAGES[label]}` (bash .ci/install installs it): {err}"
                 logger.warning("no %s detector: %s", label, self.missing[label])

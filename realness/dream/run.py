@@ -91,9 +91,15 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
 
     def save(path: Path, image, result) -> None:
         name = output_name(path.name)
-        result.save(out / f"{name}.npz")
-        save_image(result.heatmap(config.colormap), out / f"{name}_heatmap.png")
-        save_image(result.overlay(image, config.colormap, config.alpha, max_side=overlay_size), out / f"{name}_overlay.png")
+        files = [out / f"{name}.npz", out / f"{name}_heatmap.png", out / f"{name}_overlay.png"]
+        try:
+            result.save(files[0])
+            save_image(result.heatmap(config.colormap), files[1])
+            save_image(result.overlay(image, config.colormap, config.alpha, max_side=overlay_size), files[2])
+        except OSError:  # a full disk: none of this image's files stay to keep it full
+            for f in files:
+                f.unlink(missing_ok=True)
+            raise
 
     def fail(path: Path, err: Exception) -> None:
         logger.warning("%s", err if str(err).startswith(str(path)) else f"{path}: {err}")
@@ -136,6 +142,8 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
             flush()
     flush()
     bar.close()
+    if hasattr(mapper, "close"):
+        mapper.close()
     summary = {"mapped": done, "flat": flat, "failed": failed, "skipped_files": [p.name for p, _ in skipped],
                "skipped_reasons": skipped_reasons(skipped),
                "maps": info, "config": config.to_dict(),
