@@ -59,6 +59,7 @@ def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", d
     if quantize_4bit:
         compute = torch.bfloat16 if torch_dtype in ("auto", torch.bfloat16) else torch_dtype
         kwargs["quantization_config"] = quantization_config(compute)
+        kwargs["dtype"] = compute  # what is not quantised (embeddings, norms, vision tower) stays in bf16
         kwargs["device_map"] = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
     elif device_map is not None:
         kwargs["device_map"] = device_map
@@ -69,14 +70,26 @@ def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", d
     return model, processor
 
 
+def prepare_kbit(model, gradient_checkpointing: bool = False):
+    """`peft.prepare_model_for_kbit_training` without its float32 casts: every weight frozen, gradient
+    checkpointing and input gradients as asked, but what is not quantised keeps its bf16. PEFT's version
+    casts it all to float32, which for Qwen2.5-VL-3B is a 311M-parameter embedding at 1.16 GiB, more than
+    the 4-bit language model itself; LoRA's own weights are float32 either way (PEFT creates them so)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
 def add_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False):
     """Wrap `model` in a PEFT LoRA model (after k-bit preparation when it is quantised)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
     settings = settings or LoraSettings()
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_kbit(model, gradient_checkpointing)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

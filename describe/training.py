@@ -63,6 +63,7 @@ class DescriberTrainConfig:
     num_workers: int = field(default=2, metadata={"help": "Data loader workers."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+    answer_only_loss: bool = field(default=True, metadata={"help": "Compute logits only at the answer's positions (the labels), not over the whole vocabulary at every prompt position: the same loss, far less memory."})
     select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss (needs save_steps == eval_steps), not the last."})
 
 
@@ -149,6 +150,46 @@ def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT
     return [p + t for p, t in zip(prefixes, texts)] if prefixes is not None else texts
 
 
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None):
+    """`(loss, outputs)` with logits computed only where the next token is labelled (the answer), not over
+    the ~150k-token vocabulary at every position of a prompt that is mostly image tokens. The same value as
+    the model's own loss: cross-entropy over the labelled tokens, summed and divided by their count (or by
+    `num_items_in_batch`, the Trainer's count across gradient-accumulation steps)."""
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)  # position t predicts token t + 1
+    outputs = model(**inputs, logits_to_keep=keep)
+    logits = outputs.logits.float()
+    target = labels[:, keep + 1].to(logits.device)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                            reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
+    return total / count, outputs
+
+
+def _answer_only_trainer():
+    from transformers import Trainer
+
+    class AnswerOnlyTrainer(Trainer):
+        """The Trainer with `answer_only_loss`: logits at the answer's positions only."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, outputs = answer_only_loss(model, inputs, num_items_in_batch)
+            # normalised by the tokens of the whole accumulated batch when the Trainer counted them (as the
+            # model's own loss is), else a per-batch mean that the Trainer divides by the accumulation steps
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
+                               else self.args.n_gpu)  # the Trainer's own scaling for a count over devices
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerOnlyTrainer
+
+
 def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
     """Fine-tune and save the adapter (+ processor) to `output_dir/adapter`; returns that folder.
 
@@ -180,7 +221,8 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
         load_best_model_at_end=bool(cfg.select_best and held), metric_for_best_model="eval_loss", greater_is_better=False,
     )
     collator = TrainCollator(processor, cfg.question, cfg.system or None)
-    trainer = Trainer(model=model, args=args, train_dataset=_Pairs(train_rows),
+    trainer = (_answer_only_trainer() if cfg.answer_only_loss else Trainer)(
+                      model=model, args=args, train_dataset=_Pairs(train_rows),
                       eval_dataset=_Pairs(held) if held else None, data_collator=collator,
                       callbacks=[_sample_callback(cfg, processor, held), *callbacks])
     last = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None

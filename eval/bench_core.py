@@ -11,6 +11,10 @@ tokenization, both backbones, head) and the model alone on tensors already on th
 --image-sizes each model is timed at each input size (the head does not depend on it: features are pooled)
 and every rate is also given as a ratio to the first size's at the same batch size. Prints one line per
 model and size and writes --out (JSON).
+
+`--workers 0 1 ...` adds the end-to-end rate from JPEG files on disk (decode, downscale, resize, tokenise,
+model: `predict` on paths, as `realness score-core` runs) with that many DataLoader workers preparing the
+next batches, each as a ratio to the model alone at the same batch size, measured in the same run.
 """
 
 from __future__ import annotations
@@ -69,6 +73,27 @@ def _model_rate(model, images, texts, batch_size: int, device: str, amp: str, re
     return batch_size * repeats / (time.perf_counter() - start)
 
 
+def _file_rates(model, images, texts, batch_size: int, device: str, amp: str, workers: list[int]) -> dict:
+    """End to end from JPEG files, per number of DataLoader workers."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(folder / f"b{i:04d}.jpg")
+        img.save(paths[-1], quality=90)
+    rates = {}
+    with _autocast(device, amp):
+        for w in workers:
+            model.predict(paths[:batch_size], texts[:batch_size], batch_size=batch_size, num_workers=w)  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            model.predict(paths, texts, batch_size=batch_size, num_workers=w)
+            _sync(device)
+            rates[w] = len(paths) / (time.perf_counter() - start)
+    return rates
+
+
 def _build(name: str, device: str):
     from realness.core import create_core
 
@@ -100,6 +125,8 @@ def main(argv=None) -> dict:
                    help="Input sizes HxW to time each model at, the first being the baseline (default: the model's own)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, float32)")
+    p.add_argument("--workers", type=int, nargs="*", default=[],
+                   help="Also time predict from JPEG files with these DataLoader worker counts (default: none)")
     p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")
     a = p.parse_args(argv)
     images = _images(max(a.images, max(a.batch_sizes)))
@@ -126,6 +153,15 @@ def main(argv=None) -> dict:
             cells = "  ".join(f"batch {bs}: {r:7.1f}/s ({r / base:.2f}x; vs first size {r / first_size[bs]:.2f}x; "
                               f"model alone {alone[bs]:7.1f}/s)" for bs, r in rates.items())
             print(f"{key:8s} {name_of_device} amp={a.amp} input {size}  {cells}  [{weights}]")
+            if a.workers:
+                files = {bs: _file_rates(model, images, texts, bs, a.device, a.amp, a.workers) for bs in a.batch_sizes}
+                results["models"][key]["from_files_images_per_s"] = files
+                results["models"][key]["from_files_over_model_alone"] = {
+                    bs: {w: r / alone[bs] for w, r in per.items()} for bs, per in files.items()}
+                for bs, per in files.items():
+                    print(f"{key:8s} from files, batch {bs}: " + "  ".join(
+                        f"{w} workers {r:7.1f}/s ({r / alone[bs]:.2f}x model alone, {r / per[a.workers[0]]:.2f}x "
+                        f"{a.workers[0]} workers)" for w, r in per.items()))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     return results

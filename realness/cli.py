@@ -103,9 +103,11 @@ def _score_core(argv: list[str]) -> int:
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown)")
     p.add_argument("--max-pixels", type=int, default=PIXEL_BUDGET, help="Images with more pixels are downscaled once on "
                    f"read; 0: never (default: {PIXEL_BUDGET})")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers that decode, resize and tokenise "
+                   "while CORE scores; 0: in this process (default: one per CPU core beyond the model's, at most 8)")
     a = p.parse_args(argv)
     r = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress,
-                     a.max_pixels or None)
+                     a.max_pixels or None, a.num_workers)
     print(f"scored {r['ok']} image(s), {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
     _list_skipped(r)

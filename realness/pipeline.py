@@ -62,6 +62,7 @@ class RunConfig:
     describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
     verdict_guide: str = field(default="auto", metadata={"help": GUIDE_HELP})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers that resize and tokenise CORE's inputs while it scores; 0: in this process. Default: one per CPU core beyond the model's, at most 8."})
     concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
     retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors and timeouts."})
     timeout: float = field(default=120.0, metadata={"help": "Seconds per --server request before it counts as failed (and is retried)."})
@@ -618,12 +619,15 @@ def _describe(describer, recs: list[dict], images: list, cfg: RunConfig) -> list
 
 
 def _score(models: Models, images: list, recs: list[dict]) -> None:
+    from realness.core.loading import default_num_workers
     from realness.scoring import default_batch_size
 
     core = models.core()
+    batch = default_batch_size(models.device)
+    workers = models.cfg.num_workers if models.cfg.num_workers is not None else default_num_workers()
     z = core.predict(images if core.config.uses_image else None,
                      [r["description"] for r in recs] if core.config.uses_text else None,
-                     batch_size=default_batch_size(models.device))
+                     batch_size=batch, num_workers=min(workers, len(images) // batch))
     for rec, value in zip(recs, z.tolist()):
         mos = core.to_mos(value)
         rec.update(score_z=float(value), score_mos=None if mos is None else float(mos))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note, skipped_reasons
+from realness.images import PIXEL_BUDGET, scan_folder, skipped_note, skipped_reasons
 
 logger = logging.getLogger(__name__)
 FIELDS = ("filename", "score_z", "score_mos", "description", "error")
@@ -33,8 +33,13 @@ def score_images(
     batch_size: int = 16,
     progress: bool = True,
     max_pixels: int | None = PIXEL_BUDGET,
+    num_workers: int | None = None,
 ) -> Iterator[CoreScore]:
     """Yield a `CoreScore` per image, in order; unreadable images or missing descriptions yield errors.
+
+    Images are decoded, downscaled, resized and tokenised in `num_workers` DataLoader workers (default:
+    `realness.core.loading.default_num_workers()`, one per core beyond the model's) while the model scores
+    the batch before; 0 prepares them in this process. The scores do not depend on it.
 
     Args:
         model: a `CoreModel`.
@@ -43,58 +48,24 @@ def score_images(
     """
     from tqdm.auto import tqdm
 
+    from realness.core.loading import default_num_workers, predict_stream
+
     descriptions = descriptions or {}
-    needs_text = model.config.uses_text
-    needs_image = model.config.uses_image
-    bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr)
-    pending: list[tuple[str, object, str]] = []
-
-    def flush() -> Iterator[CoreScore]:
-        if not pending:
-            return
-        names, images, texts = zip(*pending)
-
-        def predict(sl: slice) -> list[float]:
-            return model.predict(list(images[sl]) if needs_image else None, list(texts[sl]) if needs_text else None,
-                                 batch_size=batch_size).tolist()
-
-        try:
-            values = predict(slice(None))
-        except Exception:  # noqa: BLE001 - find the image that fails, score the rest
-            values = []
-            for i in range(len(names)):
-                try:
-                    values.extend(predict(slice(i, i + 1)))
-                except Exception as err:  # noqa: BLE001
-                    logger.warning("%s: scoring failed: %s", names[i], err)
-                    values.append(err)
-        for name, text, value in zip(names, texts, values):
-            if isinstance(value, Exception):
-                yield CoreScore(name, None, None, text, f"scoring failed: {value}")
+    paths = [Path(p) for p in paths]
+    texts = [descriptions.get(p.name, "") for p in paths]
+    workers = default_num_workers() if num_workers is None else num_workers
+    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for index, value in predict_stream(model, paths if model.config.uses_image else None,
+                                           texts if model.config.uses_text else None, batch_size,
+                                           min(workers, max(0, len(paths) // max(1, batch_size))), max_pixels):
+            name, text = paths[index].name, texts[index]
+            bar.update(1)
+            if isinstance(value, str):
+                logger.warning("%s", value if value.startswith(str(paths[index])) else f"{paths[index]}: {value}")
+                yield CoreScore(name, None, None, text, value)
                 continue
             mos = model.to_mos(value)
             yield CoreScore(name, value, None if mos is None else float(mos), text)
-        bar.update(len(pending))
-        pending.clear()
-
-    for path in paths:
-        path = Path(path)
-        text = descriptions.get(path.name, "")
-        try:
-            if needs_text and not text.strip():
-                raise ValueError(f"{path}: no description for this image")
-            image = load_image(path, max_pixels) if needs_image else None
-        except (ImageError, ValueError) as err:
-            logger.warning("%s", err)
-            bar.update(1)
-            yield from flush()  # keep output in input order
-            yield CoreScore(path.name, None, None, text, str(err))
-            continue
-        pending.append((path.name, image, text))
-        if len(pending) >= batch_size:
-            yield from flush()
-    yield from flush()
-    bar.close()
 
 
 def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, dict[str, str]]:
@@ -127,7 +98,7 @@ def default_batch_size(device: str) -> int:
 
 def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | Path | None, out: str | Path,
                  batch_size: int | None = None, device: str = "cpu", progress: bool = True,
-                 max_pixels: int | None = PIXEL_BUDGET) -> dict:
+                 max_pixels: int | None = PIXEL_BUDGET, num_workers: int | None = None) -> dict:
     """`realness score-core`: score every image in a folder and write `out` (CSV).
 
     Returns `{"ok": n scored, "failed": {file name: reason}, "skipped_files": [names without an image
@@ -149,6 +120,6 @@ def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | 
     model = CoreModel.from_pretrained(model_dir, device=device)
     if model.config.uses_text and not descriptions:
         raise ValueError(f"{model_dir}: this CORE model reads descriptions; give --descriptions")
-    ok, failed = write_scores(score_images(model, paths, texts, batch_size, progress, max_pixels), out)
+    ok, failed = write_scores(score_images(model, paths, texts, batch_size, progress, max_pixels, num_workers), out)
     return {"ok": ok, "failed": failed, "skipped_files": [p.name for p, _ in skipped],
             "skipped_reasons": skipped_reasons(skipped)}

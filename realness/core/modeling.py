@@ -137,30 +137,30 @@ class CoreModel(nn.Module):
             mos = mos.clamp(*c.mos_range) if torch.is_tensor(mos) else min(max(mos, c.mos_range[0]), c.mos_range[1])
         return mos
 
-    def predict(self, images=None, descriptions=None, batch_size: int = 16) -> torch.Tensor:
-        """Z-scores for PIL images and/or description strings, in batches, without augmentation."""
-        return self._batched(self, images, descriptions, batch_size)
+    def predict(self, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0) -> torch.Tensor:
+        """Z-scores for images (PIL images or file paths) and/or description strings, in batches, without
+        augmentation. `num_workers` DataLoader workers prepare the batches while the model runs
+        (`realness.core.loading`); the scores do not depend on it. Raises ValueError for an input that
+        cannot be used (`realness.core.loading.predict_stream` yields those instead, per item)."""
+        return self._batched(self, images, descriptions, batch_size, num_workers)
 
-    def predict_features(self, images=None, descriptions=None, batch_size: int = 16) -> torch.Tensor:
-        """The head's input features (`features()`) for PIL images and/or description strings, in batches."""
-        return self._batched(self.features, images, descriptions, batch_size)
+    def predict_features(self, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0) -> torch.Tensor:
+        """The head's input features (`features()`) for images and/or description strings, in batches."""
+        return self._batched(self.features, images, descriptions, batch_size, num_workers)
 
-    @torch.no_grad()
-    def _batched(self, fn, images, descriptions, batch_size: int) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        n = len(images) if images is not None else len(descriptions)
+    def _batched(self, fn, images, descriptions, batch_size: int, num_workers: int) -> torch.Tensor:
+        from realness.core.loading import predict_stream
+
+        if self.config.uses_text and descriptions is not None:
+            empty = [i for i, d in enumerate(descriptions) if not str(d).strip()]
+            if empty:
+                raise ValueError(f"empty description at batch position(s) {empty}")
         out = []
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            batch = self.processor(
-                images[sl] if images is not None else None,
-                descriptions[sl] if descriptions is not None else None,
-            )
-            out.append(fn(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
-        self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0)
+        for _, value in predict_stream(self, images, descriptions, batch_size, num_workers, fn=fn):
+            if isinstance(value, str):
+                raise ValueError(value)
+            out.append(torch.as_tensor(value, dtype=torch.float32))
+        return torch.stack(out) if out else torch.empty(0)
 
     def save_pretrained(self, folder: str | Path, include_frozen: bool = True, dtype: torch.dtype | None = None) -> None:
         """Write config, safetensors weights and the text encoder's config + tokenizer.
