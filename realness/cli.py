@@ -165,6 +165,21 @@ def _map(argv: list[str]) -> int:
     return exit_code(len(s["mapped"]) + len(s["flat"]), len(s["failed"]))
 
 
+def _reward_audit(argv: list[str]) -> int:
+    from realness.argparsing import parse_dataclasses
+    from realness.reward_audit import AuditConfig, run_audit
+
+    (cfg,) = parse_dataclasses([AuditConfig], argv, prog="realness reward-audit",
+                               description="Gradient ascent on real photographs against the realness reward: how far it "
+                                           "can be pushed, per robustness setting, and whether an audit model agrees.")
+    report = run_audit(cfg)
+    for name, s in report["settings"].items():
+        print(f"{name:14s} attacked {s['gain_attacked']:+.2f} z, audit {s['gain_audit']:+.2f} z after {cfg.steps} steps "
+              f"(PSNR {s['steps'][-1]['psnr']:.1f} dB)")
+    print(f"wrote {cfg.out}/audit.json, audit.csv, audit.png, grid.png")
+    return 0
+
+
 def _train_maps(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
     from realness.dream.artifact import ArtifactConfig
@@ -316,6 +331,7 @@ COMMANDS = {
     "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
     "eval-describer": (_eval_describer, "distillation gate: describer vs reference text and content-free floors; exit 1 when it fails"),
     "map": (_map, "realness maps (DREAM: CLIP, or evidence offline) for a folder of images"),
+    "reward-audit": (_reward_audit, "how far the realness reward can be pushed by gradient ascent, and whether an audit model agrees"),
     "train-maps": (_train_maps, "train the artifact map on real photos with self-made local corruptions"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }
