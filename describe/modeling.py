@@ -83,13 +83,17 @@ def prepare_kbit(model, gradient_checkpointing: bool = False):
     return model
 
 
-def add_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False):
-    """Wrap `model` in a PEFT LoRA model (after k-bit preparation when it is quantised)."""
-    from peft import LoraConfig, get_peft_model
+def add_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False,
+             kbit_upcast: bool = False):
+    """Wrap `model` in a PEFT LoRA model (after k-bit preparation when it is quantised: `prepare_kbit`, or with
+    `kbit_upcast` PEFT's own, which casts every non-quantised weight to float32)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = settings or LoraSettings()
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False):
-        model = prepare_kbit(model, gradient_checkpointing)
+        model = (prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+                 if kbit_upcast else prepare_kbit(model, gradient_checkpointing))
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -38,12 +38,26 @@ QWEN25_SPECIAL = [
 ]
 
 
+SHALLOW = "-shallow"  # real widths and vocabulary, 4 language layers and 4 vision blocks: what 2 CPU cores can train
+
+
 def _config(name: str):
+    """The published configuration of `name`; `<name>-shallow` keeps its widths, vocabulary and embeddings
+    (what the QLoRA memory work is about) with 4 of its language layers and 4 of its vision blocks."""
     from transformers import AutoConfig
 
-    if name not in REALSIZE:
-        raise ValueError(f"unknown real-size model {name!r}; choose from {sorted(REALSIZE)}")
-    return AutoConfig.from_pretrained(REALSIZE[name])
+    base = name.removesuffix(SHALLOW)
+    if base not in REALSIZE:
+        raise ValueError(f"unknown real-size model {name!r}; choose from {sorted(REALSIZE)} (or NAME{SHALLOW})")
+    config = AutoConfig.from_pretrained(REALSIZE[base])
+    if name.endswith(SHALLOW):
+        text = getattr(config, "text_config", config)
+        text.num_hidden_layers = 4
+        if hasattr(text, "layer_types") and text.layer_types:
+            text.layer_types = text.layer_types[:4]
+        config.vision_config.depth = 4
+        config.vision_config.fullatt_block_indexes = [3]
+    return config
 
 
 def _model_class(config):
@@ -103,7 +117,7 @@ def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfl
 
     config = _config(name)
     tokenizer = qwen25_tokenizer(QWEN_TEMPLATE)
-    pre = json.loads((REALSIZE[name] / "preprocessor_config.json").read_text())
+    pre = json.loads((REALSIZE[name.removesuffix(SHALLOW)] / "preprocessor_config.json").read_text())
     image_processor = Qwen2VLImageProcessor(min_pixels=pre["min_pixels"], max_pixels=pre["max_pixels"],
                                             patch_size=pre["patch_size"], merge_size=pre["merge_size"],
                                             temporal_patch_size=pre["temporal_patch_size"],

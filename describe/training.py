@@ -63,6 +63,7 @@ class DescriberTrainConfig:
     num_workers: int = field(default=2, metadata={"help": "Data loader workers."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+    kbit_upcast: bool = field(default=False, metadata={"help": "With --quantize_4bit: PEFT's prepare_model_for_kbit_training, which casts every non-quantised weight (embeddings, norms, vision tower) to float32; default keeps them in bf16."})
     answer_only_loss: bool = field(default=True, metadata={"help": "Compute logits only at the answer's positions (the labels), not over the whole vocabulary at every prompt position: the same loss, far less memory."})
     select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss (needs save_steps == eval_steps), not the last."})
 
@@ -208,7 +209,7 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
     model, processor = load_base(cfg.model_id, cfg.quantize_4bit, cfg.dtype)
     set_image_budget(processor, cfg.image_max_pixels)
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_modules), cfg.lora_vision)
-    model = add_lora(model, lora, cfg.gradient_checkpointing)
+    model = add_lora(model, lora, cfg.gradient_checkpointing, cfg.kbit_upcast)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,

@@ -66,7 +66,9 @@ def child(a) -> dict:
             self.times.append(time.perf_counter())
             self.rss = max(getattr(self, "rss", 0), psutil.Process().memory_info().rss)
 
-    cfg = DescriberTrainConfig(data=a.manifest, model_id=a.model_dir, output_dir=a.run_dir, quantize_4bit=a.child == "qlora",
+    before = a.child.endswith("-before")  # the recipe before the memory work: full-vocabulary loss, float32 casts
+    cfg = DescriberTrainConfig(data=a.manifest, model_id=a.model_dir, output_dir=a.run_dir,
+                               quantize_4bit=a.child.startswith("qlora"), answer_only_loss=not before, kbit_upcast=before,
                                dtype="bf16", max_steps=a.steps, batch_size=a.batch_size, grad_accum=1, val_fraction=0,
                                save_steps=10**6, logging_steps=10**6, num_workers=0, warmup_ratio=0.0, resume=False)
     clock = Clock()
@@ -88,7 +90,9 @@ def child(a) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny test Qwen2-VL)")
-    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 base) (default: both)")
+    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 base); "
+                   "lora-before / qlora-before: the recipe before the memory work (logits over the whole vocabulary at "
+                   "every position, PEFT's float32 casts) (default: lora qlora)")
     p.add_argument("--steps", type=int, default=6, help="Optimizer steps per mode (default: 6)")
     p.add_argument("--warmup", type=int, default=2, help="Steps left out of the timing (default: 2)")
     p.add_argument("--batch-size", type=int, default=2, help="Samples per step (default: 2)")
@@ -119,12 +123,19 @@ def main(argv=None) -> dict:
             print(f"{mode}: failed: {result['modes'][mode]['error']}")
             continue
         result["modes"][mode] = r = json.loads(lines[-1][7:])
-        print(f"{mode:6s} {r['samples_per_s']:7.3f} samples/s   peak memory {r['peak_gib']:6.2f} GiB")
+        print(f"{mode:12s} {r['samples_per_s']:7.3f} samples/s   peak memory {r['peak_gib']:6.2f} GiB")
     lora, qlora = result["modes"].get("lora", {}), result["modes"].get("qlora", {})
     if "peak_gib" in lora and "peak_gib" in qlora:
         result["qlora_over_lora_memory"] = qlora["peak_gib"] / lora["peak_gib"]
         result["qlora_over_lora_speed"] = qlora["samples_per_s"] / lora["samples_per_s"]
         print(f"QLoRA / LoRA: peak memory {result['qlora_over_lora_memory']:.2f}x, speed {result['qlora_over_lora_speed']:.2f}x")
+    old_lora, old_qlora = result["modes"].get("lora-before", {}), result["modes"].get("qlora-before", {})
+    if "peak_gib" in old_lora and "peak_gib" in qlora:
+        result["qlora_over_lora_before_memory"] = qlora["peak_gib"] / old_lora["peak_gib"]
+        print(f"QLoRA now / LoRA before: peak memory {result['qlora_over_lora_before_memory']:.2f}x")
+    if "peak_gib" in old_qlora and "peak_gib" in old_lora:
+        result["before_qlora_over_lora_memory"] = old_qlora["peak_gib"] / old_lora["peak_gib"]
+        print(f"before: QLoRA / LoRA peak memory {result['before_qlora_over_lora_memory']:.2f}x")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     return result

@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    fit_mse = float(loss) if a.pretrain_steps else float("nan")
+    fit_mse = loss.item() if a.pretrain_steps else float("nan")
     base = copy.deepcopy(gen).eval().requires_grad_(False)
     reward = RealnessReward(a.model)
     audit = RealnessReward(a.audit_model)

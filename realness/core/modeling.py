@@ -20,7 +20,9 @@ from realness.core.processing import CoreProcessor
 # Models that ship inside the package, loadable by name: `CoreModel.from_pretrained("offline")`.
 BUNDLED = {"offline": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline",
            # the same recipe without text: the score a user gets with no describer (the gate's floor)
-           "offline-image": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-image"}
+           "offline-image": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-image",
+           # a second opinion for `realness reward-audit`: EfficientNet-Lite2, other seeds; never a reward
+           "offline-audit": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-audit"}
 
 
 def resolve_core(name: str | Path) -> Path:
