@@ -72,12 +72,15 @@ def sha256_file(path: Path) -> str:
 
 
 def _inputs(cfg: AnnotateConfig) -> list[Path]:
-    from realness.images import list_images
+    from realness.images import scan_folder, skipped_note
 
     if bool(cfg.images) == bool(cfg.dataset):
         raise ValueError("give exactly one of --images DIR or --dataset FILE")
     if cfg.images:
-        return list_images(cfg.images)
+        images, skipped = scan_folder(cfg.images)
+        if skipped:  # subfolders, FIFOs, broken links, other files: said, never silently left out
+            logger.warning("%s: %s", cfg.images, skipped_note(skipped))
+        return images
     from realness.data import manifest_inputs
 
     return manifest_inputs(cfg.dataset)[0]

@@ -9,9 +9,11 @@ Each mode trains in its own process (so its peak memory is its own) with the opt
 `training/train_describer.py`: LoRA r=16 on every language-model projection, gradient checkpointing on,
 base weights in bf16 (`lora`) or 4-bit NF4 with bf16 compute (`qlora`). Samples are synthetic images of
 --image-size with a 40-word description. Samples/s is timed from the end of the warm-up steps to the last
-step; peak memory is the CUDA allocator's peak on a GPU, and on CPU the largest resident memory seen at the end
-of a training step (the process's own peak, also reported, includes loading: QLoRA reads the bf16 weights
-before quantizing them).
+step; peak memory is the CUDA allocator's peak on a GPU, and on CPU the largest resident memory sampled every
+5 ms during training, after the C allocator has returned the pages loading freed (`malloc_trim` at the start of
+training); the process's own peak, also reported, includes loading: QLoRA reads the bf16 weights before
+quantizing them. `--modes lora-before qlora-before` run the recipe before the memory work (logits over the whole
+vocabulary at every position, PEFT's float32 casts) in the same run.
 Prints both modes and the ratios QLoRA / LoRA; writes --out (JSON).
 """
 
@@ -57,6 +59,31 @@ def child(a) -> dict:
     class Clock(TrainerCallback):
         def __init__(self):
             self.times: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            # hand the allocator's free pages back (loading, and QLoRA's bf16 copy before quantizing), then sample
+            # the resident memory every 5 ms: the peak inside a step (logits, activations) is freed by its end
+            import ctypes
+            import threading
+
+            import psutil
+
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except OSError:
+                pass
+            me = psutil.Process()
+
+            def sample():
+                while not self.done:
+                    self.rss = max(getattr(self, "rss", 0), me.memory_info().rss)
+                    time.sleep(0.005)
+
+            self.done = False
+            threading.Thread(target=sample, daemon=True).start()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.done = True
 
         def on_step_end(self, args, state, control, **kwargs):
             import psutil

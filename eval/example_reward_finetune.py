@@ -118,9 +118,9 @@ def main(argv=None) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        curve.append({"step": step, "train_reward": -float(realness), "keep": float(keep)})
+        curve.append({"step": step, "train_reward": -realness.item(), "keep": keep.item()})
         if step % max(1, a.steps // 10) == 0:
-            print(f"step {step}: train reward {-float(realness):+.3f} z, keep {float(keep):.4f}", file=sys.stderr)
+            print(f"step {step}: train reward {-realness.item():+.3f} z, keep {keep.item():.4f}", file=sys.stderr)
     after = measure(gen)
     result = {"config": vars(a), "pretrain_mse": fit_mse, "held_out_before": before, "held_out_after": after,
               "reward_gain": after["reward"] - before["reward"], "audit_gain": after["audit"] - before["audit"],

@@ -104,7 +104,7 @@ def _score_core(argv: list[str]) -> int:
     p.add_argument("--max-pixels", type=int, default=PIXEL_BUDGET, help="Images with more pixels are downscaled once on "
                    f"read; 0: never (default: {PIXEL_BUDGET})")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers that decode, resize and tokenise "
-                   "while CORE scores; 0: in this process (default: one per CPU core beyond the model's, at most 8)")
+                   "while CORE scores; 0: in this process (default: on a GPU one per CPU core beyond the driving one, at most 8; on a CPU 0)")
     a = p.parse_args(argv)
     r = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress,
                      a.max_pixels or None, a.num_workers)

@@ -62,7 +62,7 @@ class RunConfig:
     describe_batch: int = field(default=8, metadata={"help": "Images per describer generate call (transformers engine)."})
     max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens."})
     verdict_guide: str = field(default="auto", metadata={"help": GUIDE_HELP})
-    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers that resize and tokenise CORE's inputs while it scores; 0: in this process. Default: one per CPU core beyond the model's, at most 8."})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers that resize and tokenise CORE's inputs while it scores; 0: in this process. Default: on a GPU one per CPU core beyond the driving one (at most 8), on a CPU none (the model's threads use every core)."})
     concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
     retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors and timeouts."})
     timeout: float = field(default=120.0, metadata={"help": "Seconds per --server request before it counts as failed (and is retried)."})
@@ -624,7 +624,7 @@ def _score(models: Models, images: list, recs: list[dict]) -> None:
 
     core = models.core()
     batch = default_batch_size(models.device)
-    workers = models.cfg.num_workers if models.cfg.num_workers is not None else default_num_workers()
+    workers = models.cfg.num_workers if models.cfg.num_workers is not None else default_num_workers(models.device)
     z = core.predict(images if core.config.uses_image else None,
                      [r["description"] for r in recs] if core.config.uses_text else None,
                      batch_size=batch, num_workers=min(workers, len(images) // batch))

@@ -15,7 +15,7 @@ the training set's mean opinion, 1 one standard deviation of it) or the MOS scal
 
 `quantize` (default on) rounds the resized image to 8 bits in the forward pass, with a straight-through
 gradient: CORE's features respond to the difference between smooth float pixels and 8-bit ones (up to 0.22
-z on the samples), and `predict` reads 8-bit images; with it the reward equals `predict` to within 0.02 z
+z on the samples), and `predict` reads 8-bit images; with it the reward is within 0.022 z of `predict`
 on the samples, and exactly on images already at the model's input size.
 
 A reward model trained on 510 images is easy to push: see `realness reward-audit` (`realness.reward_audit`)

@@ -38,8 +38,8 @@ def score_images(
     """Yield a `CoreScore` per image, in order; unreadable images or missing descriptions yield errors.
 
     Images are decoded, downscaled, resized and tokenised in `num_workers` DataLoader workers (default:
-    `realness.core.loading.default_num_workers()`, one per core beyond the model's) while the model scores
-    the batch before; 0 prepares them in this process. The scores do not depend on it.
+    `realness.core.loading.default_num_workers`: on a GPU one per CPU core beyond the driving one, on a CPU
+    none) while the model scores the batch before; 0 prepares them in this process. The scores do not depend on it.
 
     Args:
         model: a `CoreModel`.
@@ -53,7 +53,7 @@ def score_images(
     descriptions = descriptions or {}
     paths = [Path(p) for p in paths]
     texts = [descriptions.get(p.name, "") for p in paths]
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers = default_num_workers(next(model.parameters()).device) if num_workers is None else num_workers
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr) as bar:
         for index, value in predict_stream(model, paths if model.config.uses_image else None,
                                            texts if model.config.uses_text else None, batch_size,

@@ -72,10 +72,11 @@ def test_a_bad_image_fails_alone_with_its_name(core, samples, tmp_path):
                 assert r.error == "" and r.score_z == pytest.approx(expected[r.filename], abs=1e-6)
 
 
-def test_default_workers_follow_the_cpu_count():
+def test_default_workers_follow_the_device_and_the_cpu_count():
     import os
 
     from realness.core.loading import default_num_workers
 
     cores = len(os.sched_getaffinity(0))
-    assert default_num_workers() == max(0, min(8, cores - 1))
+    assert default_num_workers("cuda") == max(0, min(8, cores - 1))
+    assert default_num_workers("cpu") == 0  # the model's threads use every core already

@@ -20,8 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from realness.images import PIXEL_BUDGET, ImageError, load_image
 
 
-def default_num_workers() -> int:
-    """Workers for CORE's preparation: one per core beyond the one the model uses, at most 8."""
+def default_num_workers(device: str | torch.device = "cpu") -> int:
+    """Workers for CORE's preparation. On a GPU: one per CPU core beyond the driving one, at most 8, so decoding
+    and resizing overlap the model. On a CPU: none, because the model's own threads already use every core and
+    workers only compete with it (measured on 2 cores: 1 worker 0.83x, 2 workers 0.74x of preparing in-process)."""
+    if torch.device(device).type != "cuda":
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cores - 1))
 
