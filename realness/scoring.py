@@ -57,7 +57,8 @@ def score_images(
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr) as bar:
         for index, value in predict_stream(model, paths if model.config.uses_image else None,
                                            texts if model.config.uses_text else None, batch_size,
-                                           min(workers, max(0, len(paths) // max(1, batch_size))), max_pixels):
+                                           min(workers, max(0, len(paths) // max(1, batch_size))), max_pixels,
+                                           names=[str(p) for p in paths]):
             name, text = paths[index].name, texts[index]
             bar.update(1)
             if isinstance(value, str):

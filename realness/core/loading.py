@@ -35,8 +35,9 @@ class CoreInputs(Dataset):
     `error` naming the file and the problem."""
 
     def __init__(self, processor, images: Sequence | None, descriptions: Sequence[str] | None,
-                 max_pixels: int | None = PIXEL_BUDGET):
+                 max_pixels: int | None = PIXEL_BUDGET, names: Sequence[str] | None = None):
         self.processor, self.images, self.descriptions, self.max_pixels = processor, images, descriptions, max_pixels
+        self.names = names
         self.n = len(images) if images is not None else len(descriptions or [])
         config = processor.config
         if config.uses_image and images is None:
@@ -66,6 +67,8 @@ class CoreInputs(Dataset):
         return item
 
     def _name(self, i: int) -> str:
+        if self.names is not None:
+            return str(self.names[i])
         image = self.images[i] if self.images is not None else None
         return str(image) if isinstance(image, (str, Path)) else f"item {i}"
 
@@ -93,10 +96,10 @@ def _one_thread(_worker: int) -> None:
 
 
 def loader(processor, images, descriptions, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-           max_pixels: int | None = PIXEL_BUDGET) -> DataLoader:
+           max_pixels: int | None = PIXEL_BUDGET, names: Sequence[str] | None = None) -> DataLoader:
     """The DataLoader `predict_stream` iterates: in order, `prefetch_factor` 2 batches per worker ahead."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisers in forked workers
-    return DataLoader(CoreInputs(processor, images, descriptions, max_pixels), batch_size=batch_size, shuffle=False,
+    return DataLoader(CoreInputs(processor, images, descriptions, max_pixels, names), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, collate_fn=Collate(processor), pin_memory=pin_memory,
                       worker_init_fn=_one_thread if num_workers else None,
                       persistent_workers=False, prefetch_factor=2 if num_workers else None)
@@ -104,17 +107,18 @@ def loader(processor, images, descriptions, batch_size: int, num_workers: int = 
 
 @torch.no_grad()
 def predict_stream(model, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0,
-                   max_pixels: int | None = PIXEL_BUDGET, fn=None) -> Iterator[tuple[int, object]]:
+                   max_pixels: int | None = PIXEL_BUDGET, fn=None, names: Sequence[str] | None = None
+                   ) -> Iterator[tuple[int, object]]:
     """`(index, value)` per item in input order: the model's output (a z-score float, or the row of `fn`'s
-    output) or, for an item that failed, an error string. A batch whose forward pass raises is rerun item
-    by item, so only the culprit fails."""
+    output) or, for an item that failed, an error string (naming the item by `names`, else its path). A batch
+    whose forward pass raises is rerun item by item, so only the culprit fails."""
     fn = fn or model
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pin = device.type == "cuda"
     try:
-        for batch in loader(model.processor, images, descriptions, batch_size, num_workers, pin, max_pixels):
+        for batch in loader(model.processor, images, descriptions, batch_size, num_workers, pin, max_pixels, names):
             results: dict[int, object] = dict(batch["errors"])
             inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
             if batch["index"]:
