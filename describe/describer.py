@@ -31,8 +31,6 @@ class Describer:
                  dtype: str = "auto", device: str | None = None, merge: bool = False,
                  question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64,
                  min_new_tokens: int = 0, verdict_guide: str | None = "auto"):
-        import torch
-
         from describe.modeling import load_base
         from describe.small import resolve_describer
         from describe.verdict import resolve_guide

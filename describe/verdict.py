@@ -65,8 +65,6 @@ class VerdictGuide:
     def model(self):
         """The CORE model (loaded once)."""
         if self._model is None:
-            import torch
-
             from realness.core.modeling import CoreModel
 
             from realness.devices import resolve_device

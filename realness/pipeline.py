@@ -221,7 +221,6 @@ def _inputs(images: str, out: str | None = None) -> tuple[list[Path], dict[str, 
     return (*manifest_inputs(src), [])
 
 
-
 def _device(device: str) -> str:
     from realness.devices import resolve_device
 

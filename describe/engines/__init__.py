@@ -101,8 +101,6 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     packages are missing too, the tiny random placeholder does (flagged: its text means nothing). `info`
     says which model ran (`stands_in_for`, `placeholder`, the stand-in's `measured` gate numbers, and the
     `verdict_guide` when image-only CORE sets the verdicts)."""
-    import torch
-
     from describe.small import SMALL_DESCRIBER, bundled_gate
 
     from realness.devices import resolve_device
