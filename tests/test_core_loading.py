@@ -80,3 +80,12 @@ def test_default_workers_follow_the_device_and_the_cpu_count():
     cores = len(os.sched_getaffinity(0))
     assert default_num_workers("cuda") == max(0, min(8, cores - 1))
     assert default_num_workers("cpu") == 0  # the model's threads use every core already
+
+
+def test_scoring_leaves_the_global_random_stream_alone(core, samples):
+    """A DataLoader draws a seed when it starts; from torch's global generator that would shift a training
+    run's random stream each time it scores its selection split."""
+    paths, texts = samples
+    state = torch.get_rng_state()
+    core.predict(paths[:2], texts[:2], batch_size=2)
+    assert torch.equal(state, torch.get_rng_state())

@@ -102,7 +102,10 @@ def loader(processor, images, descriptions, batch_size: int, num_workers: int = 
     return DataLoader(CoreInputs(processor, images, descriptions, max_pixels, names), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, collate_fn=Collate(processor), pin_memory=pin_memory,
                       worker_init_fn=_one_thread if num_workers else None,
-                      persistent_workers=False, prefetch_factor=2 if num_workers else None)
+                      persistent_workers=False, prefetch_factor=2 if num_workers else None,
+                      # its own generator: a DataLoader draws a seed when it starts, and from torch's global one
+                      # that would shift a training run's random stream every time it scores
+                      generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
