@@ -35,6 +35,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def _why_not(entry: Path) -> str:
     """Why a folder entry with an image extension is not read as an image ("" when it is a regular file)."""
+    import errno
     import os
     import stat
 
@@ -43,7 +44,7 @@ def _why_not(entry: Path) -> str:
     except FileNotFoundError:
         return "a broken symbolic link (its target does not exist)"
     except OSError as err:
-        if err.errno == 40:  # ELOOP
+        if err.errno == errno.ELOOP:
             return "a symbolic link loop"
         return f"cannot be inspected ({os.strerror(err.errno) if err.errno else err})"
     if stat.S_ISREG(mode):

@@ -29,6 +29,7 @@ and README "Realness as a reward". Two options make it harder, each measured the
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Sequence
@@ -121,7 +122,7 @@ class RealnessReward(torch.nn.Module):
             text_inputs = {k: v.to(self.device) for k, v in self.core.processor.tokenize(texts).items()}
         pixels = self.preprocess(images) if self.core.config.uses_image else None
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype not in (None, torch.float32) \
-            else _nullcontext()
+            else contextlib.nullcontext()
         with autocast:
             z = self.core(pixel_values=pixels, **text_inputs, per_head=True).float()
         if self.augment_views:
@@ -141,14 +142,6 @@ class RealnessReward(torch.nn.Module):
             c = self.core.config
             return z * c.mos_std + c.mos_mean
         return z
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def as_batch(images) -> torch.Tensor:
