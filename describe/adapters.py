@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import safe_open
+
+from describe.chat import generation_inputs
+from describe.modeling import load_base
+from describe.small import SMALL_DESCRIBER, is_small_describer
+from describe.training import generate
 
 
 def inspect_adapter(adapter: str | Path, model_id: str | None = None) -> dict:
@@ -20,7 +26,6 @@ def inspect_adapter(adapter: str | Path, model_id: str | None = None) -> dict:
 
     For the small describer (`describe.small`, which vLLM does not run) the trained projector that the
     adapter carries as `modules_to_save` is expected, not a problem."""
-    from describe.small import SMALL_DESCRIBER, is_small_describer
 
     own = set()
     if model_id and (str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id)):
@@ -51,15 +56,23 @@ def inspect_adapter(adapter: str | Path, model_id: str | None = None) -> dict:
             "vision_tensors": len(vision), "example_key": keys[0] if keys else None, "problems": problems}
 
 
+@dataclass
+class AdapterConfig:
+    """Options of `realness adapter`."""
+
+    action: str = field(metadata={"help": "check: load and compare with the base; merge: write a full model.",
+                                  "positional": True})
+    describer: str = field(metadata={"help": "Base VLM id or folder.", "aliases": ("model",)})
+    adapter: str = field(metadata={"help": "LoRA adapter folder."})
+    out: str | None = field(default=None, metadata={"help": "merge: output folder (required for merge)."})
+
+
 def check_adapter(model_id: str, adapter: str | Path, image=None, max_new_tokens: int = 16) -> dict:
     """Load base and base+adapter; report whether the adapter changes logits and generated text."""
     import torch
-    from PIL import Image
     from peft import PeftModel
+    from PIL import Image
 
-    from describe.chat import generation_inputs
-    from describe.modeling import load_base
-    from describe.training import generate
 
     image = image or Image.new("RGB", (224, 224), (127, 127, 127))
     model, processor = load_base(model_id, dtype="fp32")
@@ -80,8 +93,6 @@ def merge_adapter(model_id: str, adapter: str | Path, out: str | Path, dtype: st
     """Fold the adapter into the base weights and save a full model (+ processor) to `out`."""
     from peft import PeftModel
 
-    from describe.modeling import load_base
-    from describe.small import SMALL_DESCRIBER, is_small_describer
 
     if str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id):
         raise ValueError(f"{model_id}: the small describer saves only its projector (its frozen parts load from their "

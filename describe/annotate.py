@@ -14,21 +14,29 @@ The JSONL reads directly as a descriptions file for CORE and DREAM (`filename`, 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import itertools
+import json
 import logging
 import random
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, parse_answer
+import numpy as np
+
+from describe.engines import DEFAULT_DESCRIBER, load_describer
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
 from describe.verdict import HELP as GUIDE_HELP
-from realness.files import JsonlWriter, one_writer, read_jsonl
+from realness.answers import parse_answer
+from realness.cluster import connect, import_ray
+from realness.data import manifest_inputs
+from realness.files import JsonlWriter, one_writer, read_jsonl, require_local_folder, sha256_file
+from realness.images import ImageError, load_image, scan_folder, skipped_note
 
 logger = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -41,12 +49,17 @@ class AnnotateConfig:
     images: str | None = field(default=None, metadata={"help": "Folder of images to annotate."})
     dataset: str | None = field(default=None, metadata={"help": "Or a manifest CSV/JSONL with an image column."})
     out: str = field(default="descriptions.jsonl", metadata={"help": "Append-only JSONL of results."})
-    server: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s), e.g. http://127.0.0.1:8000."})
-    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the base); in direct mode a VLM id or folder, 'describer' meaning the default Qwen2.5-VL-3B (offline: the bundled offline/small-describer)."})
+    server: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s), e.g. "
+                                                                      "http://127.0.0.1:8000."})
+    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the "
+                                                              "base); in direct mode a VLM id or folder, 'describer' "
+                                                              "meaning the default Qwen2.5-VL-3B (offline: the bundled "
+                                                              "offline/small-describer)."})
     api_key: str | None = field(default=None, metadata={"help": "Bearer token for the server(s)."})
     engine: str | None = field(default=None, metadata={"help": "Direct mode instead of servers: vllm or transformers."})
     adapter: str | None = field(default=None, metadata={"help": "Direct mode: LoRA adapter folder."})
-    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD question)."})
+    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD "
+                                                                      "question)."})
     system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
     verdict_guide: str = field(default="auto", metadata={"help": "Direct mode: " + GUIDE_HELP})
@@ -57,23 +70,18 @@ class AnnotateConfig:
     batch_size: int = field(default=8, metadata={"help": "Direct mode: images per engine call."})
     resume: bool = field(default=True, metadata={"help": "Skip images whose content hash already has a result in --out."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a private Ray instance on this machine, every process listening on 127.0.0.1 only; --ray ADDRESS joins a cluster (auto, ray://head:10001). Needs --engine and pip install 'realness[ray]'.", "const": "local"})
-    ray_actors: int = field(default=1, metadata={"help": "With --ray: engine actors, each loading the describer once (e.g. one per GPU)."})
+    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a private Ray "
+                                                            "instance on this machine, every process listening on "
+                                                            "127.0.0.1 only; --ray ADDRESS joins a cluster (auto, "
+                                                            "ray://head:10001). Needs --engine and pip install "
+                                                            "'realness[ray]'.", "const": "local"})
+    ray_actors: int = field(default=1, metadata={"help": "With --ray: engine actors, each loading the describer once "
+                                                         "(e.g. one per GPU)."})
     ray_gpus: float = field(default=0.0, metadata={"help": "With --ray: GPUs per actor."})
     ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _inputs(cfg: AnnotateConfig) -> list[Path]:
-    from realness.images import scan_folder, skipped_note
-
     if bool(cfg.images) == bool(cfg.dataset):
         raise ValueError("give exactly one of --images DIR or --dataset FILE")
     if cfg.images:
@@ -81,7 +89,6 @@ def _inputs(cfg: AnnotateConfig) -> list[Path]:
         if skipped:  # subfolders, FIFOs, broken links, other files: said, never silently left out
             logger.warning("%s: %s", cfg.images, skipped_note(skipped))
         return images
-    from realness.data import manifest_inputs
 
     return manifest_inputs(cfg.dataset)[0]
 
@@ -92,8 +99,6 @@ def done_hashes(out: Path) -> set[str]:
 
 
 def _data_url(path: Path) -> str:
-    from realness.images import load_image
-
     buf = io.BytesIO()
     load_image(path).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -168,10 +173,8 @@ def annotate(cfg: AnnotateConfig) -> dict:
         if not cfg.engine:
             raise ValueError("--ray runs the describer engine in Ray actors: give --engine vllm|transformers (servers "
                              "given with --server already scale by adding URLs)")
-        from realness.distributed import import_ray
 
         import_ray()  # says how to install Ray, before anything else
-    from realness.files import require_local_folder
 
     if cfg.engine:
         require_local_folder(cfg.model, "--model")
@@ -190,7 +193,6 @@ def annotate(cfg: AnnotateConfig) -> dict:
 def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
     from tqdm.auto import tqdm
 
-    from realness.images import ImageError
 
     skip = done_hashes(out) if cfg.resume else set()
     todo, unreadable = [], []
@@ -256,8 +258,6 @@ class EngineAnnotator:
     Runs in this process, or in each Ray actor with `--ray` (`realness.distributed`)."""
 
     def __init__(self, cfg: AnnotateConfig):
-        from describe.engines import DEFAULT_DESCRIBER, load_describer
-
         self.cfg = cfg
         model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
         self.engine, self.info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
@@ -266,7 +266,6 @@ class EngineAnnotator:
 
     def records(self, items: list[tuple[Path, str]]) -> list[dict]:
         """One record per item, in order: the description, or why the image failed."""
-        from realness.images import ImageError, load_image
 
         model, out, batch = self.info["name"], {}, []
         for k, (path, sha) in enumerate(items):
@@ -292,8 +291,6 @@ class EngineAnnotator:
 
 def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
     if cfg.ray is not None:
-        from realness.distributed import annotate_on_ray
-
         for rec in annotate_on_ray(cfg, todo):
             finish(rec)
         return
@@ -304,3 +301,32 @@ def _run_engine(cfg: AnnotateConfig, todo, finish) -> None:
                 finish(rec)
     finally:
         annotator.close()
+
+
+class AnnotateStage:
+    """`realness annotate --ray`: one describer engine per actor (the same engine, prompt and adapter as
+    direct mode and `realness serve`)."""
+
+    def __init__(self, cfg):
+        self.annotator = EngineAnnotator(cfg)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pathlib import Path
+
+        items = [(Path(p), str(s)) for p, s in zip(batch["path"], batch["sha256"])]
+        return {"record": np.array([json.dumps(r) for r in self.annotator.records(items)], dtype=object)}
+
+
+def annotate_on_ray(cfg, todo: list) -> Iterator[dict]:
+    """Stream the annotation records of `todo` ((path, sha256) pairs) as Ray's actors finish them."""
+    if not todo:
+        return
+    ray = import_ray()
+    connect(cfg.ray)
+    rows = [{"path": str(path), "sha256": sha} for path, sha in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // cfg.batch_size)))
+    ds = ds.map_batches(AnnotateStage, fn_constructor_args=(cfg,), batch_size=cfg.batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors), num_gpus=cfg.ray_gpus,
+                        num_cpus=cfg.ray_cpus_per_actor, batch_format="numpy")
+    for row in ds.iter_rows():
+        yield json.loads(row["record"])

@@ -9,8 +9,8 @@ Works for templates that put a space or newline between the assistant header and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from PIL import Image

@@ -1,79 +1,33 @@
-"""`Describer`: describe images with a base VLM plus an optional LoRA adapter, in batches (transformers).
-
-This is the CPU / no-vLLM engine and the reference the vLLM engine is compared with.
-"""
+"""`realness describe`: a descriptions CSV for a folder of images (the transformers engine, not resumable;
+`realness annotate` is the resumable, served and Ray version)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-from PIL import Image
+from describe.engines import DEFAULT_DESCRIBER, load_describer
+from describe.small import SMALL_DESCRIBER
+from describe.verdict import HELP as GUIDE_HELP
+from realness.images import ImageError, list_images, load_image
 
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, Answer, parse_answer
 
+@dataclass
+class DescribeConfig:
+    """Options of `realness describe`."""
 
-class Describer:
-    """Base model (+ adapter) that answers the realness question for images.
-
-    Args:
-        model_id: base model id or folder.
-        adapter: a PEFT LoRA folder (as written by training), or None for the base model.
-        quantize_4bit: load the base in 4-bit NF4.
-        merge: merge the adapter into the weights after loading (faster generation).
-        min_new_tokens: never stop before this many tokens (benchmarks set it to max_new_tokens).
-        verdict_guide: "auto" (the `verdict.json` in the adapter's or the model's folder, if any: the bundled
-            small describer has one), "none", or a guide file: image-only CORE then sets each answer's verdict
-            and the model writes the rest (`describe.verdict`).
-    """
-
-    def __init__(self, model_id: str, adapter: str | Path | None = None, quantize_4bit: bool = False,
-                 dtype: str = "auto", device: str | None = None, merge: bool = False,
-                 question: str = DEFAULT_QUESTION, system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64,
-                 min_new_tokens: int = 0, verdict_guide: str | None = "auto"):
-        from describe.modeling import load_base
-        from describe.small import resolve_describer
-        from describe.verdict import resolve_guide
-
-        model_id, adapter = resolve_describer(model_id, adapter)
-        self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
-        from realness.devices import resolve_device
-
-        device = resolve_device(device)
-        if self.guide is not None:
-            self.guide.device = device  # image-only CORE beside the describer, not on the CPU behind a GPU
-        self.model, self.processor = load_base(model_id, quantize_4bit, dtype,
-                                               device_map=device if quantize_4bit else None)
-        if adapter is not None:
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, str(adapter))
-            if merge:
-                self.model = self.model.merge_and_unload()
-        if not quantize_4bit:
-            self.model.to(device)
-        self.model.eval()
-        self.question, self.system, self.max_new_tokens = question, system, max_new_tokens
-        self.min_new_tokens = min_new_tokens
-
-    def generate(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[str]:
-        """Raw answers, greedy, in input order."""
-        from describe.training import generate
-
-        out: list[str] = []
-        for start in range(0, len(images), batch_size):
-            batch = list(images[start:start + batch_size])
-            out += generate(self.model, self.processor, batch, self.question, self.system, self.max_new_tokens,
-                            min_new_tokens=self.min_new_tokens, prefixes=self.prefixes(batch))
-        return [t.strip() for t in out]
-
-    def prefixes(self, images: Sequence[Image.Image]) -> list[str] | None:
-        """Each answer's given first word (the verdict guide's), or None when the model picks its own."""
-        return self.guide.prefixes(images) if self.guide is not None else None
-
-    def describe(self, images: Sequence[Image.Image], batch_size: int = 8) -> list[Answer]:
-        """Parsed answers (verdict, explanation, contract problems)."""
-        return [parse_answer(t) for t in self.generate(images, batch_size)]
+    images: str = field(metadata={"help": "Folder of images."})
+    describer: str = field(default=DEFAULT_DESCRIBER, metadata={
+        "help": f"Describer VLM id or folder, or {SMALL_DESCRIBER} for the bundled offline describer (when the "
+                "default cannot be downloaded, that one stands in).", "aliases": ("model",)})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder (none: the base model)."})
+    out: str = field(default="descriptions.csv", metadata={"help": "Output CSV for score-core / map."})
+    quantize_4bit: bool = field(default=False, metadata={"help": "Load the base in 4-bit NF4."})
+    batch_size: int = field(default=8, metadata={"help": "Images per generate call."})
+    max_tokens: int = field(default=64, metadata={"help": "Description length cap in tokens.",
+                                                  "aliases": ("max_new_tokens",)})
+    verdict_guide: str = field(default="auto", metadata={"help": GUIDE_HELP})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter: str | Path | None = None,
@@ -87,9 +41,7 @@ def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter:
 
     from tqdm.auto import tqdm
 
-    from realness.images import ImageError, list_images, load_image
 
-    from describe.engines import load_describer
 
     describer, info = load_describer("transformers", model_id, adapter, quantize_4bit=quantize_4bit,
                                      max_new_tokens=max_new_tokens, verdict_guide=verdict_guide)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from describe.small import resolve_describer
+
 LANGUAGE_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Qwen2-VL: attn.qkv/proj, mlp.fc1/fc2; Qwen2.5-VL: attn.qkv/proj, gated mlp.gate_proj/up_proj/down_proj;
 # SigLIP/Idefics3: q/k/v/out_proj, fc1/fc2.
@@ -25,7 +27,9 @@ class LoraSettings:
     r: int = field(default=16, metadata={"help": "LoRA rank."})
     alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    language_modules: tuple[str, ...] = field(default=LANGUAGE_PROJECTIONS, metadata={"help": "Language-model projections that get LoRA."})
+    language_modules: tuple[str, ...] = field(default=LANGUAGE_PROJECTIONS, metadata={"help": "Language-model "
+                                                                                              "projections that get "
+                                                                                              "LoRA."})
     vision: bool = field(default=False, metadata={"help": "Also put LoRA on the vision tower's projections."})
 
 
@@ -51,7 +55,6 @@ def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", d
     """`(model, processor)` for an image-text-to-text model id or folder."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from describe.small import resolve_describer
 
     model_id, _ = resolve_describer(model_id)  # bundled names; registers the small describer's classes
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]

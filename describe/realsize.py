@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from describe.tiny import QWEN_TEMPLATE, build_tiny_qwen2vl
+
 CONFIGS = Path(__file__).parent / "configs"
 REALSIZE = {"qwen2.5-vl-3b": CONFIGS / "qwen2.5-vl-3b-instruct"}
 # Model cards: Qwen/Qwen2.5-VL-3B-Instruct "3.75B params" (safetensors: 3,754,622,976).
@@ -113,7 +115,6 @@ def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfl
     """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from describe.tiny import QWEN_TEMPLATE
 
     config = _config(name)
     tokenizer = qwen25_tokenizer(QWEN_TEMPLATE)
@@ -142,8 +143,6 @@ def benchmark_model(spec: str | None, device: str | None = None) -> str:
     """A model folder or hub id for a benchmark's `--model`: `realsize:<name>` is built once (on `device`,
     default cuda when present) into `eval/out/realsize/<name>`; None is the tiny test Qwen2-VL."""
     if spec is None:
-        from describe.tiny import build_tiny_qwen2vl
-
         folder = Path("eval/out/tiny-qwen2vl")
         return str(folder if (folder / "config.json").is_file() else build_tiny_qwen2vl(folder))
     if spec.startswith("realsize:"):

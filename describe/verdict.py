@@ -21,11 +21,17 @@ its guide unless told otherwise (`verdict_guide="none"`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from realness.answers import parse_verdict, verdict_report
+from realness.core.modeling import CoreModel
+from realness.data import load_descriptions
+from realness.devices import resolve_device
+from realness.evaluation import out_of_fold
 
 VERDICT_FILE = "verdict.json"
 ORDER = ("yes", "somewhat", "no")  # from least to most real
@@ -65,10 +71,6 @@ class VerdictGuide:
     def model(self):
         """The CORE model (loaded once)."""
         if self._model is None:
-            from realness.core.modeling import CoreModel
-
-            from realness.devices import resolve_device
-
             device = resolve_device(self.device)
             model = CoreModel.from_pretrained(self.core, device=device)
             if model.config.uses_text:
@@ -95,7 +97,7 @@ class VerdictGuide:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "VerdictGuide":
+    def load(cls, path: str | Path) -> VerdictGuide:
         """From a `verdict.json` file or a folder holding one."""
         path = Path(path)
         if path.is_dir():
@@ -121,13 +123,9 @@ def fit_thresholds(pred_z: Sequence[float], verdicts: Sequence[str]) -> tuple[fl
     return float(low), float(high)
 
 
-def fit_guide(cv: str | Path, reference: str | Path, core: str, names: Sequence[str] | None = None) -> tuple["VerdictGuide", dict]:
+def fit_guide(cv: str | Path, reference: str | Path, core: str, names: Sequence[str] | None = None) -> tuple[VerdictGuide, dict]:
     """`(guide, report)`: thresholds fitted on `cv`'s out-of-fold predictions (restricted to `names` if
     given) against `reference`'s verdicts, and the verdict agreement those predictions reach."""
-    from describe.prompt import parse_verdict
-    from realness.data import load_descriptions
-    from realness.distill import verdict_report
-    from realness.evaluation import out_of_fold
 
     pred = out_of_fold(cv)
     ref = load_descriptions(Path(reference))

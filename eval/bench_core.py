@@ -95,9 +95,7 @@ def _file_rates(model, images, texts, batch_size: int, device: str, amp: str, wo
 
 
 def _build(name: str, device: str):
-    from realness.core import create_core
-
-    from realness.core import CoreModel
+    from realness.core import CoreModel, create_core
 
     if name in ("offline", "offline-flip"):
         model = create_core("offline", freeze_image=True, freeze_text=True, flip_tta=name == "offline-flip")
@@ -118,13 +116,16 @@ def _build(name: str, device: str):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["offline", "paper"],
-                   help="offline, offline-flip (test-time flips), paper, or a saved CORE model's folder (default: offline paper)")
+                   help="offline, offline-flip (test-time flips), paper, or a saved CORE model's folder (default: "
+                        "offline paper)")
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is the baseline (default: 1 2 4 8)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is "
+                                                                                    "the baseline (default: 1 2 4 8)")
     p.add_argument("--image-sizes", nargs="+", default=None,
                    help="Input sizes HxW to time each model at, the first being the baseline (default: the model's own)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, float32)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, "
+                                                                                   "float32)")
     p.add_argument("--workers", type=int, nargs="*", default=[],
                    help="Also time predict from JPEG files with these DataLoader worker counts (default: none)")
     p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")

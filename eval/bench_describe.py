@@ -107,18 +107,31 @@ def _time(generate, images, device: str) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: build the tiny test Qwen2-VL)")
+    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: build the "
+                                                 "tiny test Qwen2-VL)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none)")
-    p.add_argument("--engines", nargs="+", default=["transformers", "vllm"], help="Engines to time; vllm is skipped with a note when not installed (default: transformers vllm)")
+    p.add_argument("--engines", nargs="+", default=["transformers", "vllm"], help="Engines to time; vllm is skipped "
+                                                                                  "with a note when not installed "
+                                                                                  "(default: transformers vllm)")
     p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
-    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Random images of this size (default: 512 384)")
-    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random noise of --image-size)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="transformers batch sizes, each timed on two batches (at least 8 images); vLLM gets all --images at once (default: 8)")
+    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Random images of "
+                                                                                                   "this size "
+                                                                                                   "(default: 512 384)")
+    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random "
+                                                     "noise of --image-size)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="transformers batch sizes, each timed on "
+                                                                           "two batches (at least 8 images); vLLM gets "
+                                                                           "all --images at once (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="Tokens every request decodes, exactly (default: 48)")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, for both engines (default: float32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="transformers device (default: cuda when present, else cpu)")
-    p.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (default: 4096 for a given model, 1024 for the tiny one)")
-    p.add_argument("--out", default="eval/out/bench_describe.json", help="JSON results (default: eval/out/bench_describe.json)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, for both engines (default: "
+                                                      "float32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="transformers device "
+                                                                                            "(default: cuda when "
+                                                                                            "present, else cpu)")
+    p.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (default: 4096 for a given "
+                                                                   "model, 1024 for the tiny one)")
+    p.add_argument("--out", default="eval/out/bench_describe.json", help="JSON results (default: "
+                                                                         "eval/out/bench_describe.json)")
     a = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
@@ -153,7 +166,7 @@ def main(argv=None) -> dict:
         rows = {}
         for bs in a.batch_sizes:
             subset = images[: max(2 * bs, 8)]  # two full batches (at least 8 images): small batches are slow
-            seconds = _time(lambda ims: hf.generate(ims, bs), subset, a.device)
+            seconds = _time(lambda ims, bs=bs: hf.generate(ims, bs), subset, a.device)
             rows[bs] = {"images": len(subset), "images_per_s": len(subset) / seconds,
                         "tokens_per_s": len(subset) * tokens / seconds}
         result["engines"]["transformers"] = {"batches": rows, "peak_gib": _peak_gib(a.device, base_rss)}

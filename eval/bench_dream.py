@@ -41,7 +41,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
     p.add_argument("--stride", type=int, default=16, help="Window stride in px (default: 16, the issue's default)")
-    p.add_argument("--out", default="eval/out/bench_dream.json", help="JSON results (default: eval/out/bench_dream.json)")
+    p.add_argument("--out", default="eval/out/bench_dream.json", help="JSON results (default: "
+                                                                      "eval/out/bench_dream.json)")
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)) for _ in range(a.images)]

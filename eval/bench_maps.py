@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     seconds = {}
     for label in LABELS:
         one = RegionDetector((label,))
-        seconds[f"detector {label}"] = _per_image(lambda ims: one.detect_batch(ims), images, a.rounds)
+        seconds[f"detector {label}"] = _per_image(lambda ims, one=one: one.detect_batch(ims), images, a.rounds)
     seconds["artifact map"] = _per_image(lambda ims: artifact.predict(ims), images, a.rounds)
     mapper = EvidenceMapper(DreamConfig(source="evidence"), device=a.device, artifact_model=artifact, detector=detector)
     seconds["evidence map (all)"] = _per_image(lambda ims: mapper.map_batch(ims, [DESC] * len(ims)), images, a.rounds)

@@ -39,14 +39,18 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default=None, help="Folder of images (default: RAISE training images, else the samples)")
     p.add_argument("--n", type=int, default=32, help="Images to run (default: 32)")
-    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline placeholder)")
+    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline "
+                                                               "placeholder)")
     p.add_argument("--adapter", default=None, help="Describer LoRA adapter folder (default: none)")
     p.add_argument("--engine", default="auto", help="Describer engine (default: auto)")
-    p.add_argument("--clip_model", default="tiny-clip", help="open_clip model, or tiny-clip for the offline placeholder (default: tiny-clip)")
-    p.add_argument("--clip_pretrained", default="openai", help="open_clip weights tag; '' for random init (default: openai)")
+    p.add_argument("--clip_model", default="tiny-clip", help="open_clip model, or tiny-clip for the offline "
+                                                             "placeholder (default: tiny-clip)")
+    p.add_argument("--clip_pretrained", default="openai", help="open_clip weights tag; '' for random init (default: "
+                                                               "openai)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--chunk_size", type=int, default=16, help="realness run --chunk_size (default: 16)")
-    p.add_argument("--out", default="eval/out/bench_pipeline.json", help="JSON results (default: eval/out/bench_pipeline.json)")
+    p.add_argument("--out", default="eval/out/bench_pipeline.json", help="JSON results (default: "
+                                                                         "eval/out/bench_pipeline.json)")
     a = p.parse_args(argv)
 
     from describe.annotate import AnnotateConfig, annotate

@@ -28,10 +28,12 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default=None, help="Folder of images (default: RAISE training images, else the samples)")
     p.add_argument("--n", type=int, default=32, help="Images per mode (default: 32)")
-    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline placeholder)")
+    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline "
+                                                               "placeholder)")
     p.add_argument("--ray", default="local", help="local (start Ray here) or a cluster address (default: local)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Actors per stage to time (default: 1 2)")
-    p.add_argument("--gpus", type=float, nargs=3, default=[0.0, 0.0, 0.0], help="GPUs per actor: describe, score, map (default: 0 0 0)")
+    p.add_argument("--gpus", type=float, nargs=3, default=[0.0, 0.0, 0.0], help="GPUs per actor: describe, score, map "
+                                                                                "(default: 0 0 0)")
     p.add_argument("--cpus_per_actor", type=float, default=0.5, help="CPUs each actor reserves (default: 0.5)")
     p.add_argument("--chunk_size", type=int, default=8, help="Images per block/batch (default: 8)")
     p.add_argument("--out", default="eval/out/bench_ray.json", help="JSON results (default: eval/out/bench_ray.json)")
@@ -40,7 +42,7 @@ def main(argv=None) -> dict:
     import ray
 
     from describe.tiny import tiny_describer
-    from realness.distributed import connect
+    from realness.cluster import connect
     from realness.dream.configuration import DreamConfig
     from realness.dream.tiny import tiny_clip
     from realness.pipeline import RunConfig, run

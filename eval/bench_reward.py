@@ -45,7 +45,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=1, help="Timed repeats per cell after a warm-up (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="Autocast dtype (default: fp32)")
-    p.add_argument("--out", default="eval/out/bench_reward.json", help="JSON results (default: eval/out/bench_reward.json)")
+    p.add_argument("--out", default="eval/out/bench_reward.json", help="JSON results (default: "
+                                                                       "eval/out/bench_reward.json)")
     a = p.parse_args(argv)
     from realness.reward import RealnessReward
 
@@ -59,15 +60,15 @@ def main(argv=None) -> dict:
             x = torch.rand(bs, 3, size, size, generator=torch.Generator().manual_seed(size + bs)).to(a.device)
             pil = [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(bs)]
 
-            def no_grad():
+            def no_grad(x=x):
                 with torch.no_grad():
                     reward(x)
 
-            def with_grad():
+            def with_grad(x=x):
                 xs = x.clone().requires_grad_(True)
                 reward(xs).sum().backward()
 
-            base = _timed(lambda: reward.core.predict(pil, batch_size=bs), bs, a.device, a.repeats)
+            base = _timed(lambda pil=pil, bs=bs: reward.core.predict(pil, batch_size=bs), bs, a.device, a.repeats)
             cell = {"size": size, "batch": bs, "predict": base, "no_grad": _timed(no_grad, bs, a.device, a.repeats),
                     "with_grad": _timed(with_grad, bs, a.device, a.repeats)}
             cell["no_grad_over_predict"] = cell["no_grad"] / base

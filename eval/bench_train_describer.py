@@ -116,15 +116,20 @@ def child(a) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny test Qwen2-VL)")
-    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 base); "
+    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny "
+                                                 "test Qwen2-VL)")
+    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 "
+                                                                         "base); "
                    "lora-before / qlora-before: the recipe before the memory work (logits over the whole vocabulary at "
                    "every position, PEFT's float32 casts) (default: lora qlora)")
     p.add_argument("--steps", type=int, default=6, help="Optimizer steps per mode (default: 6)")
     p.add_argument("--warmup", type=int, default=2, help="Steps left out of the timing (default: 2)")
     p.add_argument("--batch-size", type=int, default=2, help="Samples per step (default: 2)")
-    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Synthetic image size (default: 512 384)")
-    p.add_argument("--out", default="eval/out/bench_train_describer.json", help="JSON results (default: eval/out/bench_train_describer.json)")
+    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Synthetic image "
+                                                                                                   "size (default: 512 "
+                                                                                                   "384)")
+    p.add_argument("--out", default="eval/out/bench_train_describer.json", help="JSON results (default: "
+                                                                                "eval/out/bench_train_describer.json)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model_dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--manifest", default=None, help=argparse.SUPPRESS)

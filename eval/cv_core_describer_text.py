@@ -51,7 +51,7 @@ def crossfit_descriptions(data: Path, out: Path, parts: int, seed: int, base: st
     """Every image's description by a describer trained without it; returns the descriptions CSV."""
     import yaml
 
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
     from describe.training import DescriberTrainConfig, train_describer
     from realness.data import load_descriptions
     from realness.images import load_image
@@ -149,13 +149,16 @@ def summary(run_dir: Path, against: Path | None) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: ../shared/data/raise-train)")
+    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
+                                                                        "../shared/data/raise-train)")
     p.add_argument("--out", default="eval/out/describer-text", help="Output folder (default: eval/out/describer-text)")
     p.add_argument("--config", default="training/configs/core_offline.yaml",
-                   help="CORE recipe every row trains with (default: training/configs/core_offline.yaml, the bundled one)")
+                   help="CORE recipe every row trains with (default: training/configs/core_offline.yaml, the bundled "
+                        "one)")
     p.add_argument("--describer_config", default="training/configs/describer_small.yaml",
                    help="Describer recipe for the cross-fit (default: training/configs/describer_small.yaml)")
-    p.add_argument("--base", default="runs/small-base", help="Untrained small-describer folder, built when missing (default: runs/small-base)")
+    p.add_argument("--base", default="runs/small-base", help="Untrained small-describer folder, built when missing "
+                                                             "(default: runs/small-base)")
     p.add_argument("--parts", type=int, default=2, help="Cross-fitting parts: describer trainings (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="Seed of the split into parts (default: 0)")
     p.add_argument("--batch_size", type=int, default=8, help="Images per generate call (default: 8)")
@@ -191,7 +194,7 @@ def main(argv=None) -> dict:
     table = {name: {"what": what, **summary(runs / name, runs / "gpt-describer" if name != "gpt-describer" else None)}
              for name, what in rows}
     lines = ["| CORE | SROCC | PLCC | paired SROCC vs gpt -> describer | 3-seed ensemble SROCC / PLCC |", "|---|---|---|---|---|"]
-    for name, r in table.items():
+    for _name, r in table.items():
         d, e = r["paired"], r["seed_ensemble"]
         pair = f"{d['mean']:+.3f} ± {d['std']:.3f}, {d['better']}/{d['n']}" if d else ""
         lines.append(f"| {r['what']} | {r['srocc']['mean']:.3f} ± {r['srocc']['std']:.3f} | "

@@ -7,7 +7,8 @@ Every variant is the config's recipe (fusion) with a few options changed (VARIAN
 on each training fold's own selection split, the held-out fold is scored once. Frozen-backbone features
 are cached once per feature setting and shared. Writes OUTPUT_DIR/variants.{json,md}: SROCC / PLCC
 mean ± std over seeds x folds, the same for the three seeds' heads averaged (from their held-out
-predictions, per fold), the paired SROCC difference from the baseline run by run, wall time on this machine (the first variant of each feature setting
+predictions, per fold), the paired SROCC difference from the baseline run by run, wall time on this machine
+(the first variant of each feature setting
 also computes and caches its features; later ones reuse them), and the size of what ships (the head, float32).
 """
 
@@ -121,9 +122,11 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="CORE training YAML (the recipe every variant starts from)")
-    p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: eval/out/core-variants)")
+    p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: "
+                                                                          "eval/out/core-variants)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
-                   help=f"Which of {list(VARIANTS)} (default: all; none: only rewrite the table); the table keeps variants measured by earlier calls")
+                   help=f"Which of {list(VARIANTS)} (default: all; none: only rewrite the table); "
+                        "the table keeps variants measured by earlier calls")
     a = p.parse_args(argv)
     import yaml
 
@@ -149,7 +152,8 @@ def main(argv=None) -> dict:
     for name in table:  # against the baseline as it stands now
         table[name]["paired"] = paired(out / name, out / "baseline") if name != "baseline" else None
     (out / "variants.json").write_text(json.dumps(table, indent=2))
-    lines = ["| variant | options | SROCC | PLCC | paired SROCC vs baseline | 3-seed ensemble SROCC / PLCC | runs | wall time | ships |",
+    lines = ["| variant | options | SROCC | PLCC | paired SROCC vs baseline | 3-seed ensemble SROCC / PLCC | runs | "
+             "wall time | ships |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(table.items(), key=lambda kv: list(VARIANTS).index(kv[0]) if kv[0] in VARIANTS else len(VARIANTS)):
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "today's recipe"

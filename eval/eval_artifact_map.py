@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 
 from realness.dream import DreamConfig
+from realness.dream.artifact import ArtifactMapModel
 from realness.dream.baselines import floor_maps
 from realness.dream.corruptions import packaged_photos, planted_set
 from realness.dream.evidence import EvidenceMapper, named_labels
 from realness.dream.localization import pointing_game
-from realness.dream.artifact import ArtifactMapModel
 from realness.dream.regions import RegionDetector
 
 GENERIC = "Somewhat. Part of this image looks edited or inconsistent with the rest."
@@ -113,11 +113,14 @@ def raise_weak(args, detector) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/artifact-map", help="Artifact map folder with its validation.json (default: runs/artifact-map)")
+    p.add_argument("--model", default="runs/artifact-map", help="Artifact map folder with its validation.json "
+                                                                "(default: runs/artifact-map)")
     p.add_argument("--holdout", nargs="*", default=[], help="KIND=FOLDER models trained without KIND (default: none)")
     p.add_argument("--per_image", type=int, default=4, help="Planted edits per held-out photo (default: 4)")
-    p.add_argument("--seed", type=int, default=100, help="Seed of the fresh planted set (default: 100; training validated on seed+1 of its own)")
-    p.add_argument("--raise_limit", type=int, default=0, help="At most this many RAISE f* images (default: 0, all; -1: skip RAISE)")
+    p.add_argument("--seed", type=int, default=100, help="Seed of the fresh planted set (default: 100; training "
+                                                         "validated on seed+1 of its own)")
+    p.add_argument("--raise_limit", type=int, default=0, help="At most this many RAISE f* images (default: 0, all; -1: "
+                                                              "skip RAISE)")
     p.add_argument("--out", default="eval/out/artifact-map", help="Output folder (default: eval/out/artifact-map)")
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -128,7 +131,14 @@ def main(argv=None) -> dict:
     print(f"planted: {result['planted']['n']} images from {result['planted']['photos']} held-out photos")
     print("| map | " + " | ".join(["all", *result["planted"]["kinds"]]) + " |")
     for name, row in t.items():
-        print(f"| {name} | " + " | ".join(f"{row[k]['auroc']:.3f} / {row[k]['pointing']:.2f}" for k in ["all", *result["planted"]["kinds"]]) + " |")
+        kinds = ["all", *result["planted"]["kinds"]]
+        print(f"| {name} | " + " | ".join(f"{row[k]['auroc']:.3f} / {row[k]['pointing']:.2f}" for k in kinds) + " "
+                                                                                                                                               ""
+                                                                                                                                               ""
+                                                                                                                                               ""
+                                                                                                                                               ""
+                                                                                                                                               ""
+                                                                                                                                               "|")
     if os.environ.get("REALNESS_RAISE_DIR") and a.raise_limit >= 0:
         result["raise_weak"] = raise_weak(a, detector)
         (Path(a.out) / "artifact_map_eval.json").write_text(json.dumps(result, indent=2))

@@ -68,12 +68,14 @@ def jittered(latents: torch.Tensor, seed: int, scale: float = 0.15) -> torch.Ten
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=200, help="Reward fine-tuning steps (default: 200)")
-    p.add_argument("--pretrain-steps", type=int, default=400, help="Steps fitting the six photographs first (default: 400)")
+    p.add_argument("--pretrain-steps", type=int, default=400, help="Steps fitting the six photographs first (default: "
+                                                                   "400)")
     p.add_argument("--batch-size", type=int, default=2, help="Latents per fine-tuning step (default: 2)")
     p.add_argument("--lr", type=float, default=2e-4, help="Fine-tuning learning rate (default: 2e-4)")
     p.add_argument("--reg", type=float, default=20.0, help="Weight of the stay-close regulariser (default: 20)")
     p.add_argument("--model", default="offline-image", help="The reward's CORE (default: offline-image)")
-    p.add_argument("--audit-model", default="offline-audit", help="The audit CORE, never in the loss (default: offline-audit)")
+    p.add_argument("--audit-model", default="offline-audit", help="The audit CORE, never in the loss (default: "
+                                                                  "offline-audit)")
     p.add_argument("--seed", type=int, default=0, help="Seed (default: 0)")
     p.add_argument("--out", default="eval/out/reward_example", help="Output folder (default: eval/out/reward_example)")
     a = p.parse_args(argv)
@@ -87,7 +89,7 @@ def main(argv=None) -> dict:
     latents = torch.randn(len(target), gen.latent, generator=torch.Generator().manual_seed(a.seed))
     start = time.perf_counter()
     opt = torch.optim.Adam(gen.parameters(), lr=2e-3)
-    for step in range(a.pretrain_steps):  # stage 1: a generator of (blurry) photographs
+    for _ in range(a.pretrain_steps):  # stage 1: a generator of (blurry) photographs
         loss = F.mse_loss(gen(latents), target)
         opt.zero_grad()
         loss.backward()

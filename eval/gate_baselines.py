@@ -4,7 +4,7 @@
 
 For each of `--folds` folds of the 510 RAISE training images, CORE offline (fusion, and image-only) is
 trained on the other folds with its usual recipe (`training/configs/core_offline.yaml`), and the gate
-(`realness.distill.evaluate_describer`) runs on the held-out fold with GPT-4.1's descriptions as the
+(`realness.gate.evaluate_describer`) runs on the held-out fold with GPT-4.1's descriptions as the
 reference and as the candidate, so every floor is measured against the reference: a constant sentence,
 the reference shuffled across images, retrieval (the GPT-4.1 description of the nearest image of the
 other folds under CORE's frozen image encoder) and image-only CORE. Writes `baselines.json` and
@@ -23,14 +23,15 @@ import numpy as np
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: ../shared/data/raise-train)")
+    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
+                                                                        "../shared/data/raise-train)")
     p.add_argument("--out", default="eval/out/gate-baselines", help="Output folder (default: eval/out/gate-baselines)")
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold split (default: 5)")
     p.add_argument("--n_boot", type=int, default=1000, help="Paired bootstrap resamples per fold (default: 1000)")
     a = p.parse_args()
 
     from realness.core.training import CoreTrainConfig, train_core
-    from realness.distill import GateConfig, evaluate_describer
+    from realness.gate import GateConfig, evaluate_describer
 
     data, out = Path(a.data), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ holds what was trained (`--model` is the base folder it started from). On the he
 2. CORE offline is trained on the *describer's training images only* (the bundled CORE saw every RAISE
    image with its GPT-4.1 text, so scoring held-out images with it would flatter the GPT-4.1 reference),
    once fusion and once image-only (the score a user gets with no describer at all);
-3. `realness.distill.evaluate_describer` (the gate of `realness eval-describer`) with those two heads:
+3. `realness.gate.evaluate_describer` (the gate of `realness eval-describer`) with those two heads:
    CORE fusion reads GPT-4.1's text (reference), the describer's, a constant sentence, the reference
    shuffled across images, and the GPT-4.1 text of the nearest training image (retrieval); the image-only
    head reads none. SROCC / PLCC against MOS, paired bootstrap intervals, verdict agreement vs the
@@ -37,7 +37,7 @@ VERDICT_ORDER = ("no", "somewhat", "yes")
 
 def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_new_tokens: int,
               verdict_guide: str) -> tuple[list[str], dict]:
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
     from realness.images import load_image
 
     start = time.perf_counter()
@@ -65,27 +65,34 @@ def _train_core(manifest: Path, out: Path, mode: str, recipe: str, folds: int = 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/describer-small", help="train_describer output folder (default: runs/describer-small)")
-    p.add_argument("--model", default="runs/small-base", help="Base folder the run started from (default: runs/small-base)")
+    p.add_argument("--run", default="runs/describer-small", help="train_describer output folder (default: "
+                                                                 "runs/describer-small)")
+    p.add_argument("--model", default="runs/small-base", help="Base folder the run started from (default: "
+                                                              "runs/small-base)")
     p.add_argument("--adapter", default=None, help="Adapter folder (default: RUN/adapter)")
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: ../shared/data/raise-train)")
+    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
+                                                                        "../shared/data/raise-train)")
     p.add_argument("--out", default="eval/out/gate-small", help="Output folder (default: eval/out/gate-small)")
-    p.add_argument("--core_dir", default="eval/out/gate-core", help="Where the two CORE heads for this split are trained, "
+    p.add_argument("--core_dir", default="eval/out/gate-core", help="Where the two CORE heads for this split are "
+                                                                    "trained, "
                    "or found when already trained (default: eval/out/gate-core)")
     p.add_argument("--batch_size", type=int, default=8, help="Images per generate call (default: 8)")
     p.add_argument("--max_new_tokens", type=int, default=64, help="Answer length cap (default: 64)")
     p.add_argument("--recipe", default="training/configs/core_offline.yaml",
-                   help="CORE recipe the gate's heads are trained with (default: the bundled one, training/configs/core_offline.yaml)")
+                   help="CORE recipe the gate's heads are trained with (default: the bundled one, "
+                        "training/configs/core_offline.yaml)")
     p.add_argument("--verdict_guide", choices=("none", "fit"), default="none",
-                   help="'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds fitted "
+                   help="'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds "
+                        "fitted "
                         "on a cross-validation of the training images only; 'none': the describer's own (default: none)")
-    p.add_argument("--ship", default=None, help="Also write the short gate.json the run report shows into this folder (default: none)")
+    p.add_argument("--ship", default=None, help="Also write the short gate.json the run report shows into this folder "
+                                                "(default: none)")
     a = p.parse_args()
 
-    from describe.prompt import parse_answer
+    from realness.answers import parse_answer
     from realness.data import load_descriptions
-    from realness.distill import GateConfig, evaluate_describer, format_gate
     from realness.evaluation import read_truth
+    from realness.gate import GateConfig, evaluate_describer, format_gate
 
     out, data = Path(a.out), Path(a.data)
     out.mkdir(parents=True, exist_ok=True)

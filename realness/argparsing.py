@@ -1,8 +1,9 @@
 """Command-line flags from dataclasses, with defaults from a YAML file (`--config`) that flags override.
 
 Each field becomes `--field_name` (underscores kept, dashes accepted), its help text taken from
-`metadata["help"]` and its default printed. Booleans take `true/false`; tuples and lists take several
-values. A field whose metadata has `positional=True` may also be given bare (`prog VALUE`). Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
+`metadata["help"]` and its default printed. Booleans are `--flag`, `--flag true|false` or `--no_flag`; tuples and lists take several
+values. A field whose metadata has `positional=True` may also be given bare (`prog VALUE`).
+Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _MISSING = dataclasses.MISSING
 _POSITIONAL = "__positional"
@@ -74,6 +76,25 @@ def _coerce(value: Any, hint) -> Any:
     return value
 
 
+class _Deprecated(argparse.Action):
+    """A hidden old spelling of a flag: it still works, with one warning naming the new one."""
+
+    def __init__(self, *args, new: str = "", convert=None, **kwargs):
+        self.new, self.convert = new, convert
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import logging
+
+        logging.getLogger("realness").warning("%s is deprecated and will be removed in the next release; use %s",
+                                              option_string, self.new)
+        value = self.const if values is None else values
+        setattr(namespace, self.dest, self.convert(value) if self.convert and isinstance(value, str) else value)
+
+
+VERBOSE_HELP = "Also the libraries' log lines, and a traceback on an error (default: off)"
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
     """Add one flag per field of dataclass `cls`."""
     target = parser.add_argument_group(group or cls.__name__)
@@ -88,8 +109,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: s
         if origin in (tuple, list):
             inner = [a for a in typing.get_args(tp) if a is not Ellipsis] or [str]
             kwargs.update(nargs="+", type=inner[0])
-        elif tp is bool:
-            kwargs.update(type=_bool, metavar="{true,false}")
+        elif tp is bool:  # `--flag`, `--flag true|false`, `--no_flag`
+            kwargs.update(type=_bool, metavar="{true,false}", nargs="?", const=True)
         elif tp in (int, float, str):
             kwargs.update(type=tp)
         if "const" in f.metadata:  # `--flag` alone means `--flag CONST`
@@ -99,6 +120,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: s
         help_text += " (required)" if required else f" (default: {default})"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         target.add_argument(*names, help=help_text, **kwargs)
+        for old in f.metadata.get("aliases", ()):  # old spellings, kept for one release
+            spellings = [f"--{old}"] + ([f"--{old.replace('_', '-')}"] if "_" in old else [])
+            alias = {k: v for k, v in kwargs.items() if k not in ("type", "metavar")}
+            target.add_argument(*spellings, action=_Deprecated, new=names[0], convert=kwargs.get("type"),
+                                help=argparse.SUPPRESS, **alias)
+        if tp is bool:
+            negated = [f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}"]
+            target.add_argument(*negated, dest=f.name, action="store_const", const=False, default=argparse.SUPPRESS,
+                                help=f"same as --{f.name} false")
         if f.metadata.get("positional"):  # also accepted as a bare argument: `prog VALUE` = `prog --name VALUE`
             extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs")}
             target.add_argument(f"{f.name}{_POSITIONAL}", nargs="?", metavar=f.name.upper(),
@@ -112,7 +142,9 @@ def parse_dataclasses(
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, help="YAML file whose keys set defaults; flags override it (default: none)")
+    parser.add_argument("--config", type=Path, help="YAML file whose keys set defaults; flags override it (default: "
+                                                    "none)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)  # read by realness.cli.main
     for cls in classes:
         add_dataclass_arguments(parser, cls)
     args = vars(parser.parse_args(argv))
@@ -140,7 +172,7 @@ def parse_dataclasses(
                 values[key] = _coerce(value, hints[key])
             except ValueError as err:
                 parser.error(f"--config {config}: key {key}: {err}")
-    values.update({k: v for k, v in args.items() if k != "config"})
+    values.update({k: v for k, v in args.items() if k not in ("config", "verbose")})
     out = []
     for cls in classes:
         names = {f.name for f in dataclasses.fields(cls)}

@@ -9,15 +9,15 @@
     realness adapter      -> describe.adapters.check_adapter / merge_adapter
     realness serve        -> describe.serve.serve
     realness annotate     -> describe.annotate.annotate
-    realness eval-describer -> realness.distill.evaluate_describer
+    realness eval-describer -> realness.gate.evaluate_describer
     realness map          -> realness.dream.map_folder
     realness eval-maps    -> realness.dream.evaluate_maps
     realness train-maps   -> realness.dream.artifact_training.train_artifact_map
+    realness models       -> realness.registry.list_models
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -56,7 +56,8 @@ def _run(argv: list[str]) -> int:
     from realness.pipeline import RunConfig, run
 
     cfg, dream = parse_dataclasses([RunConfig, DreamConfig], argv, prog="realness run",
-                                   description="End to end: describe, score (CORE) and map (DREAM) every image of a folder, "
+                                   description="End to end: describe, score (CORE) and map (DREAM) every image of a "
+                                               "folder, "
                                                "then write scores.csv, descriptions.jsonl, maps/ and report.html. "
                                                "Rerun the same command to resume. The DreamConfig options set the maps.")
     s = run(cfg, dream)
@@ -89,24 +90,12 @@ def _train_core(argv: list[str]) -> int:
 
 
 def _score_core(argv: list[str]) -> int:
-    from realness.images import PIXEL_BUDGET
-    from realness.scoring import score_folder
+    from realness.argparsing import parse_dataclasses
+    from realness.scoring import ScoreCoreConfig, score_folder
 
-    p = argparse.ArgumentParser(prog="realness score-core", description="Score every image of a folder with a trained CORE model.")
-    p.add_argument("--model", required=True, help="Folder written by CoreModel.save_pretrained / train-core (its best/ folder), "
-                                                  "or 'offline' for the bundled offline model (required)")
-    p.add_argument("--images", required=True, help="Folder of images to score (required)")
-    p.add_argument("--descriptions", default=None, help="CSV/JSONL with filename,description (default: none; needed unless the model is image-only)")
-    p.add_argument("--out", default="scores.csv", help="Output CSV (default: scores.csv)")
-    p.add_argument("--batch-size", type=int, default=None, help="Images per forward pass (default: 2 on CPU, 16 on a GPU)")
-    p.add_argument("--device", default="cpu", help="Torch device, e.g. cuda (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown)")
-    p.add_argument("--max-pixels", type=int, default=PIXEL_BUDGET, help="Images with more pixels are downscaled once on "
-                   f"read; 0: never (default: {PIXEL_BUDGET})")
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers that decode, resize and tokenise "
-                   "while CORE scores; 0: in this process (default: on a GPU one per CPU core beyond the driving one, at most 8; on a CPU 0)")
-    a = p.parse_args(argv)
-    r = score_folder(a.model, a.images, a.descriptions, a.out, a.batch_size, a.device, not a.no_progress,
+    (a,) = parse_dataclasses([ScoreCoreConfig], argv, prog="realness score-core",
+                             description="Score every image of a folder with a trained CORE model.")
+    r = score_folder(a.core, a.images, a.descriptions, a.out, a.batch_size, a.device, a.progress,
                      a.max_pixels or None, a.num_workers)
     print(f"scored {r['ok']} image(s), {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
@@ -115,15 +104,11 @@ def _score_core(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    from realness.evaluation import evaluate_file
+    from realness.argparsing import parse_dataclasses
+    from realness.evaluation import EvalConfig, evaluate_file
 
-    p = argparse.ArgumentParser(prog="realness eval", description="Compare predicted scores with human opinion scores.")
-    p.add_argument("--scores", required=True, help="CSV from score-core (filename, score_z/score_mos) (required)")
-    p.add_argument("--truth", required=True, help="RAISE ratings.csv or a manifest with image,mos (required)")
-    p.add_argument("--out", default="eval", help="Folder for metrics.json, metrics.csv, scatter.png (default: eval)")
-    p.add_argument("--column", default=None, help="Score column to evaluate (default: score_mos if filled, else score_z)")
-    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals; 0: no intervals (default: 1000)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([EvalConfig], argv, prog="realness eval",
+                             description="Compare predicted scores with human opinion scores.")
     r = evaluate_file(a.scores, a.truth, a.out, a.column, a.n_boot)
     ci = f" [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]" if r["srocc_ci95"] else ""
     print(f"n={r['n']}  SROCC {r['srocc']:.4f}{ci}  "
@@ -146,12 +131,16 @@ def _map(argv: list[str]) -> int:
     class MapArgs:
         images: str = field(metadata={"help": "Folder of images to map."})
         descriptions: str = field(metadata={"help": "CSV/JSONL with filename,description."})
-        out: str = field(default="maps", metadata={"help": "Output folder: <name>.npz, _heatmap.png, _overlay.png, summary.json."})
+        out: str = field(default="maps", metadata={"help": "Output folder: <name>.npz, _heatmap.png, _overlay.png, "
+                                                           "summary.json."})
         device: str = field(default="cpu", metadata={"help": "Torch device."})
         batch_size: int = field(default=8, metadata={"help": "Images per batch."})
         progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-        offline_fallback: bool = field(default=True, metadata={"help": "With --source auto: if the default CLIP cannot be downloaded, draw evidence maps (artifact map + detected regions) instead of stopping."})
-        max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on read; 0: never."})
+        offline_fallback: bool = field(default=True, metadata={"help": "With --source auto: if the default CLIP cannot "
+                                                                       "be downloaded, draw evidence maps (artifact "
+                                                                       "map + detected regions) instead of stopping."})
+        max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once "
+                                                                        "on read; 0: never."})
         overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs."})
 
     args, config = parse_dataclasses([MapArgs, DreamConfig], argv, prog="realness map",
@@ -170,7 +159,8 @@ def _reward_audit(argv: list[str]) -> int:
     from realness.reward_audit import AuditConfig, run_audit
 
     (cfg,) = parse_dataclasses([AuditConfig], argv, prog="realness reward-audit",
-                               description="Gradient ascent on real photographs against the realness reward: how far it "
+                               description="Gradient ascent on real photographs against the realness reward: how far "
+                                           "it "
                                            "can be pushed, per robustness setting, and whether an audit model agrees.")
     report = run_audit(cfg)
     for name, s in report["settings"].items():
@@ -200,23 +190,16 @@ def _train_maps(argv: list[str]) -> int:
 
 
 def _eval_maps(argv: list[str]) -> int:
-    from realness.dream.run import evaluate_maps
+    from realness.argparsing import parse_dataclasses
+    from realness.dream.run import EvalMapsConfig, evaluate_maps
 
-    p = argparse.ArgumentParser(prog="realness eval-maps", description="Localization metrics of maps against binary mask PNGs.")
-    p.add_argument("--maps", required=True, help="Folder of <name>.npz written by `realness map` (required)")
-    p.add_argument("--masks", required=True, help="Folder of <name>.png masks, non-zero = unreal region (required)")
-    p.add_argument("--out", default=None, help="Folder for localization.json/.csv (default: print only)")
-    p.add_argument("--threshold", type=float, default=0.5, help="Map threshold for F1/IoU (default: 0.5)")
-    p.add_argument("--tolerance", type=int, default=0, help="Pointing-game tolerance in pixels (default: 0)")
-    p.add_argument("--images", default=None, help="Folder of the mapped images, for the local-texture floor (default: none, "
-                   "that floor is left out)")
-    p.add_argument("--no-floors", dest="floors", action="store_false",
-                   help="Leave out the floors (centre prior, random, texture, detector boxes) measured beside the maps (default: floors on)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([EvalMapsConfig], argv, prog="realness eval-maps",
+                             description="Localization metrics of maps against binary mask PNGs.")
     r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance, a.floors, a.images)
     print(f"n={r['n']}  " + "  ".join(f"{k} {v:.4f}" for k, v in r["mean"].items()))
     for name, f in r["floors"].items():
-        print(f"  floor {name:<8} auroc {f['mean']['auroc']:.4f}  ap {f['mean']['ap']:.4f}  pointing {f['mean']['pointing_hit']:.4f}")
+        print(f"  floor {name:<8} auroc {f['mean']['auroc']:.4f}  ap {f['mean']['ap']:.4f}  "
+              f"pointing {f['mean']['pointing_hit']:.4f}")
     if r["no_mask"]:
         print(f"{len(r['no_mask'])} map(s) without a mask: {r['no_mask'][:20]}")
     return exit_code(r["n"], len(r["no_mask"]))
@@ -234,24 +217,13 @@ def _train_describer(argv: list[str]) -> int:
 
 
 def _describe(argv: list[str]) -> int:
-    from describe.describer import describe_folder
-    from describe.engines import DEFAULT_DESCRIBER
-    from describe.small import SMALL_DESCRIBER
-    from describe.verdict import HELP as GUIDE_HELP
+    from describe.describer import DescribeConfig, describe_folder
+    from realness.argparsing import parse_dataclasses
 
-    p = argparse.ArgumentParser(prog="realness describe", description="Describe what looks unreal in every image of a folder (transformers engine).")
-    p.add_argument("--model", default=DEFAULT_DESCRIBER, help=f"Base VLM id or folder, or {SMALL_DESCRIBER} for the bundled "
-                   f"offline describer (default: {DEFAULT_DESCRIBER}; when it cannot be downloaded, {SMALL_DESCRIBER})")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none, the base model)")
-    p.add_argument("--images", required=True, help="Folder of images (required)")
-    p.add_argument("--out", default="descriptions.csv", help="Output CSV for score-core / map (default: descriptions.csv)")
-    p.add_argument("--quantize-4bit", action="store_true", help="Load the base in 4-bit NF4 (default: off)")
-    p.add_argument("--batch-size", type=int, default=8, help="Images per generate call (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="Answer length cap in tokens (default: 64)")
-    p.add_argument("--verdict-guide", default="auto", help=GUIDE_HELP)
-    a = p.parse_args(argv)
-    r = describe_folder(a.model, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_new_tokens,
-                        verdict_guide=a.verdict_guide)
+    (a,) = parse_dataclasses([DescribeConfig], argv, prog="realness describe",
+                             description="Describe what looks unreal in every image of a folder (transformers engine).")
+    r = describe_folder(a.describer, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_tokens,
+                        progress=a.progress, verdict_guide=a.verdict_guide)
     print(f"described {r['described']} image(s) with {r['describer']['name']}, {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
     return exit_code(r["described"], len(r["failed"]))
@@ -260,20 +232,19 @@ def _describe(argv: list[str]) -> int:
 def _adapter(argv: list[str]) -> int:
     import json
 
-    from describe.adapters import check_adapter, merge_adapter
+    from describe.adapters import AdapterConfig, check_adapter, merge_adapter
+    from realness.argparsing import parse_dataclasses
 
-    p = argparse.ArgumentParser(prog="realness adapter", description="Check that a LoRA adapter loads and changes the base model, or merge it.")
-    p.add_argument("action", choices=["check", "merge"], help="check: load and compare with the base; merge: write a full model")
-    p.add_argument("--model", required=True, help="Base VLM id or folder (required)")
-    p.add_argument("--adapter", required=True, help="LoRA adapter folder (required)")
-    p.add_argument("--out", default=None, help="merge: output folder (required for merge)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([AdapterConfig], argv, prog="realness adapter",
+                             description="Check that a LoRA adapter loads and changes the base model, or merge it.")
+    if a.action not in ("check", "merge"):
+        raise ValueError(f"realness adapter: the action is check or merge, got {a.action!r}")
     if a.action == "merge":
         if not a.out:
-            p.error("merge needs --out")
-        print(f"merged model -> {merge_adapter(a.model, a.adapter, a.out)}")
+            raise ValueError("realness adapter merge needs --out")
+        print(f"merged model -> {merge_adapter(a.describer, a.adapter, a.out)}")
         return 0
-    report = check_adapter(a.model, a.adapter)
+    report = check_adapter(a.describer, a.adapter)
     print(json.dumps(report, indent=2))
     return 0 if report["changes_output"] and not report["problems"] else 1
 
@@ -294,7 +265,8 @@ def _annotate(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
 
     (cfg,) = parse_dataclasses([AnnotateConfig], argv, prog="realness annotate",
-                               description="Describe every image of a folder or dataset through server(s) or an engine, resumably.")
+                               description="Describe every image of a folder or dataset through server(s) or an "
+                                           "engine, resumably.")
     s = annotate(cfg)
     print(f"annotated {s['done']}, skipped {s['skipped']} already done, failed {len(s['failed'])} "
           f"({s['images_per_s']} images/s) -> {cfg.out}")
@@ -305,18 +277,36 @@ def _annotate(argv: list[str]) -> int:
 
 def _eval_describer(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
-    from realness.distill import GateConfig, evaluate_describer, format_gate
+    from realness.gate import GateConfig, evaluate_describer, format_gate
 
     (cfg,) = parse_dataclasses([GateConfig], argv, prog="realness eval-describer",
                                description="Distillation gate: CORE with the describer's descriptions vs the reference "
-                                           "(GPT-4.1) ones and vs content-free, shuffled, retrieval and image-only floors; "
-                                           "verdict agreement, kappa, text similarity, paired bootstrap intervals, cost. "
+                                           "(GPT-4.1) ones and vs content-free, shuffled, retrieval and image-only "
+                                           "floors; "
+                                           "verdict agreement, kappa, text similarity, paired bootstrap intervals, "
+                                           "cost. "
                                            "Exit 0: passed, 1: failed, 2: bad usage or input.")
     report = evaluate_describer(cfg)
     print(format_gate(report))
-    if cfg.out:
-        print(f"-> {cfg.out}/distill.json")
+    for folder in (cfg.out, cfg.save_to):
+        if folder:
+            print(f"-> {folder}/gate.json")
     return 0 if report["passed"] or cfg.no_fail else 1
+
+
+def _models(argv: list[str]) -> int:
+    import json
+
+    from realness.argparsing import parse_dataclasses
+    from realness.registry import SOURCES, ModelsConfig, as_dicts, format_models, list_models
+
+    (cfg,) = parse_dataclasses([ModelsConfig], argv, prog="realness models",
+                               description="Every model name the commands accept: what it is, where it loads from, "
+                                           "what stands in when it cannot load, and what it measured. Sources: "
+                                           + "; ".join(f"{k}: {v}" for k, v in SOURCES.items()) + ".")
+    entries = list_models(cfg.kind)
+    print(json.dumps(as_dicts(entries), indent=2) if cfg.json else format_models(entries))
+    return 0
 
 
 COMMANDS = {
@@ -329,10 +319,13 @@ COMMANDS = {
     "serve": (_serve, "start the OpenAI-compatible vLLM server for the describer (base + LoRA)"),
     "annotate": (_annotate, "describe a folder/dataset through server(s) or an engine, resumably"),
     "adapter": (_adapter, "check a LoRA adapter changes the base model, or merge it into a full model"),
-    "eval-describer": (_eval_describer, "distillation gate: describer vs reference text and content-free floors; exit 1 when it fails"),
+    "eval-describer": (_eval_describer, "distillation gate: describer vs reference text and content-free floors; exit "
+                                        "1 when it fails"),
     "map": (_map, "realness maps (DREAM: CLIP, or evidence offline) for a folder of images"),
-    "reward-audit": (_reward_audit, "how far the realness reward can be pushed by gradient ascent, and whether an audit model agrees"),
+    "reward-audit": (_reward_audit, "how far the realness reward can be pushed by gradient ascent, and whether an "
+                                    "audit model agrees"),
     "train-maps": (_train_maps, "train the artifact map on real photos with self-made local corruptions"),
+    "models": (_models, "list every model name: bundled, packaged, hub, test and benchmark models"),
     "eval-maps": (_eval_maps, "pixel AUROC, AP, F1/IoU and pointing game of maps against masks"),
 }
 

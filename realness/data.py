@@ -21,11 +21,15 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from realness.files import read_jsonl
+from realness.images import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     import datasets
@@ -53,11 +57,8 @@ def read_table(path: Path, skip_malformed: bool = False) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     if skip_malformed and path.suffix.lower() in (".jsonl", ".ndjson"):
-        from realness.files import read_jsonl
-
         return read_jsonl(path)
     raw = path.read_bytes()
-    from realness.images import IMAGE_EXTENSIONS
 
     if path.suffix.lower() in IMAGE_EXTENSIONS or raw[:8].startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
         raise DataError(str(path), ["an image, not a table: give a CSV, JSONL or JSON file here"])
@@ -162,7 +163,7 @@ def validate_records(
         raise DataError(where, problems)
 
 
-def _to_dataset(records: list[dict]) -> "datasets.Dataset":
+def _to_dataset(records: list[dict]) -> datasets.Dataset:
     import datasets
 
     features = datasets.Features(
@@ -183,7 +184,7 @@ def load_raise(
     *,
     descriptions: str | Path | None = None,
     require_description: bool = True,
-) -> "datasets.Dataset":
+) -> datasets.Dataset:
     """Load a RAISE-layout folder: `images/`, `ratings.csv` and a descriptions CSV.
 
     Args:
@@ -228,7 +229,7 @@ def load_manifest(
     image_root: str | Path | None = None,
     require_mos: bool = True,
     require_description: bool = True,
-) -> "datasets.Dataset":
+) -> datasets.Dataset:
     """Load a user manifest (CSV or JSONL) with columns `image, mos, description[, source, split]`.
 
     `image` is a path, relative to `image_root` (default: the manifest's folder) unless absolute.
@@ -342,7 +343,7 @@ def train_val_split(n: int, val_fraction: float = 0.2, seed: int = 42) -> Fold:
     return Fold(0, np.sort(order[n_val:]), np.sort(order[:n_val]))
 
 
-def manifest_splits(ds: "datasets.Dataset", train: str = "train", val: str = "val") -> Fold:
+def manifest_splits(ds: datasets.Dataset, train: str = "train", val: str = "val") -> Fold:
     """The split a manifest's own `split` column defines."""
     splits = np.asarray(ds["split"])
     tr, va = np.flatnonzero(splits == train), np.flatnonzero(splits == val)

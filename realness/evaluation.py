@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from realness.data import DataError, read_table
 from realness.metrics import METRICS, bootstrap_ci, correlations, mean_std
+from realness.plots import scatter_plot
 
 
 def evaluate_scores(pred: Sequence[float], mos: Sequence[float], n_boot: int = 1000, seed: int = 0) -> dict:
@@ -31,7 +34,6 @@ def format_table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
 
 def write_cv_report(out: str | Path, results: list[dict], name: str = "core") -> dict:
     """Summarise per-run results of a cross-validation into summary.json/.csv and scatter.png."""
-    from realness.plots import scatter_plot
 
     out = Path(out)
     summary = mean_std([{m: r[m] for m in METRICS} for r in results])
@@ -94,7 +96,6 @@ def _number(value, where: str, row: int, column: str, problems: list[str]) -> fl
 def _named_rows(path: Path, rows: list[dict], keys: tuple[str, ...], column: str) -> dict[str, float]:
     """`file name -> value of column` for rows with a value; one `DataError` names every bad row
     (missing column, no file name, duplicate file name, NaN or non-numeric value)."""
-    from realness.data import DataError
 
     if not rows:
         raise DataError(str(path), ["no rows"])
@@ -128,7 +129,6 @@ def read_truth(truth: str | Path) -> dict[str, float]:
     Rows without a score are left out; a duplicate file name, a NaN or a non-numeric score is an error
     naming the file and the row.
     """
-    from realness.data import read_table
 
     path = Path(truth)
     rows = read_table(path)
@@ -137,15 +137,25 @@ def read_truth(truth: str | Path) -> dict[str, float]:
                        "MOS_Rating" if raise_format else "mos")
 
 
+@dataclass
+class EvalConfig:
+    """Options of `realness eval`."""
+
+    scores: str = field(metadata={"help": "CSV from score-core or run (filename, score_z / score_mos)."})
+    truth: str = field(metadata={"help": "RAISE ratings.csv or a manifest with image,mos."})
+    out: str = field(default="eval", metadata={"help": "Folder for metrics.json, metrics.csv, scatter.png."})
+    column: str | None = field(default=None, metadata={"help": "Score column to evaluate (none: score_mos if filled, "
+                                                                "else score_z)."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals; 0: no intervals."})
+
+
 def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_column: str | None = None,
                   n_boot: int = 1000) -> dict:
     """Join a scores CSV with ground truth by file name and write metrics.json/.csv and scatter.png.
 
     `truth` is a RAISE `ratings.csv` (`filename, MOS_Rating`) or a manifest (`image, mos`).
     """
-    from realness.plots import scatter_plot
 
-    from realness.data import read_table
 
     mos_by_name = read_truth(truth)
     srows = read_table(Path(scores))

@@ -219,3 +219,12 @@ def one_writer(target: str | Path, command: str = ""):
         with contextlib.suppress(OSError):
             owner.unlink()
         lock.release()
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 (hex): what resumable jobs and the gate key images by."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

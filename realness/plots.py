@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from realness.files import atomic_path
+from realness.metrics import correlations, fit_logistic
 
 
 def scatter_plot(
@@ -22,7 +25,6 @@ def scatter_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from realness.metrics import correlations, fit_logistic
 
     p, m = np.asarray(pred, dtype=float), np.asarray(mos, dtype=float)
     stats = correlations(p, m)
@@ -63,7 +65,6 @@ def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from realness.files import atomic_path
 
     try:
         with atomic_path(path) as tmp:

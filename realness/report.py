@@ -12,6 +12,8 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
+from realness.files import write_text_atomic
+
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { margin-bottom: .2em; } .muted { color: #666; }
@@ -179,7 +181,6 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
                      + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
     parts.append(f"<script>{_JS}</script></body></html>\n")
-    from realness.files import write_text_atomic
 
     write_text_atomic(path, "\n".join(parts))
     return path

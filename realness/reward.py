@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from realness.core import CoreModel
+from realness.devices import resolve_device
+from realness.images import load_image
 
 SCALES = ("z", "mos")
 AGGREGATES = ("mean", "min", "lcb")
@@ -49,8 +53,6 @@ class RealnessReward(torch.nn.Module):
                  dtype: torch.dtype | None = None, scale: str = "z", aggregate: str = "mean",
                  augment_views: int = 0, quantize: bool = True, seed: int | None = None):
         super().__init__()
-        from realness.core import CoreModel
-        from realness.devices import resolve_device
 
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -221,7 +223,6 @@ def best_of_n(reward: RealnessReward, images, texts: Sequence[str] | None = None
 def rank_files(reward: RealnessReward, paths: Sequence[str | Path], texts: dict[str, str] | None = None,
                max_side: int | None = None) -> list[tuple[Path, float]]:
     """`(path, reward)` for image files, most real first (one at a time: files may differ in size)."""
-    from realness.images import load_image
 
     scored = []
     for path in map(Path, paths):

@@ -26,6 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realness.devices import resolve_device
+from realness.dream.artifact import ArtifactMapModel
+from realness.images import IMAGE_EXTENSIONS, load_image
+from realness.reward import RealnessReward, as_batch, psnr
+
 logger = logging.getLogger(__name__)
 
 SETTINGS = {  # name -> RealnessReward options
@@ -39,25 +44,28 @@ SETTINGS = {  # name -> RealnessReward options
 @dataclass
 class AuditConfig:
     images: str = field(metadata={"help": "Folder of real photographs to attack (e.g. RAISE's r*.png).", "positional": True})
-    out: str = field(default="reward-audit", metadata={"help": "Output folder: audit.json, audit.csv, audit.png, grid.png."})
+    out: str = field(default="reward-audit", metadata={"help": "Output folder: audit.json, audit.csv, audit.png, "
+                                                               "grid.png."})
     model: str = field(default="offline-image", metadata={"help": "The reward's CORE (bundled name or folder)."})
     audit_model: str = field(default="offline-audit", metadata={"help": "The CORE that only audits: never attacked."})
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": f"Robustness settings to attack, of {list(SETTINGS)}."})
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS),
+                                    metadata={"help": f"Robustness settings to attack, of {list(SETTINGS)}."})
     steps: int = field(default=10, metadata={"help": "Gradient-ascent steps."})
-    epsilon: float = field(default=8 / 255, metadata={"help": "Largest change of any pixel (L-infinity budget, 0-1 scale; the default is 8/255)."})
-    step_size: float = field(default=1 / 255, metadata={"help": "Change per step along the sign of the gradient (0-1 scale; the default is 1/255)."})
+    epsilon: float = field(default=8 / 255, metadata={"help": "Largest change of any pixel (L-infinity budget, 0-1 "
+                                                              "scale; the default is 8/255)."})
+    step_size: float = field(default=1 / 255, metadata={"help": "Change per step along the sign of the gradient (0-1 "
+                                                                "scale; the default is 1/255)."})
     max_images: int = field(default=6, metadata={"help": "Photographs attacked (the first, sorted by name)."})
-    pattern: str = field(default="*", metadata={"help": "Which files of the folder (a glob, e.g. r*.png for RAISE's real photos)."})
+    pattern: str = field(default="*", metadata={"help": "Which files of the folder (a glob, e.g. r*.png for RAISE's "
+                                                        "real photos)."})
     long_side: int = field(default=512, metadata={"help": "Photographs are downscaled to this longer side first."})
     device: str = field(default="auto", metadata={"help": "Torch device: auto, cpu, cuda."})
     seed: int = field(default=0, metadata={"help": "Seed of the augmentations."})
-    progress: bool = field(default=True, metadata={"help": "Print one line per setting as it finishes (each takes about a minute per 4 photographs on 2 CPU cores)."})
+    progress: bool = field(default=True, metadata={"help": "Print one line per setting as it finishes (each takes "
+                                                           "about a minute per 4 photographs on 2 CPU cores)."})
 
 
 def _load(cfg: AuditConfig) -> tuple[list[Path], torch.Tensor]:
-    from realness.images import IMAGE_EXTENSIONS, load_image
-    from realness.reward import as_batch
-
     folder = Path(cfg.images)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder of images")
@@ -107,9 +115,6 @@ def attack(reward, images: torch.Tensor, steps: int, epsilon: float, step_size: 
 
 def run_audit(cfg: AuditConfig) -> dict:
     """The audit of every setting; also written to `cfg.out`."""
-    from realness.devices import resolve_device
-    from realness.dream.artifact import ArtifactMapModel
-    from realness.reward import RealnessReward, psnr
 
     unknown = [s for s in cfg.settings if s not in SETTINGS]
     if unknown:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import logging
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
+from realness.core import CoreModel
+from realness.core.loading import default_num_workers, predict_stream
+from realness.data import load_descriptions
+from realness.devices import resolve_device
+from realness.files import atomic_path
 from realness.images import PIXEL_BUDGET, scan_folder, skipped_note, skipped_reasons
 
 logger = logging.getLogger(__name__)
@@ -24,6 +29,28 @@ class CoreScore:
     score_mos: float | None
     description: str
     error: str = ""
+
+
+@dataclass
+class ScoreCoreConfig:
+    """Options of `realness score-core`."""
+
+    core: str = field(metadata={"help": "CORE model: a folder written by train-core (its best/ folder) or a bundled "
+                                        "name (`realness models --kind core`).", "aliases": ("model",)})
+    images: str = field(metadata={"help": "Folder of images to score."})
+    descriptions: str | None = field(default=None, metadata={"help": "CSV/JSONL with filename,description; needed "
+                                                                     "unless the model is image-only."})
+    out: str = field(default="scores.csv", metadata={"help": "Output CSV."})
+    batch_size: int | None = field(default=None, metadata={"help": "Images per forward pass (none: 2 on CPU, 16 on "
+                                                                   "a GPU)."})
+    device: str = field(default="auto", metadata={"help": "Torch device: auto (cuda when available), cpu, cuda."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on "
+                                                                    "read; 0: never."})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers that decode, resize and "
+                                                                    "tokenise while CORE scores; 0: in this process "
+                                                                    "(none: on a GPU one per CPU core beyond the "
+                                                                    "driving one, at most 8; on a CPU 0)."})
 
 
 def score_images(
@@ -48,7 +75,6 @@ def score_images(
     """
     from tqdm.auto import tqdm
 
-    from realness.core.loading import default_num_workers, predict_stream
 
     descriptions = descriptions or {}
     paths = [Path(p) for p in paths]
@@ -72,7 +98,6 @@ def score_images(
 def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, dict[str, str]]:
     """Write results to CSV (under a temporary name, renamed when complete); returns
     `(scored, {file name: error})`."""
-    from realness.files import atomic_path
 
     out = Path(out)
     if out.is_dir():
@@ -106,10 +131,7 @@ def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | 
     extension]}`.
     """
     batch_size = batch_size or default_batch_size(device)
-    from realness.core import CoreModel
-    from realness.data import load_descriptions
 
-    from realness.devices import resolve_device
 
     device = resolve_device(device)
     paths, skipped = scan_folder(images)

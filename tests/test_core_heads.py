@@ -5,10 +5,10 @@ import csv
 
 import pytest
 import torch
+from conftest import planted_manifest
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.modeling import CoreHead
 from realness.core.training import CoreTrainConfig, train_core

@@ -4,9 +4,9 @@ and training on cached feature maps gives the model that training on the files g
 
 import pytest
 import torch
+from conftest import held_out_predictions, planted_manifest
 from safetensors import safe_open
 
-from conftest import held_out_predictions, planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.backbones import build_image_backbone, image_below, image_stages, image_top
 from realness.core.training import CoreTrainConfig, train_core

@@ -4,9 +4,9 @@ cached hidden states gives the model that training on the files gives."""
 
 import pytest
 import torch
+from conftest import held_out_predictions, planted_manifest
 from safetensors import safe_open
 
-from conftest import held_out_predictions, planted_manifest
 from realness.core import CoreModel, create_core
 from realness.core.backbones import build_text_encoder
 from realness.core.features import cached_text_hidden

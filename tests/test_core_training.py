@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import planted_manifest
 from scipy.stats import spearmanr
 
-from conftest import planted_manifest
 from realness.core import CoreModel
 from realness.core.training import CoreTrainConfig, train_core
 

@@ -10,12 +10,13 @@ import torch
 
 pytest.importorskip("peft")
 
-from describe.chat import IGNORE, TrainCollator
-from describe.data import mix_sources, prefer_human_rows, split_by_image
-from describe.prompt import DEFAULT_QUESTION, build_messages, parse_answer
-
 from conftest import DESCRIBER_PAIRS as PAIRS
 from conftest import colour_image as _image
+
+from describe.chat import IGNORE, TrainCollator
+from describe.data import mix_sources, prefer_human_rows, split_by_image
+from describe.prompt import DEFAULT_QUESTION, build_messages
+from realness.answers import parse_answer
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ QWEN_FAMILIES = ["tiny_vlm", "tiny_qwen25vl"]  # Qwen2-VL and Qwen2.5-VL (window
 @pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_lora_overfits_four_pairs_and_reproduces_them(request, family, pairs_manifest, tmp_path):
     from describe.adapters import inspect_adapter, merge_adapter
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
 
     tiny_vlm = request.getfixturevalue(family)
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "run")
@@ -143,7 +144,7 @@ def test_lora_overfits_four_pairs_and_reproduces_them(request, family, pairs_man
 def test_qlora_4bit_overfits_too(request, family, pairs_manifest, tmp_path):
     pytest.importorskip("bitsandbytes")
     tiny_vlm = request.getfixturevalue(family)
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
 
     # Gradient checkpointing on, as the real default: k-bit preparation must keep gradients flowing.
     adapter = _train(tiny_vlm, pairs_manifest, tmp_path / "qrun", quantize_4bit=True, max_steps=100,
@@ -246,7 +247,7 @@ def test_describe_cli_writes_descriptions_core_can_read(tiny_vlm, tmp_path, caps
 def test_second_family_idefics3_trains_through_the_same_code(tiny_idefics3, pairs_manifest, tmp_path):
     """SmolVLM's architecture (Idefics3): same collator, LoRA targets, Trainer, adapter and Describer."""
     from describe.adapters import inspect_adapter
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
 
     adapter = _train(tiny_idefics3, pairs_manifest, tmp_path / "idefics", max_steps=100)
     info = inspect_adapter(adapter)

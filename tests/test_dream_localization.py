@@ -3,8 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from realness.dream.localization import (average_precision, best_f1_iou, f1_iou, localization_metrics,
-                                         pixel_auroc, pointing_game)
+from realness.dream.localization import (
+    average_precision,
+    best_f1_iou,
+    f1_iou,
+    localization_metrics,
+    pixel_auroc,
+    pointing_game,
+)
 
 SCORES = np.array([[0.9, 0.8, 0.1],
                    [0.7, 0.2, 0.1],
@@ -39,8 +45,10 @@ def test_f1_iou_by_hand():
 
 def test_pointing_game():
     assert pointing_game(SCORES, MASK)
-    off = np.zeros((5, 5)); off[0, 4] = 1.0
-    mask = np.zeros((5, 5), bool); mask[0, 2] = True
+    off = np.zeros((5, 5))
+    off[0, 4] = 1.0
+    mask = np.zeros((5, 5), bool)
+    mask[0, 2] = True
     assert not pointing_game(off, mask)
     assert pointing_game(off, mask, tolerance=2)
     assert localization_metrics(SCORES, MASK)["pointing_hit"] == 1.0

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import held_out_predictions, planted_manifest
+
 from realness.core import CoreModel
 from realness.core.training import CoreTrainConfig, load_training_data, train_core
 from realness.images import load_image
@@ -27,7 +27,8 @@ def test_parts_cover_every_image_once_balanced_and_seeded():
 
 
 def test_rescoring_with_the_runs_own_text_reproduces_its_predictions(tiny_core_kwargs, tmp_path):
-    """Read with their own descriptions the heads score what training wrote; with other texts they score what the saved model scores from the files and those texts."""
+    """Read with their own descriptions the heads score what training wrote; with other texts they
+    score what the saved model scores from the files and those texts."""
     data, _, _ = planted_manifest(tmp_path / "data", 80)
     cfg = CoreTrainConfig(data=str(data), output_dir=str(tmp_path / "run"), image_backbone=tiny_core_kwargs["image_backbone"],
                           text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_hardening import ROOT, _folder, _run_args, _solid
 
 from realness.cli import main
 from realness.files import OutputBusy, lock_path, one_writer
-
-from test_hardening import ROOT, _folder, _run_args, _solid
 
 HOLD = """
 import sys, time

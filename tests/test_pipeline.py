@@ -107,7 +107,7 @@ def test_scores_equal_core_called_directly(run_out, folder):
 
 def test_descriptions_are_the_describers_and_match_scores_csv(run_out, folder, tiny_vlm):
     from describe.engines import create_engine
-    from describe.prompt import parse_answer
+    from realness.answers import parse_answer
 
     records = [json.loads(line) for line in (run_out / "descriptions.jsonl").read_text().splitlines()]
     by_name = {r["filename"]: r for r in _rows(run_out)}
@@ -278,7 +278,8 @@ def test_a_missing_core_fails_before_anything_is_described(folder, tiny_vlm, tmp
 def _gated_describer(tiny_vlm, folder: Path, passed: bool) -> Path:
     """A copy of the tiny describer with a distillation gate report beside it."""
     shutil.copytree(tiny_vlm, folder)
-    gate = {"passed": passed, "reasons": [] if passed else ["candidate SROCC 0.40 is not above the image_only baseline's 0.50"]}
+    gate = {"passed": passed, "reasons": [] if passed else ["candidate SROCC 0.40 is not above the image_only "
+                                                            "baseline's 0.50"]}
     (folder / "gate.json").write_text(json.dumps(gate))
     return folder
 
@@ -407,7 +408,7 @@ def test_readme_main_job_runs_offline_with_the_small_describer(tmp_path):
     assert all(r["map_source"] == "evidence" for r in records.values())
     assert any(g["label"] == "face" for g in records["portrait_warped_face.jpg"]["regions"])
     assert dom.count('class="region"') == sum(len(r["regions"]) for r in records.values()) > 0
-    for name, rec in records.items():
+    for _name, rec in records.items():
         m = RealnessMap.load(tmp_path / "out" / rec["map"])
         assert m.source == "evidence" and m.regions == rec["regions"] and not m.flat
         noise = np.random.default_rng(0).random(m.map.shape)
@@ -440,7 +441,8 @@ def test_manifest_input_brings_its_own_descriptions_and_mos(folder, tmp_path):
 
 
 def test_a_batch_failure_is_narrowed_to_the_image_that_caused_it():
-    from realness.pipeline import _new_record, _per_image
+    from realness.pipeline import _new_record
+    from realness.stages import per_image as _per_image
 
     todo = [_new_record(Path(f"/x/{i}.png"), str(i), None) for i in range(4)]
     seen = []
@@ -468,7 +470,7 @@ def test_resume_refuses_other_options(run_out, folder, tiny_vlm, tiny_clip, give
 def test_hub_probe_goes_offline_only_when_the_host_is_unreachable(monkeypatch):
     import huggingface_hub.constants as hub
 
-    from realness.pipeline import hub_offline_if_unreachable
+    from realness.hub import hub_offline_if_unreachable
 
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

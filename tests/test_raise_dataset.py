@@ -4,8 +4,8 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import RAISE_DIR
+
 from realness.data import load_raise
 
 pytestmark = pytest.mark.dataset

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_hardening import ROOT, _clip, _folder, _solid
 
 from realness.cli import main
-
-from test_hardening import ROOT, _clip, _folder, _solid
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -91,7 +90,7 @@ def test_ray_run_writes_the_records_of_the_single_process_run(images, tiny_vlm, 
         assert {k: v for k, v in a.items() if k != "score_z" and k != "score_mos"} == \
                {k: v for k, v in b.items() if k != "score_z" and k != "score_mos"}, name
     assert on_ray["broken.png"]["stage"] == "read" and on_ray["i5.png"]["description_source"] == "describer"
-    for name, rec in one.items():  # the maps the actors wrote are the single-process run's
+    for rec in one.values():  # the maps the actors wrote are the single-process run's
         if rec["map"]:
             x, y = np.load(tmp_path / "one" / rec["map"]), np.load(tmp_path / "ray" / rec["map"])
             # maps are min-max normalised, which multiplies float noise between thread counts (about 1e-6 in
@@ -99,8 +98,9 @@ def test_ray_run_writes_the_records_of_the_single_process_run(images, tiny_vlm, 
             lo, hi = json.loads(str(x["meta"]))["raw_range"]
             np.testing.assert_allclose(x["map"], y["map"], atol=max(1e-4, 2e-5 / max(hi - lo, 1e-9)))
             assert (tmp_path / "ray" / rec["thumb"]).is_file()
-    texts = lambda out: sorted((d["filename"], d["description"], d["source"]) for d in
-                               map(json.loads, (out / "descriptions.jsonl").read_text().splitlines()))
+    def texts(out):
+        return sorted((d["filename"], d["description"], d["source"]) for d in
+                                   map(json.loads, (out / "descriptions.jsonl").read_text().splitlines()))
     assert texts(tmp_path / "one") == texts(tmp_path / "ray")
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert summary["models"]["describer"]["name"] and summary["models"]["core"]["name"] == "offline"
@@ -145,7 +145,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_image_ends_once(images, 
     """Ray started here; the run joins it (`--ray auto`) while this test kills a map-stage actor's process."""
     import psutil
 
-    from realness.distributed import connect
+    from realness.cluster import connect
 
     connect("local", 2)
     out = tmp_path / "run"
@@ -188,7 +188,8 @@ def test_annotate_on_ray_writes_the_direct_mode_records(images, tiny_vlm, tmp_pa
     assert main([*common, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--ray_actors", "2",
                  "--ray_cpus_per_actor", "0.5"]) == 1
     keep = ("filename", "sha256", "status", "description", "error", "model")
-    read = lambda f: sorted(tuple(r.get(k) for k in keep) for r in map(json.loads, f.read_text().splitlines()))
+    def read(f):
+        return sorted(tuple(r.get(k) for k in keep) for r in map(json.loads, f.read_text().splitlines()))
     direct, on_ray = read(tmp_path / "direct.jsonl"), read(tmp_path / "ray.jsonl")
     assert direct == on_ray and len(direct) == 7 and sum(r[2] == "ok" for r in direct) == 6
     assert main([*common, "--out", str(tmp_path / "x.jsonl"), "--server", "http://127.0.0.1:9", "--engine", "",

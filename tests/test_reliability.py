@@ -355,7 +355,8 @@ def test_input_errors_are_one_line_not_internal_bugs(tmp_path, capsys):
     import torch
 
     if not torch.cuda.is_available():
-        fails(["run", str(images), "--out", str(tmp_path / "g"), "--device", "cuda"], "--device cuda", "use --device cpu")
+        fails(["run", str(images), "--out", str(tmp_path / "g"), "--device", "cuda"], "--device cuda", "use --device "
+                                                                                                       "cpu")
         assert not (tmp_path / "g").exists()
     fails(["score-core", "--model", "offline", "--images", str(images), "--device", "tpu9"], "--device tpu9")
 

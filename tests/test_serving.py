@@ -121,7 +121,7 @@ def test_killed_client_resumes_every_image_exactly_once(server, folder, tmp_path
     _annotate(folder, out, server.url)
     ok = [r for r in _records(out) if r["status"] == "ok"]
     assert len(ok) == 10 and len({r["sha256"] for r in ok}) == 10  # each image once, none lost
-    from describe.annotate import sha256_file
+    from realness.files import sha256_file
 
     expected = {sha256_file(p) for p in folder.iterdir() if p.name != "corrupt.png"}
     assert {r["sha256"] for r in ok} == expected

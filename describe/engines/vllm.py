@@ -8,12 +8,18 @@ creates an engine must guard its entry point with `if __name__ == "__main__":` (
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, Answer, parse_answer
+from describe.chat import generation_inputs, render
+from describe.engines.transformers import Describer
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from describe.small import resolve_describer, smollm2_folder
+from describe.tiny import cache_dir
+from describe.verdict import resolve_guide
+from realness.answers import Answer, parse_answer
 
 ADAPTER_NAME = "describer"
 
@@ -40,8 +46,6 @@ class VllmEngine:
         from transformers import AutoProcessor
         from vllm import LLM
 
-        from describe.chat import render
-        from describe.verdict import resolve_guide
 
         self.adapter = str(adapter) if adapter else None
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
@@ -72,7 +76,7 @@ class VllmEngine:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
 
-    def __enter__(self) -> "VllmEngine":
+    def __enter__(self) -> VllmEngine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,8 +100,6 @@ class SmallVllmEngine(VllmEngine):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
-        from describe.describer import Describer
-        from describe.small import resolve_describer, smollm2_folder
 
         model_id, adapter = resolve_describer(model_id, adapter)
         # The transformers model computes the prompt embeddings (vision, projector, token embeddings) and
@@ -114,7 +116,6 @@ class SmallVllmEngine(VllmEngine):
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        from describe.chat import generation_inputs
 
         enc = self.encoder
         model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
@@ -149,7 +150,6 @@ def llama_adapter(adapter: str | Path) -> Path:
 
     from safetensors.torch import load_file, save_file
 
-    from describe.tiny import cache_dir
 
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"

@@ -141,7 +141,7 @@ def multi_level(model: nn.Module, levels: int, pooling: str) -> MultiLevel:
     return MultiLevel(model, stages[-levels:], widths[-levels:], pooling)
 
 
-def image_stages(model: nn.Module) -> tuple[list[nn.Module], "callable"]:
+def image_stages(model: nn.Module) -> tuple[list[nn.Module], callable]:
     """A backbone as its stages in order (the stem first) and the pooling after the last: running them in
     turn is the backbone. Knows timm EfficientNets and ResNets (timm or torchvision)."""
     if hasattr(model, "blocks") and hasattr(model, "conv_head") and hasattr(model, "forward_head"):  # timm EfficientNet

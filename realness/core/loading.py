@@ -11,8 +11,8 @@ with the same functions, so scores do not depend on it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset

@@ -13,16 +13,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from realness.core.backbones import build_image_backbone, build_text_encoder
+from realness.core.backbones import build_image_backbone, build_text_encoder, image_stages
 from realness.core.configuration import PRESETS, CoreConfig
+from realness.core.loading import predict_stream
 from realness.core.processing import CoreProcessor
+from realness.registry import BUNDLED_CORE
 
 # Models that ship inside the package, loadable by name: `CoreModel.from_pretrained("offline")`.
-BUNDLED = {"offline": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline",
-           # the same recipe without text: the score a user gets with no describer (the gate's floor)
-           "offline-image": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-image",
-           # a second opinion for `realness reward-audit`: EfficientNet-Lite2, other seeds; never a reward
-           "offline-audit": Path(__file__).resolve().parents[1] / "pretrained" / "core-offline-audit"}
+# `offline-image`: the same recipe without text, the score a user gets with no describer (the gate's floor);
+# `offline-audit`: a second opinion for `realness reward-audit` (EfficientNet-Lite2, other seeds), never a reward.
+BUNDLED = BUNDLED_CORE
 
 
 def resolve_core(name: str | Path) -> Path:
@@ -77,15 +77,13 @@ class CoreModel(nn.Module):
             if module is not None and frozen:
                 module.requires_grad_(False)
         if config.image_stages_train:  # after freezing: the top stages train
-            from realness.core.backbones import image_stages
-
             for stage in image_stages(self.image_backbone)[0][-config.train_image_stages:]:
                 stage.requires_grad_(True)
         if config.text_lora:  # after freezing: the adapter is what trains
             self.text_encoder.add_lora(config.text_lora_rank, config.text_lora_alpha, config.text_lora_layers)
         self.processor = CoreProcessor(config, self.tokenizer)
 
-    def train(self, mode: bool = True) -> "CoreModel":
+    def train(self, mode: bool = True) -> CoreModel:
         super().train(mode)
         # A frozen backbone stays in eval mode: its batch-norm statistics and dropout stay fixed too.
         if self.image_backbone is not None and self.config.freeze_image:
@@ -151,8 +149,6 @@ class CoreModel(nn.Module):
         return self._batched(self.features, images, descriptions, batch_size, num_workers)
 
     def _batched(self, fn, images, descriptions, batch_size: int, num_workers: int) -> torch.Tensor:
-        from realness.core.loading import predict_stream
-
         if self.config.uses_text and descriptions is not None:
             empty = [i for i, d in enumerate(descriptions) if not str(d).strip()]
             if empty:
@@ -177,7 +173,8 @@ class CoreModel(nn.Module):
         self.config.save(folder / CONFIG_NAME)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if not include_frozen:
-            skip = [p for p, frozen in (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text)) if frozen]
+            frozen_parts = (("image_backbone.", self.config.freeze_image), ("text_encoder.", self.config.freeze_text))
+            skip = [p for p, frozen in frozen_parts if frozen]
             trained = {n for n, p in self.named_parameters() if p.requires_grad}  # top stages, adapters
             state = {k: v for k, v in state.items() if not k.startswith(tuple(skip)) or k in trained}
         if dtype is not None:
@@ -188,7 +185,7 @@ class CoreModel(nn.Module):
             self.tokenizer.save_pretrained(folder / TEXT_DIR)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "CoreModel":
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> CoreModel:
         """Load a folder written by `save_pretrained`, or a bundled model by name (`"offline"`).
 
         No network access unless backbones were left out of the file and must come from their source.

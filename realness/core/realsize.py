@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from realness.core import create_core
+
 BERT_CONFIG = Path(__file__).parent / "configs" / "bert-base-uncased.json"
 # Published sizes: torchvision ResNet-50 25,557,032 (23,508,032 without its classifier, which CORE drops);
 # bert-base-uncased 110M (BertModel with pooler: 109,482,240).
@@ -37,7 +39,6 @@ def bert_base_shape(folder: str | Path) -> Path:
 
 def paper_core_random(folder: str | Path, **overrides):
     """The `paper` preset (ResNet-50 + bert-base-uncased, 2816 -> 529 -> 1 head) with random weights."""
-    from realness.core import create_core
 
     text = bert_base_shape(Path(folder) / "bert-base-uncased-shape")
     torch.manual_seed(0)

@@ -26,11 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from realness.core.backbones import image_top
 from realness.core.configuration import PRESETS
+from realness.core.ensemble import merge_cores
+from realness.core.features import cached_features, cached_image_trunk, cached_text_hidden
 from realness.core.losses import LOSSES, core_loss
 from realness.core.modeling import CoreModel, create_core, join_features
-from realness.data import kfold, load_manifest, load_raise, manifest_splits, train_val_split
+from realness.data import Fold, kfold, load_manifest, load_raise, manifest_splits, train_val_split
+from realness.evaluation import write_cv_report
 from realness.images import ImageError, load_image
+from realness.metrics import METRICS, correlations, srocc
 
 logger = logging.getLogger(__name__)
 
@@ -39,51 +44,73 @@ logger = logging.getLogger(__name__)
 class CoreTrainConfig:
     """Options of `realness train-core` / `training/train_core.py`."""
 
-    data: str = field(metadata={"help": "RAISE-layout folder (images/, ratings.csv, descriptions CSV) or a manifest CSV/JSONL."})
-    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file to use instead of the RAISE folder's GPT-4.1 one."})
+    data: str = field(metadata={"help": "RAISE-layout folder (images/, ratings.csv, descriptions CSV) or a manifest "
+                                        "CSV/JSONL."})
+    descriptions: str | None = field(default=None, metadata={"help": "Descriptions file to use instead of the RAISE "
+                                                                     "folder's GPT-4.1 one."})
     output_dir: str = field(default="runs/core", metadata={"help": "Where checkpoints, models and reports go."})
     preset: str = field(default="paper", metadata={"help": f"CORE preset: {', '.join(sorted(PRESETS))}."})
     mode: str | None = field(default=None, metadata={"help": "fusion, image or text; default: the preset's."})
     image_backbone: str | None = field(default=None, metadata={"help": "Override the preset's image backbone."})
     text_encoder: str | None = field(default=None, metadata={"help": "Override the preset's text encoder."})
     text_pooling: str | None = field(default=None, metadata={"help": "pooler, mean or cls; default: the preset's."})
-    image_levels: int = field(default=1, metadata={"help": "Backbone stages pooled into the image features, from the top (1: the last only)."})
+    image_levels: int = field(default=1, metadata={"help": "Backbone stages pooled into the image features, from the "
+                                                           "top (1: the last only)."})
     image_pooling: str = field(default="mean", metadata={"help": "Pooling of each stage: mean or mean_std."})
     freeze_image: bool = field(default=False, metadata={"help": "Freeze the image backbone."})
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
     image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
     head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head (0: a linear head)."})
-    train_image_stages: int = field(default=0, metadata={"help": "Top stages of the frozen image backbone that train anyway (0: none); the stages below run once and are cached. Needs --freeze_image."})
-    image_lr: float | None = field(default=None, metadata={"help": "Learning rate of the trained image stages; default: lr / 5."})
-    flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the two, in training (on cached features of both) and at scoring time."})
-    text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen text, no adapter); needs --freeze_text."})
+    train_image_stages: int = field(default=0, metadata={"help": "Top stages of the frozen image backbone that train "
+                                                                 "anyway (0: none); the stages below run once and are "
+                                                                 "cached. Needs --freeze_image."})
+    image_lr: float | None = field(default=None, metadata={"help": "Learning rate of the trained image stages; "
+                                                                   "default: lr / 5."})
+    flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the "
+                                                            "two, in training (on cached features of both) and at "
+                                                            "scoring time."})
+    text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen "
+                                                             "text, no adapter); needs --freeze_text."})
     text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
-    text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the layers below run once and are cached)."})
+    text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the "
+                                                               "layers below run once and are cached)."})
     text_lr: float | None = field(default=None, metadata={"help": "Learning rate of the text adapter; default: lr / 5."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
-    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side, each on its own loss; the model scores with their mean."})
-    standardize_features: bool = field(default=False, metadata={"help": "Standardise the head's input features by their mean and std on the training rows."})
+    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side, each on its own loss; the model "
+                                                      "scores with their mean."})
+    standardize_features: bool = field(default=False, metadata={"help": "Standardise the head's input features by "
+                                                                        "their mean and std on the training rows."})
     pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
     pretrained_text: bool | None = field(default=None, metadata={"help": "Override --pretrained for the text encoder."})
-    folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the manifest's split column if present); 0 = final fit on every row (the epoch still chosen on the selection split; quality comes from a CV run)."})
+    folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the "
+                                                    "manifest's split column if present); 0 = final fit on every row "
+                                                    "(the epoch still chosen on the selection split; quality comes "
+                                                    "from a CV run)."})
     only_folds: list[int] | None = field(default=None, metadata={"help": "Run only these fold indices."})
     seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "One run per seed per fold."})
-    selection_fraction: float = field(default=0.1, metadata={"help": "Share of training rows held out to choose the best epoch."})
+    selection_fraction: float = field(default=0.1, metadata={"help": "Share of training rows held out to choose the "
+                                                                     "best epoch."})
     epochs: int = field(default=15, metadata={"help": "Training epochs."})
     batch_size: int = field(default=16, metadata={"help": "Per-device batch size."})
     lr: float = field(default=1.1e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    loss: str = field(default="mse", metadata={"help": "mse (on z-scored MOS, as the paper), mse+rank (plus a pairwise ranking hinge) or mse+plcc (plus 1 - batch PLCC)."})
+    loss: str = field(default="mse", metadata={"help": "mse (on z-scored MOS, as the paper), mse+rank (plus a pairwise "
+                                                       "ranking hinge) or mse+plcc (plus 1 - batch PLCC)."})
     rank_weight: float = field(default=1.0, metadata={"help": "Weight of the rank or PLCC term."})
     augment: bool = field(default=True, metadata={"help": "Flip, rotate and colour-jitter training images."})
     num_workers: int = field(default=2, metadata={"help": "Data loader worker processes."})
-    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's config."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's "
+                                                                        "config."})
     resume: bool = field(default=True, metadata={"help": "Continue from the last checkpoint and skip finished runs."})
     tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under output_dir/tb."})
     save_frozen: bool = field(default=True, metadata={"help": "Include frozen pretrained backbones in saved models."})
-    save_dtype: str = field(default="float32", metadata={"help": "float32, or float16 to store saved models' weights at half the size (loaded back as float32)."})
-    cache_features: bool = field(default=True, metadata={"help": "With every used backbone frozen and no augmentation, compute backbone features once and train only the head."})
-    feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached features; default: output_dir/feature_cache."})
+    save_dtype: str = field(default="float32", metadata={"help": "float32, or float16 to store saved models' weights "
+                                                                 "at half the size (loaded back as float32)."})
+    cache_features: bool = field(default=True, metadata={"help": "With every used backbone frozen and no augmentation, "
+                                                                 "compute backbone features once and train only the "
+                                                                 "head."})
+    feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached features; default: "
+                                                                      "output_dir/feature_cache."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def model_overrides(self) -> dict:
@@ -195,9 +222,7 @@ class _CachedTops(torch.nn.Module):
         self.core, self.image, self.text, self.mask = core, image, text, mask
 
     @classmethod
-    def from_cache(cls, core: CoreModel, records: list[dict], cache_dir, batch_size: int, progress: bool) -> "_CachedTops":
-        from realness.core.features import cached_features, cached_image_trunk, cached_text_hidden
-
+    def from_cache(cls, core: CoreModel, records: list[dict], cache_dir, batch_size: int, progress: bool) -> _CachedTops:
         c, image, text, mask = core.config, None, None, None
         if c.uses_image:
             image = (cached_image_trunk(core, records, cache_dir, c.train_image_stages, batch_size, progress)
@@ -209,7 +234,7 @@ class _CachedTops(torch.nn.Module):
             text = cached_features(core, records, cache_dir, batch_size=batch_size, progress=progress, image=False)
         return cls(core, image, text, mask)
 
-    def rebind(self, core: CoreModel) -> "_CachedTops":
+    def rebind(self, core: CoreModel) -> _CachedTops:
         """The same cached inputs read by another model (the selected one)."""
         return _CachedTops(core, self.image, self.text, self.mask)
 
@@ -231,8 +256,6 @@ class _CachedTops(torch.nn.Module):
         return out
 
     def features(self, image=None, text=None, text_mask=None) -> torch.Tensor:
-        from realness.core.backbones import image_top
-
         c, device = self.core.config, next(self.core.head.parameters()).device
         if image is not None and c.image_stages_train:
             maps = image.to(device)
@@ -285,8 +308,6 @@ class _CachedTops(torch.nn.Module):
 def _splits(cfg: CoreTrainConfig, records: list[dict]):
     n = len(records)
     if cfg.folds == 0:
-        from realness.data import Fold
-
         folds = [Fold(0, np.arange(n), np.arange(0))]
     elif cfg.folds >= 2:
         folds = kfold(n, cfg.folds, seed=0)  # folds fixed across seeds, so seeds vary only training
@@ -338,7 +359,6 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from realness.metrics import correlations, srocc
 
     done = run_dir / "result.json"
     if cfg.resume and done.is_file():
@@ -474,7 +494,6 @@ def train_core(cfg: CoreTrainConfig) -> dict:
     """Run every (seed, fold), then write the summary table and the out-of-fold scatter plot."""
     from accelerate import Accelerator
 
-    from realness.evaluation import write_cv_report
 
     if cfg.save_dtype not in ("float32", "float16"):
         raise ValueError(f"--save_dtype must be float32 or float16, got {cfg.save_dtype!r}")
@@ -516,7 +535,6 @@ def _save_dtype(cfg: CoreTrainConfig) -> torch.dtype | None:
 
 def _write_ensemble(finals: list[Path], folder: Path, include_frozen: bool, dtype, accelerator) -> None:
     """The final fits of several seeds as one model (`merge_cores`), when their heads read the same features."""
-    from realness.core.ensemble import merge_cores
 
     try:
         merged = merge_cores([CoreModel.from_pretrained(p) for p in finals])
@@ -535,7 +553,6 @@ def ablate_modes(cfg: CoreTrainConfig, modes=("image", "text", "fusion")) -> dic
     """
     from dataclasses import replace
 
-    from realness.metrics import METRICS
 
     out = Path(cfg.output_dir)
     cache = cfg.feature_cache or str(out / "feature_cache")

@@ -16,9 +16,9 @@ safetensors + JSON) onto the packaged backbone; `predict(images)` gives (H, W) m
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from realness.core.backbones import build_image_backbone
 from realness.core.configuration import OFFLINE_IMAGE_BACKBONE
+from realness.registry import BUNDLED_MAPS
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-BUNDLED = {"offline/artifact-map": Path(__file__).resolve().parent.parent / "pretrained" / "artifact-map"}
+BUNDLED = BUNDLED_MAPS
 # EfficientNet-Lite0 blocks whose outputs are read: strides 4, 8, 16 and 32.
 LEVEL_BLOCKS = (1, 2, 4, 6)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -39,18 +41,22 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class ArtifactConfig:
     """The artifact map's architecture and input size."""
 
-    backbone: str = field(default=OFFLINE_IMAGE_BACKBONE, metadata={"help": "Frozen image backbone (an EfficientNet-Lite)."})
+    backbone: str = field(default=OFFLINE_IMAGE_BACKBONE, metadata={"help": "Frozen image backbone (an "
+                                                                            "EfficientNet-Lite)."})
     width: int = field(default=32, metadata={"help": "Channels each feature level is projected to."})
     hidden: int = field(default=64, metadata={"help": "Channels of the head's convolutions."})
-    residual_branch: bool = field(default=True, metadata={"help": "Add the trainable branch on the image's high-pass residual."})
-    long_side: int = field(default=512, metadata={"help": "Images are read with their longer side at this many pixels (never upscaled past it)."})
-    train_blocks: int = field(default=0, metadata={"help": "Fine-tune the backbone's blocks up to this index (0: frozen)."})
+    residual_branch: bool = field(default=True, metadata={"help": "Add the trainable branch on the image's high-pass "
+                                                                  "residual."})
+    long_side: int = field(default=512, metadata={"help": "Images are read with their longer side at this many pixels "
+                                                          "(never upscaled past it)."})
+    train_blocks: int = field(default=0, metadata={"help": "Fine-tune the backbone's blocks up to this index (0: "
+                                                           "frozen)."})
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "ArtifactConfig":
+    def load(cls, path: Path) -> ArtifactConfig:
         return cls(**json.loads(Path(path).read_text()))
 
 
@@ -73,7 +79,6 @@ class ArtifactMapModel(nn.Module):
 
     def __init__(self, config: ArtifactConfig | None = None, pretrained: bool = True):
         super().__init__()
-        from realness.core.backbones import build_image_backbone
 
         self.config = config = config or ArtifactConfig()
         self.backbone, _ = build_image_backbone(config.backbone, pretrained)
@@ -93,7 +98,8 @@ class ArtifactMapModel(nn.Module):
         if config.residual_branch:
             self.residual = nn.Sequential(_conv(3, 16, 2), _conv(16, 32, 2), _conv(32, config.width, 2))
         self.head = nn.Sequential(nn.Conv2d(2 * levels * config.width, config.hidden, 1, bias=False), nn.BatchNorm2d(config.hidden),
-                                  nn.ReLU(inplace=True), _conv(config.hidden, config.hidden), _conv(config.hidden, config.hidden, dilation=2),
+                                  nn.ReLU(inplace=True), _conv(config.hidden, config.hidden),
+                                  _conv(config.hidden, config.hidden, dilation=2),
                                   _conv(config.hidden, config.hidden, dilation=4), nn.Conv2d(config.hidden, 1, 1))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -161,7 +167,7 @@ class ArtifactMapModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, name: str | Path = "offline/artifact-map", device: str | torch.device = "cpu") -> "ArtifactMapModel":
+    def from_pretrained(cls, name: str | Path = "offline/artifact-map", device: str | torch.device = "cpu") -> ArtifactMapModel:
         from safetensors.torch import load_file
 
         folder = resolve_artifact_map(name)

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from realness.dream.artifact import ArtifactConfig, ArtifactMapModel
-from realness.dream.corruptions import CorruptionConfig, corrupt, planted_set, to_array
+from realness.dream.corruptions import CorruptionConfig, corrupt, packaged_photos, planted_set, to_array
+from realness.dream.localization import average_precision, pixel_auroc, pointing_game
+from realness.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +38,23 @@ class ArtifactTrainConfig:
     """Training of the artifact map (with ArtifactConfig for the model and CorruptionConfig for the data)."""
 
     photos: list[str] = field(default_factory=lambda: ["$REALNESS_RAISE_DIR/images/r*.png"],
-                              metadata={"help": "Real photographs: files, folders or globs ($VAR expanded). Never AI-generated images."})
-    packaged_photos: bool = field(default=False, metadata={"help": "Add the photographs scikit-image and scikit-learn ship (to the validation side)."})
-    output_dir: str = field(default="runs/artifact-map", metadata={"help": "Where the trained model, log and validation report go."})
+                              metadata={"help": "Real photographs: files, folders or globs ($VAR expanded). Never "
+                                                "AI-generated images."})
+    packaged_photos: bool = field(default=False, metadata={"help": "Add the photographs scikit-image and scikit-learn "
+                                                                   "ship (to the validation side)."})
+    output_dir: str = field(default="runs/artifact-map", metadata={"help": "Where the trained model, log and "
+                                                                           "validation report go."})
     val_fraction: float = field(default=0.2, metadata={"help": "Share of the photos held out for validation (by file)."})
     val_per_image: int = field(default=4, metadata={"help": "Planted validation images per validation photo."})
     steps: int = field(default=1500, metadata={"help": "Optimiser steps."})
     batch_size: int = field(default=8, metadata={"help": "Training crops per step."})
-    crop: int = field(default=320, metadata={"help": "Training crop side in pixels (of photos read with the longer side at ArtifactConfig.long_side)."})
+    crop: int = field(default=320, metadata={"help": "Training crop side in pixels (of photos read with the longer "
+                                                     "side at ArtifactConfig.long_side)."})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (cosine decay after a short warm-up)."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     pos_weight: float = field(default=2.0, metadata={"help": "BCE weight of corrupted cells (they are the minority)."})
-    eval_every: int = field(default=250, metadata={"help": "Validate (and keep the best checkpoint) every this many steps."})
+    eval_every: int = field(default=250, metadata={"help": "Validate (and keep the best checkpoint) every this many "
+                                                           "steps."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers generating corrupted crops."})
     seed: int = field(default=0, metadata={"help": "Seed of the split, the corruptions and the head's initialisation."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
@@ -57,7 +64,6 @@ def expand_photos(patterns: list[str]) -> list[Path]:
     """Image files from files, folders and globs (`$VAR` expanded), sorted and de-duplicated."""
     import os
 
-    from realness.images import IMAGE_EXTENSIONS
 
     if "MVTB_IMAGES" not in os.environ:  # the photographs the `mvtb-data` package ships
         try:
@@ -133,7 +139,6 @@ def artifact_loss(logits: torch.Tensor, mask: torch.Tensor, pos_weight: float) -
 
 def map_scores(prob: np.ndarray, mask: np.ndarray) -> dict:
     """Pixel AUROC, AP and the pointing game of one map (the three numbers validation keeps)."""
-    from realness.dream.localization import average_precision, pixel_auroc, pointing_game
 
     return {"auroc": pixel_auroc(prob, mask), "ap": average_precision(prob, mask), "pointing": float(pointing_game(prob, mask))}
 
@@ -178,8 +183,6 @@ def train_artifact_map(cfg: ArtifactTrainConfig, model_cfg: ArtifactConfig | Non
         train_arrays = [to_array(Image.open(p), model_cfg.long_side) for p in train_paths]
         val_items = [(p.stem, Image.open(p).convert("RGB")) for p in val_paths]
         if cfg.packaged_photos:
-            from realness.dream.corruptions import packaged_photos
-
             val_items += sorted(packaged_photos().items())
         split = {"train": [str(p) for p in train_paths], "val": [name for name, _ in val_items],
                  "val_files": [str(p) for p in val_paths]}

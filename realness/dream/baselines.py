@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from realness.dream.regions import Region, box_mask
+
 FLOORS = ("centre", "random", "texture", "boxes")
 
 
@@ -34,8 +36,6 @@ def texture_map(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
 
 
 def boxes_map(regions: list[dict], shape: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
-    from realness.dream.regions import Region, box_mask
-
     inside = box_mask([Region.from_dict(r) for r in regions], shape, image_size)
     return inside + 0.01 * centre_prior(shape)
 

@@ -23,27 +23,45 @@ COMBINE = ("mean", "max")
 class DreamConfig:
     """How maps are computed and drawn."""
 
-    source: str = field(default="auto", metadata={"help": "What draws the maps: clip (DREAM's CLIP similarity), evidence (the artifact map sharpened by detected faces, hands, people and text; offline), or auto: clip when the CLIP loads, else evidence."})
-    artifact_model: str = field(default="offline/artifact-map", metadata={"help": "Evidence maps: the artifact map (a bundled name or a folder from `realness train-maps`)."})
-    detectors: tuple[str, ...] = field(default=DETECTORS, metadata={"help": "Evidence maps: region detectors to run (face, hand, person, text)."})
+    source: str = field(default="auto", metadata={"help": "What draws the maps: clip (DREAM's CLIP similarity), "
+                                                          "evidence (the artifact map sharpened by detected faces, "
+                                                          "hands, people and text; offline), or auto: clip when the "
+                                                          "CLIP loads, else evidence."})
+    artifact_model: str = field(default="offline/artifact-map", metadata={"help": "Evidence maps: the artifact map (a "
+                                                                                  "bundled name or a folder from "
+                                                                                  "`realness train-maps`)."})
+    detectors: tuple[str, ...] = field(default=DETECTORS, metadata={"help": "Evidence maps: region detectors to run "
+                                                                            "(face, hand, person, text)."})
     model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture name."})
     pretrained: str | None = field(default="openai", metadata={"help": "open_clip weights tag or a local weights file."})
-    model_config_dir: str | None = field(default=None, metadata={"help": "Folder of extra open_clip architecture JSON files."})
-    method: str = field(default="dense", metadata={"help": "dense (one pass, patch embeddings) or window (the paper's sliding crops)."})
-    dense_fix: str = field(default="clearclip", metadata={"help": "Last-block fix for patch embeddings: clearclip, maskclip or none."})
-    dense_long_side: int = field(default=448, metadata={"help": "Dense mode: resize the longer image side to this (rounded to the patch size)."})
+    model_config_dir: str | None = field(default=None, metadata={"help": "Folder of extra open_clip architecture JSON "
+                                                                         "files."})
+    method: str = field(default="dense", metadata={"help": "dense (one pass, patch embeddings) or window (the paper's "
+                                                           "sliding crops)."})
+    dense_fix: str = field(default="clearclip", metadata={"help": "Last-block fix for patch embeddings: clearclip, "
+                                                                  "maskclip or none."})
+    dense_long_side: int = field(default=448, metadata={"help": "Dense mode: resize the longer image side to this "
+                                                                "(rounded to the patch size)."})
     window: int = field(default=64, metadata={"help": "Window mode: crop size in pixels of the working image."})
     stride: int = field(default=16, metadata={"help": "Window mode: step between crops in pixels."})
-    window_long_side: int = field(default=512, metadata={"help": "Window mode: resize the longer side to this before cropping."})
+    window_long_side: int = field(default=512, metadata={"help": "Window mode: resize the longer side to this before "
+                                                                 "cropping."})
     crop_batch: int = field(default=64, metadata={"help": "Window mode: crops per forward pass."})
-    split_phrases: bool = field(default=True, metadata={"help": "One map per claim of the description (else the whole text)."})
-    contrast: bool = field(default=True, metadata={"help": "Score = similarity to the flaw minus similarity to the neutral prompt."})
-    neutral_prompt: str = field(default="a normal, realistic photo.", metadata={"help": "The prompt flaws are contrasted against."})
+    split_phrases: bool = field(default=True, metadata={"help": "One map per claim of the description (else the whole "
+                                                                "text)."})
+    contrast: bool = field(default=True, metadata={"help": "Score = similarity to the flaw minus similarity to the "
+                                                           "neutral prompt."})
+    neutral_prompt: str = field(default="a normal, realistic photo.", metadata={"help": "The prompt flaws are "
+                                                                                        "contrasted against."})
     combine: str = field(default="mean", metadata={"help": "How phrase maps combine: mean or max."})
     flat_for_no: bool = field(default=True, metadata={"help": "A 'No' description gives a flat zero map and flat=True."})
-    max_phrases: int = field(default=16, metadata={"help": "Map at most this many claims of a description (the first ones); bounds time and memory."})
-    max_description_chars: int = field(default=4000, metadata={"help": "Read at most this many characters of a description."})
-    map_long_side: int = field(default=512, metadata={"help": "Maps are computed and stored with the longer side at most this many pixels (never upscaled); RealnessMap.full_size() upsamples on demand."})
+    max_phrases: int = field(default=16, metadata={"help": "Map at most this many claims of a description (the first "
+                                                           "ones); bounds time and memory."})
+    max_description_chars: int = field(default=4000, metadata={"help": "Read at most this many characters of a "
+                                                                       "description."})
+    map_long_side: int = field(default=512, metadata={"help": "Maps are computed and stored with the longer side at "
+                                                              "most this many pixels (never upscaled); "
+                                                              "RealnessMap.full_size() upsamples on demand."})
     colormap: str = field(default="hot", metadata={"help": "Matplotlib colour map for heatmaps and overlays."})
     alpha: float = field(default=0.5, metadata={"help": "Overlay opacity of the heatmap."})
 

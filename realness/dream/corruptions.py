@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -51,8 +51,10 @@ class CorruptionConfig:
     min_area: float = field(default=0.01, metadata={"help": "Smallest region, as a fraction of the image area."})
     max_area: float = field(default=0.2, metadata={"help": "Largest region, as a fraction of the image area."})
     max_regions: int = field(default=2, metadata={"help": "At most this many corrupted regions per image."})
-    clean_fraction: float = field(default=0.1, metadata={"help": "Share of training images left clean (an all-zero mask)."})
-    final_jpeg: float = field(default=0.5, metadata={"help": "Share of images saved once more as JPEG (quality 70-95) after corruption."})
+    clean_fraction: float = field(default=0.1, metadata={"help": "Share of training images left clean (an all-zero "
+                                                                 "mask)."})
+    final_jpeg: float = field(default=0.5, metadata={"help": "Share of images saved once more as JPEG (quality 70-95) "
+                                                             "after corruption."})
 
     def __post_init__(self):
         self.kinds = tuple(self.kinds)

@@ -22,12 +22,14 @@ A "No" answer claims nothing, but the map still shows where the artifact map loo
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from realness.dream.artifact import ArtifactMapModel
 from realness.dream.configuration import DreamConfig
+from realness.dream.maps import RealnessMap
 from realness.dream.regions import LABELS, Region, RegionDetector, box_mask
 from realness.dream.text import parse_verdict, split_phrases
 
@@ -73,8 +75,6 @@ class EvidenceMapper:
     """`DreamMapper`'s interface (`map`, `map_batch`) with the artifact map and region detectors instead of CLIP."""
 
     def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None):
-        from realness.dream.artifact import ArtifactMapModel
-
         self.config = config or DreamConfig()
         self.device = device
         self.artifact = artifact_model or ArtifactMapModel.from_pretrained(self.config.artifact_model, device=device)
@@ -95,15 +95,13 @@ class EvidenceMapper:
         return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
     def map_batch(self, images: Sequence[Image.Image], descriptions: Sequence[str]) -> list:
-        from realness.dream.maps import RealnessMap
-
         if len(images) != len(descriptions):
             raise ValueError(f"{len(images)} images but {len(descriptions)} descriptions")
         sizes = [self._map_size(im) for im in images]
         artifact = self.artifact.predict(images, sizes=sizes)
         results = []
         c = self.config
-        for image, description, size, amap in zip(images, descriptions, sizes, artifact):
+        for image, description, _size, amap in zip(images, descriptions, sizes, artifact):
             regions = self.detector.detect(image)
             verdict, body = parse_verdict(description[:c.max_description_chars])
             body = body or description[:c.max_description_chars].strip()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from PIL import Image
 from realness.dream.clip import dense_embeddings, encode_crops, encode_texts, image_stats, load_clip
 from realness.dream.configuration import DreamConfig
 from realness.dream.text import parse_verdict, split_phrases
+from realness.files import atomic_path
 
 
 @dataclass
@@ -57,7 +58,6 @@ class RealnessMap:
         """Write an `.npz` with the maps and a JSON header of the rest."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from realness.files import atomic_path
 
         phrase_maps = self.phrase_maps if self.phrase_maps is not None else np.zeros((0, *self.map.shape), np.float16)
         meta = {"phrases": self.phrases, "raw_range": list(self.raw_range), "verdict": self.verdict,
@@ -71,7 +71,7 @@ class RealnessMap:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "RealnessMap":
+    def load(cls, path: str | Path) -> RealnessMap:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             size = meta.get("image_size")

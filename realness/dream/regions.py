@@ -23,8 +23,8 @@ import contextlib
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -54,7 +54,7 @@ class Region:
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Region":
+    def from_dict(cls, d: dict) -> Region:
         return cls(label=d["label"], box=tuple(d["box"]), score=float(d["score"]), detector=d.get("detector", ""),
                    landmarks=d.get("landmarks"), text=d.get("text"))
 
@@ -64,7 +64,7 @@ class Region:
         x0, y0, x1, y1 = self.box
         return (round(x0 / w * scale), round(y0 / h * scale), round(x1 / w * scale), round(y1 / h * scale))
 
-    def scaled(self, factor: float) -> "Region":
+    def scaled(self, factor: float) -> Region:
         lm = [[a * factor, b * factor] for a, b in self.landmarks] if self.landmarks else self.landmarks
         return Region(self.label, tuple(v * factor for v in self.box), self.score, self.detector, lm, self.text)
 

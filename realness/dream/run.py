@@ -6,12 +6,29 @@ import csv
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from realness.data import load_descriptions
+from realness.devices import resolve_device
+from realness.dream.baselines import floor_maps
 from realness.dream.configuration import DreamConfig
-from realness.images import PIXEL_BUDGET, ImageError, load_image, scan_folder, skipped_note, skipped_reasons
+from realness.dream.evidence import EvidenceMapper
+from realness.dream.localization import localization_metrics
+from realness.dream.maps import DreamMapper, RealnessMap
+from realness.files import output_name, save_image, write_text_atomic
+from realness.hub import OFFLINE_HINT, hub_offline_if_unreachable, offline_miss, unreachable
+from realness.images import (
+    IMAGE_EXTENSIONS,
+    PIXEL_BUDGET,
+    ImageError,
+    load_image,
+    scan_folder,
+    skipped_note,
+    skipped_reasons,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +42,6 @@ def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool
       `offline_fallback` allows it, evidence maps instead, with one warning. No random model stands in.
     `info` names the source that ran (`info["source"]`).
     """
-    from describe.engines import OFFLINE_HINT, _offline_miss, _unreachable
-    from realness.dream.evidence import EvidenceMapper
-    from realness.dream.maps import DreamMapper
 
     if config.source == "evidence":
         mapper = EvidenceMapper(config, device=device)
@@ -37,8 +51,8 @@ def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool
     try:
         mapper = DreamMapper(config, device=device)
     except Exception as err:
-        if not (config.source == "auto" and offline_fallback and is_default and _unreachable(err)):
-            if _offline_miss(err):
+        if not (config.source == "auto" and offline_fallback and is_default and unreachable(err)):
+            if offline_miss(err):
                 raise OSError(f"CLIP {config.model}/{config.pretrained}: not in the local cache and the hub cannot be "
                               "reached; fetch its weights once where there is network, or draw evidence maps "
                               f"(--source evidence){OFFLINE_HINT if is_default else ''}") from err
@@ -64,11 +78,7 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
     """
     from tqdm.auto import tqdm
 
-    from realness.data import load_descriptions
-    from realness.files import output_name, save_image, write_text_atomic
-    from realness.pipeline import hub_offline_if_unreachable
 
-    from realness.devices import resolve_device
 
     device = resolve_device(device)
     config = config or DreamConfig()
@@ -162,6 +172,21 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(img) > 127
 
 
+@dataclass
+class EvalMapsConfig:
+    """Options of `realness eval-maps`."""
+
+    maps: str = field(metadata={"help": "Folder of <name>.npz written by `realness map` or `realness run` (maps/)."})
+    masks: str = field(metadata={"help": "Folder of <name>.png masks, non-zero = unreal region."})
+    out: str | None = field(default=None, metadata={"help": "Folder for localization.json/.csv (none: print only)."})
+    threshold: float = field(default=0.5, metadata={"help": "Map threshold for F1/IoU."})
+    tolerance: int = field(default=0, metadata={"help": "Pointing-game tolerance in pixels."})
+    images: str | None = field(default=None, metadata={"help": "Folder of the mapped images, for the local-texture "
+                                                                "floor (none: that floor is left out)."})
+    floors: bool = field(default=True, metadata={"help": "Measure the floors (centre prior, random, texture, detector "
+                                                         "boxes) beside the maps."})
+
+
 def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = None, threshold: float = 0.5,
                   tolerance: int = 0, floors: bool = True, images: str | Path | None = None) -> dict:
     """`realness eval-maps`: metrics of every `<name>.npz` with a mask `<name>.png` in `masks`, and of the
@@ -169,11 +194,7 @@ def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = 
     local texture when `images` holds the images, detector boxes when the maps recorded regions."""
     from PIL import Image
 
-    from realness.dream.baselines import floor_maps
-    from realness.dream.localization import localization_metrics
-    from realness.dream.maps import RealnessMap
 
-    from realness.images import IMAGE_EXTENSIONS
 
     rows, missing = [], []
     floor_rows: dict[str, list[dict]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from describe.prompt import parse_verdict  # one verdict parser for the whole project
+from realness.answers import parse_verdict  # one verdict parser for the whole project
 
 # Sentence ends, semicolons, and clause joints that start a new claim.
 _SPLIT = re.compile(r"(?<=[.!?;])\s+|;\s*|,\s*(?:and|while|but|whereas)\s+|\s+(?:while|whereas)\s+", re.IGNORECASE)

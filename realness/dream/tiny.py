@@ -8,8 +8,8 @@ engineered weights). Offline runs no longer use it: without CLIP, maps come from
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TINY_CLIP = {
     "embed_dim": 32,

@@ -18,12 +18,18 @@ HERE = Path(__file__).parent
 WIDTH = 384
 
 DESCRIPTIONS = {
-    "portrait.jpg": "No, nothing looks unrealistic; the lighting, uniform and facial features are consistent with a real photograph.",
-    "portrait_warped_face.jpg": "Yes, the face is distorted: the eyes and mouth are twisted and the skin swirls unnaturally around the nose.",
-    "portrait_plastic_skin.jpg": "Somewhat. The skin and uniform look overly smooth and plastic, with detail missing in the hair and fabric.",
-    "portrait_cloned_patch.jpg": "Yes, part of the background is repeated on the uniform, and the transition between the patch and the jacket is not smooth.",
-    "landscape_flat.jpg": "Yes, the hills, sky and trees look like flat computer graphics with perfectly smooth gradients and identical repeated trees.",
-    "landscape_textured.jpg": "Somewhat. The grass texture looks natural but the trees are repeated and the lighting on the hills is inconsistent.",
+    "portrait.jpg": "No, nothing looks unrealistic; the lighting, uniform and facial features are consistent with a "
+                    "real photograph.",
+    "portrait_warped_face.jpg": "Yes, the face is distorted: the eyes and mouth are twisted and the skin swirls "
+                                "unnaturally around the nose.",
+    "portrait_plastic_skin.jpg": "Somewhat. The skin and uniform look overly smooth and plastic, with detail missing "
+                                 "in the hair and fabric.",
+    "portrait_cloned_patch.jpg": "Yes, part of the background is repeated on the uniform, and the transition between "
+                                 "the patch and the jacket is not smooth.",
+    "landscape_flat.jpg": "Yes, the hills, sky and trees look like flat computer graphics with perfectly smooth "
+                          "gradients and identical repeated trees.",
+    "landscape_textured.jpg": "Somewhat. The grass texture looks natural but the trees are repeated and the lighting "
+                              "on the hills is inconsistent.",
 }
 
 

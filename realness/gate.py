@@ -26,14 +26,27 @@ On images with human scores and reference (e.g. GPT-4.1) descriptions, with one 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from realness.answers import verdict_report
+from realness.core import CoreModel
+from realness.core.backbones import resolve_text_encoder
+from realness.core.configuration import OFFLINE_TEXT_ENCODER
+from realness.data import load_descriptions
+from realness.evaluation import read_truth
+from realness.files import sha256_file, write_text_atomic
+from realness.images import list_images, load_image
+from realness.metrics import plcc, srocc
+from realness.scoring import score_images
+
+GATE_FILE = "gate.json"  # written by eval-describer, read by `run --core auto` (describe.engines.describer_gate)
+FLOOR_WORDS = {"constant": "with a constant sentence", "shuffled": "with shuffled texts",
+               "retrieval": "with the nearest training image's text", "image_only": "with no text (image-only CORE)"}
 CONSTANT = "Somewhat. Some details of the image look slightly unnatural."
-VERDICT_ORDER = ("no", "somewhat", "yes")
 IMAGE_ONLY_CORE = "offline-image"
 
 
@@ -46,18 +59,29 @@ class GateConfig:
     reference: str = field(metadata={"help": "Reference descriptions CSV/JSONL, e.g. GPT-4.1's."})
     candidate: str = field(metadata={"help": "The describer's descriptions CSV/JSONL (e.g. realness annotate's output)."})
     core: str = field(default="offline", metadata={"help": "CORE model (fusion) that scores every description set."})
-    image_core: str = field(default=IMAGE_ONLY_CORE, metadata={"help": "Image-only CORE for the no-text floor ('none' to skip)."})
-    train_images: str | None = field(default=None, metadata={"help": "Training images for the retrieval baseline (must not overlap --images)."})
-    train_descriptions: str | None = field(default=None, metadata={"help": "Their reference descriptions (retrieval baseline)."})
+    image_core: str = field(default=IMAGE_ONLY_CORE, metadata={"help": "Image-only CORE for the no-text floor ('none' "
+                                                                       "to skip)."})
+    train_images: str | None = field(default=None, metadata={"help": "Training images for the retrieval baseline (must "
+                                                                     "not overlap --images)."})
+    train_descriptions: str | None = field(default=None, metadata={"help": "Their reference descriptions (retrieval "
+                                                                           "baseline)."})
     constant: str = field(default=CONSTANT, metadata={"help": "The content-free sentence of the constant baseline."})
-    min_kappa: float = field(default=0.2, metadata={"help": "Pass needs quadratic-weighted kappa above this (0.2: 'fair' agreement)."})
+    min_kappa: float = field(default=0.2, metadata={"help": "Pass needs quadratic-weighted kappa above this (0.2: "
+                                                            "'fair' agreement)."})
     n_boot: int = field(default=1000, metadata={"help": "Paired bootstrap resamples."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap and the shuffled baseline."})
-    encoder: str | None = field(default=None, metadata={"help": "Sentence encoder for embedding similarity (default: offline all-MiniLM-L6-v2)."})
-    images_per_s: float | None = field(default=None, metadata={"help": "Measured describer throughput for the cost estimate."})
+    encoder: str | None = field(default=None, metadata={"help": "Sentence encoder for embedding similarity (default: "
+                                                                "offline all-MiniLM-L6-v2)."})
+    images_per_s: float | None = field(default=None, metadata={"help": "Measured describer throughput for the cost "
+                                                                       "estimate."})
     gpu_hour_price: float = field(default=2.0, metadata={"help": "$ per GPU hour."})
     api_price_per_1k: float | None = field(default=None, metadata={"help": "API $ per 1,000 images to compare with."})
-    out: str | None = field(default=None, metadata={"help": "Folder for distill.json (default: print only)."})
+    out: str | None = field(default=None, metadata={"help": "Folder for gate.json, the whole report (default: print "
+                                                            "only)."})
+    save_to: str | None = field(default=None, metadata={"help": "Also write gate.json into this describer or adapter "
+                                                                "folder, where `realness run --core auto` reads "
+                                                                "whether the describer's text helps CORE (default: "
+                                                                "none)."})
     no_fail: bool = field(default=False, metadata={"help": "Exit 0 even when the gate fails (numbers only)."})
 
 
@@ -68,46 +92,10 @@ def rouge_l(reference: str, candidate: str) -> float:
     return float(rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, candidate)["rougeL"].fmeasure)
 
 
-def verdict_accuracy(references: Sequence[str], candidates: Sequence[str]) -> float:
-    """Share of pairs whose Yes / No / Somewhat verdicts agree (a missing verdict never agrees)."""
-    from describe.prompt import parse_verdict
-
-    agree = [parse_verdict(r)[0] == parse_verdict(c)[0] != "" if c.strip() else False
-             for r, c in zip(references, candidates)]
-    return float(np.mean(agree)) if agree else float("nan")
-
-
-def verdict_report(references: Sequence[str], candidates: Sequence[str]) -> dict:
-    """Agreement, majority-class baseline, quadratic-weighted kappa, confusion matrix, unparseable share.
-
-    Kappa and the matrix cover the pairs where both have a verdict; a missing candidate verdict counts
-    as a disagreement in `agreement` and is reported in `no_verdict_share`."""
-    from sklearn.metrics import cohen_kappa_score, confusion_matrix
-
-    from describe.prompt import parse_verdict
-
-    ref = [parse_verdict(r)[0] for r in references]
-    cand = [parse_verdict(c)[0] if c.strip() else "" for c in candidates]
-    both = [i for i, (r, c) in enumerate(zip(ref, cand)) if r and c]
-    majority = max(VERDICT_ORDER, key=ref.count)
-    code = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    a, b = [code[ref[i]] for i in both], [code[cand[i]] for i in both]
-    kappa = float(cohen_kappa_score(a, b, weights="quadratic", labels=[0, 1, 2])) if len(set(a) | set(b)) > 1 else 0.0
-    return {"agreement": verdict_accuracy(references, candidates), "majority_class": majority,
-            "majority_baseline": float(np.mean([r == majority for r in ref])),
-            "kappa_quadratic": 0.0 if np.isnan(kappa) else kappa,
-            "confusion": {"rows": "reference", "columns": "candidate", "order": list(VERDICT_ORDER),
-                          "matrix": confusion_matrix([ref[i] for i in both], [cand[i] for i in both],
-                                                     labels=list(VERDICT_ORDER)).tolist()},
-            "no_verdict_share": float(np.mean([not c for c in cand])) if cand else float("nan")}
-
-
 def load_encoder(encoder: str | None = None) -> tuple:
     """`(tokenizer, model)` of a sentence encoder (default: the offline all-MiniLM-L6-v2)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from realness.core.backbones import resolve_text_encoder
-    from realness.core.configuration import OFFLINE_TEXT_ENCODER
 
     source = resolve_text_encoder(encoder or OFFLINE_TEXT_ENCODER)
     return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
@@ -142,7 +130,6 @@ def cost_per_1000(images_per_s: float, gpu_hour_price: float) -> float:
 
 def core_agreement(pred_reference: Sequence[float], pred_candidate: Sequence[float], mos: Sequence[float]) -> dict:
     """SROCC / PLCC of CORE's scores with reference and with describer descriptions, and their ratios."""
-    from realness.metrics import plcc, srocc
 
     ref = {"srocc": srocc(pred_reference, mos), "plcc": plcc(pred_reference, mos)}
     cand = {"srocc": srocc(pred_candidate, mos), "plcc": plcc(pred_candidate, mos)}
@@ -199,9 +186,6 @@ def _retrieval(core, paths: list[Path], cfg: GateConfig) -> dict[str, str]:
     import torch
     import torch.nn.functional as F
 
-    from describe.annotate import sha256_file
-    from realness.data import load_descriptions
-    from realness.images import list_images, load_image
 
     train_desc = load_descriptions(cfg.train_descriptions)
     train = [p for p in list_images(cfg.train_images) if train_desc.get(p.name)]
@@ -229,11 +213,6 @@ def evaluate_describer(cfg: GateConfig) -> dict:
 
     Every input and model is read and checked before any image is scored; bad input raises ValueError or
     FileNotFoundError (the command's exit 2)."""
-    from realness.core import CoreModel
-    from realness.data import load_descriptions
-    from realness.evaluation import read_truth
-    from realness.images import list_images
-    from realness.scoring import score_images
 
     mos, ref, cand = read_truth(cfg.truth), load_descriptions(cfg.reference), load_descriptions(cfg.candidate)
     if not cand:
@@ -262,7 +241,6 @@ def evaluate_describer(cfg: GateConfig) -> dict:
     names = [n for n in names if all(s.get(n) is not None for s in scores.values())]
     y = [mos[n] for n in names]
     rows = {k: [s[n] for n in names] for k, s in scores.items()}
-    from realness.metrics import plcc, srocc
 
     table = {k: {"srocc": srocc(v, y), "plcc": plcc(v, y)} for k, v in rows.items()}
     floors = [k for k in table if k not in ("reference", "candidate")]
@@ -288,16 +266,28 @@ def evaluate_describer(cfg: GateConfig) -> dict:
         "thresholds": {"beat": floors, "min_kappa": cfg.min_kappa},
         "passed": not reasons, "reasons": reasons,
     }
-    # Kept for readers of earlier distill.json files.
+    # Kept for readers of earlier reports (distill.json).
     report["core_agreement"] = core_agreement(rows["reference"], rows["candidate"], y)
     if cfg.images_per_s:
         report["cost"] = {"images_per_s": cfg.images_per_s, "gpu_hour_price": cfg.gpu_hour_price,
                           "describer_per_1000": cost_per_1000(cfg.images_per_s, cfg.gpu_hour_price),
                           "api_per_1000": cfg.api_price_per_1k}
-    if cfg.out:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "distill.json").write_text(json.dumps(report, indent=2))
+    report["summary"] = summary(report)
+    for folder in (cfg.out, cfg.save_to):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            write_text_atomic(Path(folder) / GATE_FILE, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def summary(report: dict) -> str:
+    """The gate in two sentences, as `realness run` prints and the report shows it for a stand-in describer."""
+    s, v = report["scores"], report["verdicts"]
+    floors = ", ".join(f"{s[k]['srocc']:.3f} {FLOOR_WORDS.get(k, k)}" for k in report["floors"])
+    worth = "It passes the gate." if report["passed"] else "It fails the gate: " + "; ".join(report["reasons"]) + "."
+    return (f"On {report['n']} images: verdict agreement with the reference {v['agreement']:.0%} (majority class "
+            f"{v['majority_baseline']:.0%}, kappa {v['kappa_quadratic']:.2f}); CORE SROCC {s['candidate']['srocc']:.3f} "
+            f"with its text vs {s['reference']['srocc']:.3f} with the reference's ({floors}). {worth}")
 
 
 def format_gate(report: dict) -> str:

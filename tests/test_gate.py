@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realness.distill import (core_agreement, cost_per_1000, derangement, embedding_similarity, paired_bootstrap,
-                              rouge_l, text_value_retained, verdict_accuracy, verdict_report)
+from realness.answers import verdict_accuracy, verdict_report
+from realness.gate import (
+    core_agreement,
+    cost_per_1000,
+    derangement,
+    embedding_similarity,
+    paired_bootstrap,
+    rouge_l,
+    text_value_retained,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "realness" / "samples"
 
@@ -130,7 +138,7 @@ def test_a_candidate_equal_to_the_reference_passes(gate_data, tiny_bert, tmp_pat
     cand = _write(tmp_path / "cand.csv", ref)
     assert main(_gate(tmp, cand, tiny_bert, "--images-per-s", "2", "--gpu-hour-price", "3.6",
                       "--out", str(tmp_path / "out"))) == 0
-    report = json.loads((tmp_path / "out" / "distill.json").read_text())
+    report = json.loads((tmp_path / "out" / "gate.json").read_text())
     s = report["scores"]
     assert report["passed"] and report["reasons"] == [] and report["n"] == 6
     assert s["candidate"]["srocc"] == pytest.approx(1.0) == s["reference"]["srocc"]
@@ -145,16 +153,33 @@ def test_a_candidate_equal_to_the_reference_passes(gate_data, tiny_bert, tmp_pat
 
 def test_a_constant_candidate_fails_naming_the_constant_baseline(gate_data, tiny_bert, tmp_path, capsys):
     from realness.cli import main
-    from realness.distill import CONSTANT
+    from realness.gate import CONSTANT
 
     tmp, ref = gate_data
     cand = _write(tmp_path / "cand.csv", {n: CONSTANT for n in ref})
     assert main(_gate(tmp, cand, tiny_bert, "--out", str(tmp_path / "out"))) == 1
-    report = json.loads((tmp_path / "out" / "distill.json").read_text())
+    report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert not report["passed"] and any("constant baseline" in r for r in report["reasons"])
     assert report["text_value_retained"] <= 0.0
     assert "FAILED" in capsys.readouterr().out
     assert main(_gate(tmp, cand, tiny_bert, "--no_fail", "true")) == 0  # numbers only
+
+
+def test_save_to_puts_gate_json_where_core_auto_reads_it(gate_data, tiny_bert, tmp_path):
+    """eval-describer --save_to ADAPTER writes the gate.json that `run --core auto` reads for that adapter."""
+    from describe.engines import describer_gate
+    from realness.cli import main
+    from realness.gate import CONSTANT
+    from realness.pipeline import RunConfig, choose_core
+
+    tmp, ref = gate_data
+    cand = _write(tmp_path / "cand.csv", {n: CONSTANT for n in ref})
+    adapter = tmp_path / "adapter"
+    assert main(_gate(tmp, cand, tiny_bert, "--save_to", str(adapter), "--no_fail", "true")) == 0
+    gate = describer_gate("some/base", str(adapter))
+    assert gate["passed"] is False and "constant baseline" in gate["summary"] and gate["n"] == 6
+    cfg = RunConfig(images=str(SAMPLES / "images"), describer="some/base", adapter=str(adapter))
+    assert choose_core(cfg, [SAMPLES / "images" / n for n in ref], {})[0] == "offline-image"
 
 
 def test_malformed_candidate_file_exits_2_with_one_line(gate_data, tiny_bert, tmp_path, capsys):
