@@ -33,7 +33,7 @@ from describe.engines import DEFAULT_DESCRIBER, load_describer
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
-from realness.cluster import connect, import_ray
+from realness.cluster import RayOptions, connect, import_ray
 from realness.data import manifest_inputs
 from realness.files import JsonlWriter, one_writer, read_jsonl, require_local_folder, sha256_file
 from realness.images import ImageError, load_image, scan_folder, skipped_note
@@ -43,19 +43,32 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass
-class AnnotateConfig:
+class ServerOptions:
+    """How to reach OpenAI-compatible describer servers, shared by `realness run --server` and `realness annotate`."""
+
+    server: list[str] = field(default_factory=list, metadata={
+        "help": "OpenAI-compatible describer server URL(s), e.g. http://127.0.0.1:8000 (`realness serve`); several "
+                "are used round-robin."})
+    api_key: str | None = field(default=None, metadata={"help": "Bearer token for the server(s)."})
+    concurrency: int = field(default=4, metadata={"help": "Requests in flight per server."})
+    timeout: float = field(default=120.0, metadata={"help": "Seconds per request before it counts as failed (and is "
+                                                            "retried)."})
+    retries: int = field(default=5, metadata={"help": "Retries per image on 429/5xx/connection errors, timeouts and "
+                                                      "empty answers."})
+    backoff: float = field(default=1.0, metadata={"help": "First retry delay in seconds; doubles each retry."})
+
+
+@dataclass
+class AnnotateConfig(RayOptions, ServerOptions):
     """Options of `realness annotate`."""
 
     images: str | None = field(default=None, metadata={"help": "Folder of images to annotate."})
     dataset: str | None = field(default=None, metadata={"help": "Or a manifest CSV/JSONL with an image column."})
     out: str = field(default="descriptions.jsonl", metadata={"help": "Append-only JSONL of results."})
-    server: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s), e.g. "
-                                                                      "http://127.0.0.1:8000."})
     model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the "
                                                               "base); in direct mode a VLM id or folder, 'describer' "
                                                               "meaning the default Qwen2.5-VL-3B (offline: the bundled "
                                                               "offline/small-describer)."})
-    api_key: str | None = field(default=None, metadata={"help": "Bearer token for the server(s)."})
     engine: str | None = field(default=None, metadata={"help": "Direct mode instead of servers: vllm or transformers."})
     adapter: str | None = field(default=None, metadata={"help": "Direct mode: LoRA adapter folder."})
     question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD "
@@ -63,22 +76,12 @@ class AnnotateConfig:
     system: str = field(default=DEFAULT_SYSTEM, metadata={"help": "System prompt ('' for none)."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
     verdict_guide: str = field(default="auto", metadata={"help": "Direct mode: " + GUIDE_HELP})
-    concurrency: int = field(default=4, metadata={"help": "Requests in flight per server."})
-    timeout: float = field(default=120.0, metadata={"help": "Seconds per request."})
-    retries: int = field(default=5, metadata={"help": "Retries per image on 429/5xx/connection errors."})
-    backoff: float = field(default=1.0, metadata={"help": "First retry delay in seconds; doubles each retry."})
     batch_size: int = field(default=8, metadata={"help": "Direct mode: images per engine call."})
     resume: bool = field(default=True, metadata={"help": "Skip images whose content hash already has a result in --out."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-    ray: str | None = field(default=None, metadata={"help": "Direct mode on Ray Data: --ray alone starts a private Ray "
-                                                            "instance on this machine, every process listening on "
-                                                            "127.0.0.1 only; --ray ADDRESS joins a cluster (auto, "
-                                                            "ray://head:10001). Needs --engine and pip install "
-                                                            "'realness[ray]'.", "const": "local"})
     ray_actors: int = field(default=1, metadata={"help": "With --ray: engine actors, each loading the describer once "
                                                          "(e.g. one per GPU)."})
     ray_gpus: float = field(default=0.0, metadata={"help": "With --ray: GPUs per actor."})
-    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
 
 
 def _inputs(cfg: AnnotateConfig) -> list[Path]:
@@ -117,10 +120,11 @@ def description_record(path: Path, sha: str, text: str | None, error: str = "", 
 class ServerClient:
     """Round-robin over servers, retrying a request on the next server after a backoff."""
 
-    def __init__(self, cfg: AnnotateConfig):
+    def __init__(self, cfg: ServerOptions, model: str, max_tokens: int, question: str = DEFAULT_QUESTION,
+                 system: str | None = DEFAULT_SYSTEM):
         import httpx
 
-        self.cfg = cfg
+        self.cfg, self.model, self.max_tokens, self.question, self.system = cfg, model, max_tokens, question, system
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
         limits = httpx.Limits(max_connections=cfg.concurrency * len(cfg.server))
         self.http = httpx.Client(timeout=cfg.timeout, headers=headers, limits=limits)
@@ -135,11 +139,11 @@ class ServerClient:
         """(answer text, server) or raises RuntimeError with the last reason."""
         import httpx
 
-        messages = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": _data_url(path)}},
-            {"type": "text", "text": self.cfg.question}]})
-        body = {"model": self.cfg.model, "messages": messages, "temperature": 0.0, "max_tokens": self.cfg.max_tokens}
+            {"type": "text", "text": self.question}]})
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens}
         reason = ""
         for attempt in range(self.cfg.retries + 1):
             server = self._next()
@@ -227,7 +231,7 @@ def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
         if cfg.engine:
             _run_engine(cfg, todo, finish)
         else:
-            client = ServerClient(cfg)
+            client = ServerClient(cfg, cfg.model, cfg.max_tokens, cfg.question, cfg.system)
             gate = threading.BoundedSemaphore(cfg.concurrency * len(cfg.server))  # backpressure
 
             def work(item):

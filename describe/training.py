@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from describe.chat import TrainCollator, generation_inputs
 from describe.data import mix_sources, prefer_human_rows, split_by_image
-from describe.modeling import LANGUAGE_PROJECTIONS, LoraSettings, add_lora, load_base
+from describe.modeling import LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
 from realness.data import load_manifest, load_raise
 from realness.images import load_image
 
 logger = logging.getLogger(__name__)
+# The LoRA options' names before the `lora` group, still read (flags and YAML) with a warning.
+FLAT_LORA = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "language_modules": "lora_modules",
+             "vision": "lora_vision"}
 
 
 @dataclass
@@ -41,18 +44,9 @@ class DescriberTrainConfig:
     quantize_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (double quant, "
                                                                  "bf16 compute)."})
     dtype: str = field(default="auto", metadata={"help": "Base weights dtype: auto, bf16, fp16, fp32."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS), metadata={"help": "Language-model "
-                                                                                                          ""
-                                                                                                          ""
-                                                                                                          ""
-                                                                                                          ""
-                                                                                                          ""
-                                                                                                          "projections "
-                                                                                                          "with LoRA."})
-    lora_vision: bool = field(default=False, metadata={"help": "Also LoRA on the vision tower."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={
+        "flat_aliases": FLAT_LORA, "help": "The adapter (`LoraSettings`): --lora.r, --lora.alpha, --lora.dropout, "
+                                          "--lora.language_modules, --lora.vision; YAML: a `lora:` mapping."})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for memory."})
     image_max_pixels: int | None = field(default=None, metadata={"help": "Cap on image pixels (fewer image tokens, "
                                                                          "faster); default: the processor's."})
@@ -86,6 +80,20 @@ class DescriberTrainConfig:
                                                                    "prompt position: the same loss, far less memory."})
     select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss "
                                                                "(needs save_steps == eval_steps), not the last."})
+
+    @classmethod
+    def from_flat(cls, **options) -> DescriberTrainConfig:
+        """A config from options as they were before the `lora` group (`lora_r=`, `lora_alpha=`, ...); a
+        nested `lora` mapping (the YAML files' form) is read too."""
+        nested = options.pop("lora", None) or {}
+        if isinstance(nested, LoraSettings):
+            nested = asdict(nested)
+        lora = {**nested, **{new: options.pop(old) for new, old in FLAT_LORA.items() if old in options}}
+        if "language_modules" in lora:
+            lora["language_modules"] = tuple(lora["language_modules"])
+        cfg = cls(**options)
+        return replace(cfg, lora=replace(cfg.lora, **lora)) if lora else cfg
+
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -224,7 +232,7 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
                                                 "held_out": sorted({Path(r["image"]).name for r in held})}, indent=1))
     model, processor = load_base(cfg.model_id, cfg.quantize_4bit, cfg.dtype)
     set_image_budget(processor, cfg.image_max_pixels)
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_modules), cfg.lora_vision)
+    lora = cfg.lora
     model = add_lora(model, lora, cfg.gradient_checkpointing, cfg.kbit_upcast)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = TrainingArguments(

@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +80,7 @@ def crossfit_descriptions(data: Path, out: Path, parts: int, seed: int, base: st
             cfg = yaml.safe_load(recipe.read_text())
             cfg.update(data=str(manifest), model_id=base, output_dir=str(folder), val_fraction=0.0, select_best=False)
             start = time.perf_counter()
-            adapter = train_describer(DescriberTrainConfig(**cfg))
+            adapter = train_describer(DescriberTrainConfig.from_flat(**cfg))
             (folder / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
         mine = [n for n in names if part[n] == k]
         describer = Describer(base, str(adapter), device="cpu", max_new_tokens=max_new_tokens)
@@ -175,12 +174,12 @@ def main(argv=None) -> dict:
     described = crossfit_descriptions(data, out, a.parts, a.seed, a.base, Path(a.describer_config), a.batch_size,
                                       a.max_new_tokens)
     cache = Path(a.feature_cache or out / "feature_cache")
-    base = CoreTrainConfig(**yaml.safe_load(Path(a.config).read_text()))
-    base = replace(base, data=str(data), mode="fusion", feature_cache=str(cache), progress=False, save_dtype="float32")
+    base = CoreTrainConfig.from_flat(**yaml.safe_load(Path(a.config).read_text()))
+    base = base.with_options(data=str(data), mode="fusion", feature_cache=str(cache), progress=False, save_dtype="float32")
     runs = out / "core"
-    train_core(replace(base, output_dir=str(runs / "gpt-gpt")))
-    train_core(replace(base, output_dir=str(runs / "describer-describer"), descriptions=str(described)))
-    train_core(replace(base, output_dir=str(runs / "image-only"), mode="image"))
+    train_core(base.with_options(output_dir=str(runs / "gpt-gpt")))
+    train_core(base.with_options(output_dir=str(runs / "describer-describer"), descriptions=str(described)))
+    train_core(base.with_options(output_dir=str(runs / "image-only"), mode="image"))
     records, _ = load_training_data(base, needs_text=True)
     texts = load_descriptions(described)
     rescore(runs / "gpt-gpt", runs / "gpt-describer", records, texts, cache)

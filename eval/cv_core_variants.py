@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 VARIANTS = {
@@ -130,14 +129,14 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     import yaml
 
-    base = CoreTrainConfig(**yaml.safe_load(Path(a.config).read_text()))
+    base = CoreTrainConfig.from_flat(**yaml.safe_load(Path(a.config).read_text()))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = str(out / "feature_cache")
     # Variants measured by earlier calls stay in the table (with the wall time they were measured with).
     table = json.loads((out / "variants.json").read_text()) if (out / "variants.json").is_file() else {}
     for name in a.variants:
-        cfg = replace(base, mode="fusion", output_dir=str(out / name), feature_cache=cache, progress=False,
+        cfg = base.with_options(mode="fusion", output_dir=str(out / name), feature_cache=cache, progress=False,
                       **VARIANTS[name])
         start = time.perf_counter()
         report = train_core(cfg)

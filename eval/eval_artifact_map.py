@@ -132,13 +132,7 @@ def main(argv=None) -> dict:
     print("| map | " + " | ".join(["all", *result["planted"]["kinds"]]) + " |")
     for name, row in t.items():
         kinds = ["all", *result["planted"]["kinds"]]
-        print(f"| {name} | " + " | ".join(f"{row[k]['auroc']:.3f} / {row[k]['pointing']:.2f}" for k in kinds) + " "
-                                                                                                                                               ""
-                                                                                                                                               ""
-                                                                                                                                               ""
-                                                                                                                                               ""
-                                                                                                                                               ""
-                                                                                                                                               "|")
+        print(f"| {name} | " + " | ".join(f"{row[k]['auroc']:.3f} / {row[k]['pointing']:.2f}" for k in kinds) + " |")
     if os.environ.get("REALNESS_RAISE_DIR") and a.raise_limit >= 0:
         result["raise_weak"] = raise_weak(a, detector)
         (Path(a.out) / "artifact_map_eval.json").write_text(json.dumps(result, indent=2))

@@ -37,7 +37,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     gpt = str(data / "descriptions_gpt41.csv")
     for mode in ("fusion", "image"):
-        train_core(CoreTrainConfig(data=str(data), output_dir=str(out / mode), preset="offline", mode=mode,
+        train_core(CoreTrainConfig.from_flat(data=str(data), output_dir=str(out / mode), preset="offline", mode=mode,
                                    freeze_image=True, freeze_text=True, folds=a.folds, seeds=[42], epochs=30,
                                    batch_size=16, lr=1e-3, augment=False, save_frozen=False, num_workers=0,
                                    progress=False, feature_cache=str(out / "feature_cache")))

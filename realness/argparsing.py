@@ -1,9 +1,20 @@
-"""Command-line flags from dataclasses, with defaults from a YAML file (`--config`) that flags override.
+"""Command-line flags from dataclasses, with defaults from a YAML file (`--config`) that flags override: the one
+way every `realness` command and `eval/` script reads its options.
 
 Each field becomes `--field_name` (underscores kept, dashes accepted), its help text taken from
-`metadata["help"]` and its default printed. Booleans are `--flag`, `--flag true|false` or `--no_flag`; tuples and lists take several
-values. A field whose metadata has `positional=True` may also be given bare (`prog VALUE`).
-Kept here rather than `HfArgumentParser` because CORE's config uses tuple and optional fields.
+`metadata["help"]` and its default printed. Booleans are `--flag`, `--flag true|false` or `--no_flag`; tuples
+and lists take several values. Field metadata:
+    positional=True   also accepted bare (`prog VALUE`)
+    const=X           `--flag` alone means `--flag X`
+    flag="name"       the flag's (and YAML key's) name when it is not the field's: one word per idea across
+                      commands (`--out`, `--describer`, `--clip`) while the Python field keeps its name
+    aliases=(...)     old spellings, hidden, still read with a deprecation warning (kept for one release)
+A field whose type is a dataclass is a **group**: its fields are `--PREFIX.name` flags and, in YAML, a nested
+mapping under PREFIX (or dotted keys `PREFIX.name`); PREFIX is `metadata["prefix"]` or the field's name. With
+`metadata["flat_aliases"]=True` the group's old flat flags and YAML keys (`--name`) are still read, with a
+warning (a dict maps a field to its old name: `{"r": "lora_r"}`); `metadata["defaults"]`, a function of the
+other parsed values, gives the group's starting point (CORE's preset). Kept here rather than
+`HfArgumentParser` because CORE's config uses tuple and optional fields.
 """
 
 from __future__ import annotations
@@ -79,8 +90,8 @@ def _coerce(value: Any, hint) -> Any:
 class _Deprecated(argparse.Action):
     """A hidden old spelling of a flag: it still works, with one warning naming the new one."""
 
-    def __init__(self, *args, new: str = "", convert=None, **kwargs):
-        self.new, self.convert = new, convert
+    def __init__(self, *args, new: str = "", convert=None, also: Sequence[str] = (), **kwargs):
+        self.new, self.convert, self.also = new, convert, tuple(also)
         super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -89,67 +100,205 @@ class _Deprecated(argparse.Action):
         logging.getLogger("realness").warning("%s is deprecated and will be removed in the next release; use %s",
                                               option_string, self.new)
         value = self.const if values is None else values
-        setattr(namespace, self.dest, self.convert(value) if self.convert and isinstance(value, str) else value)
+        value = self.convert(value) if self.convert and isinstance(value, str) else value
+        for dest in (self.dest, *self.also):
+            setattr(namespace, dest, value)
 
 
 VERBOSE_HELP = "Also the libraries' log lines, and a traceback on an error (default: off)"
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
-    """Add one flag per field of dataclass `cls`."""
-    target = parser.add_argument_group(group or cls.__name__)
+@dataclasses.dataclass
+class _Leaf:
+    key: str                 # dotted path of field names: "dream_config.source"
+    flag: str                # dotted flag name without dashes: "dream.source"
+    field: dataclasses.Field
+    hint: Any
+    flat: str | None = None  # the old flat name, for a group with flat_aliases
+    owner: str = ""          # the dataclass that declares it (a shared option group: ServerOptions, RayOptions)
+
+
+def _is_group(hint) -> bool:
+    return dataclasses.is_dataclass(_unwrap(hint)[0])
+
+
+def _leaves(cls: type, key: str = "", flag: str = "", flat: bool | dict = False) -> list[_Leaf]:
+    out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp, optional = _unwrap(hints[f.name])
-        default = f.default if f.default is not _MISSING else (
-            f.default_factory() if f.default_factory is not _MISSING else None
-        )
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
-        origin = typing.get_origin(tp)
-        if origin in (tuple, list):
-            inner = [a for a in typing.get_args(tp) if a is not Ellipsis] or [str]
-            kwargs.update(nargs="+", type=inner[0])
-        elif tp is bool:  # `--flag`, `--flag true|false`, `--no_flag`
-            kwargs.update(type=_bool, metavar="{true,false}", nargs="?", const=True)
-        elif tp in (int, float, str):
-            kwargs.update(type=tp)
-        if "const" in f.metadata:  # `--flag` alone means `--flag CONST`
-            kwargs.update(nargs="?", const=f.metadata["const"])
-        required = f.default is _MISSING and f.default_factory is _MISSING
-        help_text = f.metadata.get("help", "")
-        help_text += " (required)" if required else f" (default: {default})"
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        target.add_argument(*names, help=help_text, **kwargs)
-        for old in f.metadata.get("aliases", ()):  # old spellings, kept for one release
-            spellings = [f"--{old}"] + ([f"--{old.replace('_', '-')}"] if "_" in old else [])
+        if _is_group(hints[f.name]):
+            prefix = f.metadata.get("prefix", f.name)
+            out += _leaves(_unwrap(hints[f.name])[0], f"{key}{f.name}.", f"{flag}{prefix}.",
+                           flat or f.metadata.get("flat_aliases", False))
+        else:
+            owner = next((c for c in cls.__mro__ if f.name in c.__dict__.get("__annotations__", {})), cls)
+            old = (flat.get(f.name) if isinstance(flat, dict) else f.name if flat else None) if flag else None
+            name = f.metadata.get("flag", f.name)  # the command line's word for it, when not the field's
+            out.append(_Leaf(f"{key}{f.name}", f"{flag}{name}", f, hints[f.name], old, owner.__name__))
+    return out
+
+
+def _spellings(name: str) -> list[str]:
+    dashed = name.replace("_", "-")
+    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not _MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not _MISSING else None
+
+
+def _kwargs(leaf: _Leaf) -> dict[str, Any]:
+    f, (tp, _) = leaf.field, _unwrap(leaf.hint)
+    kwargs: dict[str, Any] = {"dest": leaf.key, "default": argparse.SUPPRESS}
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        inner = [a for a in typing.get_args(tp) if a is not Ellipsis] or [str]
+        kwargs.update(nargs="+", type=inner[0])
+    elif tp is bool:  # `--flag`, `--flag true|false`, `--no_flag`
+        kwargs.update(type=_bool, metavar="{true,false}", nargs="?", const=True)
+    elif tp in (int, float, str):
+        kwargs.update(type=tp)
+    if "const" in f.metadata:
+        kwargs.update(nargs="?", const=f.metadata["const"])
+    if "." in leaf.flag and tp is not bool:
+        kwargs.setdefault("metavar", leaf.flag.rsplit(".", 1)[-1].upper())
+    return kwargs
+
+
+def _add_leaf(target, leaf: _Leaf, taken: set[str]) -> None:
+    """The flag itself (and its bare positional form); `taken` collects every option string."""
+    f, kwargs = leaf.field, _kwargs(leaf)
+    required = f.default is _MISSING and f.default_factory is _MISSING
+    help_text = f.metadata.get("help", "") + (" (required)" if required else f" (default: {_default(f)})")
+    names = _spellings(leaf.flag)
+    target.add_argument(*names, help=help_text, **kwargs)
+    taken.update(names)
+    if f.metadata.get("positional"):  # also accepted as a bare argument: `prog VALUE` = `prog --name VALUE`
+        extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs")}
+        target.add_argument(f"{leaf.key}{_POSITIONAL}", nargs="?", metavar=leaf.flag.upper(),
+                            help=f"same as --{leaf.flag}", **extra)
+
+
+def _add_aliases(target, leaf: _Leaf, taken: set[str]) -> None:
+    """`--no_flag` for a boolean and the old spellings, hidden; after every class's own flags, so an old
+    spelling never takes a name another flag has."""
+    f, kwargs = leaf.field, _kwargs(leaf)
+    tp = _unwrap(leaf.hint)[0]
+    group = leaf.flag.rpartition(".")[0]
+    aliases = list(f.metadata.get("aliases", ()))
+    olds = [f"{group}.{a}" if group else a for a in aliases] + ([leaf.flat] if leaf.flat else [])
+    olds += aliases if leaf.flat and group else []
+    for old in olds:  # old spellings, hidden, kept for one release
+        spellings = [s for s in _spellings(old) if s not in taken]
+        if spellings:
             alias = {k: v for k, v in kwargs.items() if k not in ("type", "metavar")}
-            target.add_argument(*spellings, action=_Deprecated, new=names[0], convert=kwargs.get("type"),
-                                help=argparse.SUPPRESS, **alias)
-        if tp is bool:
-            negated = [f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}"]
-            target.add_argument(*negated, dest=f.name, action="store_const", const=False, default=argparse.SUPPRESS,
-                                help=f"same as --{f.name} false")
-        if f.metadata.get("positional"):  # also accepted as a bare argument: `prog VALUE` = `prog --name VALUE`
-            extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs")}
-            target.add_argument(f"{f.name}{_POSITIONAL}", nargs="?", metavar=f.name.upper(),
-                                help=f"same as --{f.name}", **extra)
+            also = [f"{leaf.key.rpartition('.')[0]}.{a}".lstrip(".") for a in f.metadata.get("alias_also", ())]
+            target.add_argument(*spellings, action=_Deprecated, new=f"--{leaf.flag}", convert=kwargs.get("type"),
+                                also=also, help=argparse.SUPPRESS, **alias)
+            taken.update(spellings)
+    if tp is bool:
+        negated = [s for s in dict.fromkeys([f"--no_{leaf.flag}", f"--no-{leaf.flag.replace('_', '-')}"]) if s not in taken]
+        if negated:
+            target.add_argument(*negated, dest=leaf.key, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=f"same as --{leaf.flag} false")
+            taken.update(negated)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type | Sequence[type], group: str | None = None,
+                            taken: set[str] | None = None) -> None:
+    """Add one flag per field of the dataclass(es) `cls` (and of their groups, as `--prefix.name`): every
+    class's own flags first, then the negations and old spellings that no flag has taken."""
+    taken = set() if taken is None else taken
+    targets: dict[str, Any] = {}
+    placed = []
+    for one in (cls if isinstance(cls, (list, tuple)) else [cls]):
+        for leaf in _leaves(one):
+            title = group or leaf.owner or one.__name__
+            if "." in leaf.flag:
+                title = f"{title}: --{leaf.flag.rsplit('.', 1)[0]}.*"
+            if title not in targets:
+                targets[title] = parser.add_argument_group(title)
+            _add_leaf(targets[title], leaf, taken)
+            placed.append((targets[title], leaf))
+    for target, leaf in placed:
+        _add_aliases(target, leaf, taken)
+
+
+def _flatten_yaml(loaded: dict, leaves: list[_Leaf], warn) -> dict[str, Any]:
+    """YAML keys as leaf keys: nested mappings under a group's prefix, dotted keys, and old flat keys."""
+    by_flag = {leaf.flag: leaf for leaf in leaves}
+    by_flat = {leaf.flat: leaf for leaf in leaves if leaf.flat and leaf.flat not in by_flag}
+    for leaf in leaves:  # old spellings of a field (`output_dir` for `out`), nested or flat
+        group = leaf.flag.rpartition(".")[0]
+        for old in leaf.field.metadata.get("aliases", ()):
+            by_flat.setdefault(f"{group}.{old}" if group else old, leaf)
+            if group and leaf.flat:
+                by_flat.setdefault(old, leaf)
+    out, unknown = {}, []
+
+    def walk(mapping: dict, prefix: str) -> None:
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if name in by_flag and not (isinstance(value, dict) and any(f.startswith(name + ".") for f in by_flag)):
+                out[by_flag[name].key] = (value, by_flag[name])
+            elif isinstance(value, dict) and any(f.startswith(name + ".") for f in by_flag):
+                walk(value, name + ".")
+            elif name in by_flat:
+                leaf = by_flat[name]
+                warn(f"key {name} is deprecated and will be removed in the next release; use {leaf.flag}")
+                out[leaf.key] = (value, leaf)
+                group = leaf.key.rpartition(".")[0]
+                for also in leaf.field.metadata.get("alias_also", ()):
+                    out[f"{group}.{also}".lstrip(".")] = (value, next(x for x in leaves if x.key == f"{group}.{also}".lstrip(".")))
+            else:
+                unknown.append(name)
+
+    walk(loaded, "")
+    if unknown:
+        raise KeyError(sorted(unknown))
+    return out
+
+
+def _build(cls: type, values: dict[str, Any], key: str = "", base=None):
+    """An instance of `cls` from leaf values (dotted keys), starting from `base` when given."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if _is_group(hints[f.name]):
+            start = f.metadata["defaults"](values) if "defaults" in f.metadata else None
+            if start is None and (f"{key}{f.name}" in values):
+                start = values[f"{key}{f.name}"]
+            inner = _unwrap(hints[f.name])[0]
+            given = any(k.startswith(f"{key}{f.name}.") for k in values)
+            if given or start is not None or base is None:
+                kwargs[f.name] = _build(inner, values, f"{key}{f.name}.", start)
+        elif f"{key}{f.name}" in values:
+            kwargs[f.name] = values[f"{key}{f.name}"]
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
+    return cls(**kwargs)
 
 
 def parse_dataclasses(
     classes: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
 ) -> tuple:
     """Parse `argv` into one instance per dataclass; `--config FILE.yaml` supplies defaults."""
+    import logging
+
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", type=Path, help="YAML file whose keys set defaults; flags override it (default: "
                                                     "none)")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)  # read by realness.cli.main
-    for cls in classes:
-        add_dataclass_arguments(parser, cls)
+    taken = {"--config", "--verbose", "-h", "--help"}
+    add_dataclass_arguments(parser, list(classes), taken=taken)
     args = vars(parser.parse_args(argv))
     for key in [k for k in args if k.endswith(_POSITIONAL)]:
         args[key[: -len(_POSITIONAL)]] = args.pop(key)
+    leaves = [leaf for cls in classes for leaf in _leaves(cls)]
     values: dict[str, Any] = {}
     if args.get("config"):
         import yaml
@@ -163,22 +312,28 @@ def parse_dataclasses(
             parser.error(f"--config {config}: not valid YAML ({str(err).splitlines()[0]})")
         if not isinstance(loaded, dict):
             parser.error(f"--config {config}: expected a mapping of option names to values, got {type(loaded).__name__}")
-        hints = {f.name: typing.get_type_hints(cls)[f.name] for cls in classes for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, loaded)) - set(hints))
-        if unknown:
-            parser.error(f"{args['config']}: unknown key(s) {unknown}")
-        for key, value in loaded.items():
+        try:
+            found = _flatten_yaml(loaded, leaves, lambda text: logging.getLogger("realness").warning(
+                "--config %s: %s", config, text))
+        except KeyError as err:
+            parser.error(f"{args['config']}: unknown key(s) {err.args[0]}")
+        for key, (value, leaf) in found.items():
             try:
-                values[key] = _coerce(value, hints[key])
+                values[key] = _coerce(value, leaf.hint)
             except ValueError as err:
-                parser.error(f"--config {config}: key {key}: {err}")
+                parser.error(f"--config {config}: key {leaf.flag}: {err}")
     values.update({k: v for k, v in args.items() if k not in ("config", "verbose")})
+    for leaf in leaves:  # argparse gives lists; a tuple field gets a tuple, as from YAML
+        if isinstance(values.get(leaf.key), list) and typing.get_origin(_unwrap(leaf.hint)[0]) is tuple:
+            values[leaf.key] = tuple(values[leaf.key])
+    missing = [leaf.flag for leaf in leaves if leaf.key not in values and leaf.field.default is _MISSING
+               and leaf.field.default_factory is _MISSING and "." not in leaf.key]
+    if missing:
+        parser.error(f"missing required option(s): {', '.join('--' + m for m in missing)}")
     out = []
     for cls in classes:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.name not in values and f.default is _MISSING and f.default_factory is _MISSING]
-        if missing:
-            parser.error(f"missing required option(s): {', '.join('--' + m for m in missing)}")
-        out.append(cls(**{k: v for k, v in values.items() if k in names}))
+        try:
+            out.append(_build(cls, values))
+        except (TypeError, ValueError) as err:
+            parser.error(str(err))
     return tuple(out)

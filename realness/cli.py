@@ -52,15 +52,14 @@ def _list_skipped(summary: dict, limit: int = 10) -> None:
 
 def _run(argv: list[str]) -> int:
     from realness.argparsing import parse_dataclasses
-    from realness.dream.configuration import DreamConfig
     from realness.pipeline import RunConfig, run
 
-    cfg, dream = parse_dataclasses([RunConfig, DreamConfig], argv, prog="realness run",
+    (cfg,) = parse_dataclasses([RunConfig], argv, prog="realness run",
                                    description="End to end: describe, score (CORE) and map (DREAM) every image of a "
                                                "folder, "
                                                "then write scores.csv, descriptions.jsonl, maps/ and report.html. "
-                                               "Rerun the same command to resume. The DreamConfig options set the maps.")
-    s = run(cfg, dream)
+                                               "Rerun the same command to resume. The --dream.* options set the maps.")
+    s = run(cfg)
     print(f"scored {s['ok']} of {s['images']} image(s) ({s['skipped_already_done']} already done, "
           f"{len(s['failed'])} failed) -> {cfg.out}/report.html")
     _list_failed(s["failed"])

@@ -4,6 +4,7 @@ Ray is an optional extra: `pip install 'realness[ray]'`."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 INSTALL = "realness run --ray needs Ray Data: pip install 'realness[ray]' (or pip install 'ray[data]')"
 
@@ -54,3 +55,15 @@ def _loopback_only(ray) -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["RAY_NODE_IP_ADDRESS"] = "127.0.0.1"
     ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # already read if Ray was imported before
+
+
+@dataclass
+class RayOptions:
+    """Where to run on Ray, shared by `realness run --ray` and `realness annotate --ray`."""
+
+    ray: str | None = field(default=None, metadata={
+        "help": "Run on Ray Data: --ray alone starts a private Ray instance on this machine, every process listening "
+                "on 127.0.0.1 only; --ray ADDRESS joins a cluster (auto, ray://head:10001). Put it after the "
+                "positional IMAGES. Needs pip install 'realness[ray]'.", "const": "local"})
+    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
+

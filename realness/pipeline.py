@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from describe.engines import describer_gate, expected_describer
@@ -121,7 +122,8 @@ def _device(device: str) -> str:
 
 
 def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
-    """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json).
+    """Run the pipeline over `cfg.images` into `cfg.out`; returns the summary (also in summary.json). DREAM's
+    options are `cfg.dream_config`; a `dream_config` given here replaces them (the earlier two-argument form).
 
     Inputs are checked before anything is written; then the output folder is held under its one-writer
     lock (`realness.files.one_writer`) for the whole run: a second run into it fails at once."""
@@ -139,7 +141,9 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
         import_ray()  # says how to install Ray, before anything else
     else:
         _device(cfg.device)  # a GPU this machine lacks fails now (on Ray the actors' nodes have their own)
-    dream_config = dream_config or DreamConfig()
+    if dream_config is not None:
+        cfg = replace(cfg, dream_config=dream_config)
+    dream_config = cfg.dream_config
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
@@ -182,8 +186,6 @@ def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, tru
     for sub in ("maps", "thumbs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     hub_offline_if_unreachable()  # with or without fallback: a missing network fails in a second, not after retries
-    from dataclasses import replace
-
     core, why = choose_core(cfg, paths, given)
     if why:
         logger.warning("CORE: %s", why)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from describe.annotate import AnnotateConfig, ServerClient, description_record
+from describe.annotate import ServerClient, ServerOptions, description_record
 from describe.engines import DEFAULT_DESCRIBER, load_describer
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
+from realness.cluster import RayOptions
 from realness.core.loading import default_num_workers
 from realness.core.modeling import CoreModel
 from realness.dream.configuration import DreamConfig
@@ -32,8 +33,8 @@ from realness.scoring import default_batch_size
 
 
 @dataclass
-class RunConfig:
-    """Options of `realness run` (DREAM's options come from `DreamConfig`)."""
+class RunConfig(RayOptions, ServerOptions):
+    """Options of `realness run`; DREAM's are the `--dream.*` group (`DreamConfig`)."""
 
     images: str | None = field(default=None, metadata={"help": "Folder of images, one image file, a manifest "
                                                                "CSV/JSONL/JSON with an image column (optional mos, "
@@ -54,12 +55,8 @@ class RunConfig:
                                                                 "train-describer)."})
     engine: str = field(default="auto", metadata={"help": "Describer engine: transformers, vllm, or auto (vllm on a "
                                                           "GPU when installed, else transformers)."})
-    server: list[str] = field(default_factory=list, metadata={"help": "Running OpenAI-compatible describer server "
-                                                                      "URL(s) to use instead "
-                                                                      "of loading the describer."})
     server_model: str = field(default="describer", metadata={"help": "Model name sent to --server (an adapter name or "
                                                                      "the base)."})
-    api_key: str | None = field(default=None, metadata={"help": "Bearer token for --server."})
     core: str = field(default="auto", metadata={"help": "CORE model folder, or a bundled one: 'offline' (image + "
                                                         "description), 'offline-image' (image alone), or 'auto': "
                                                         "'offline', but 'offline-image' when the describer writes "
@@ -84,12 +81,6 @@ class RunConfig:
                                                                     "process. Default: on a GPU one per CPU core "
                                                                     "beyond the driving one (at most 8), on a CPU none "
                                                                     "(the model's threads use every core)."})
-    concurrency: int = field(default=4, metadata={"help": "Requests in flight per --server."})
-    retries: int = field(default=5, metadata={"help": "Retries per image on --server 429/5xx/connection errors and "
-                                                      "timeouts."})
-    timeout: float = field(default=120.0, metadata={"help": "Seconds per --server request before it counts as failed "
-                                                            "(and is retried)."})
-    backoff: float = field(default=1.0, metadata={"help": "First --server retry delay in seconds; doubles each retry."})
     device: str = field(default="auto", metadata={"help": "Torch device for the describer, CORE and DREAM: auto (cuda "
                                                           "when available), cpu, cuda."})
     resume: bool = field(default=True, metadata={"help": "Continue a run in --out: skip images already done, retry "
@@ -101,11 +92,6 @@ class RunConfig:
     max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once on "
                                                                     "read (aspect kept) for every stage; bounds "
                                                                     "memory. 0: never."})
-    ray: str | None = field(default=None, metadata={"help": "Run on Ray Data: --ray alone starts a private Ray "
-                                                            "instance on this machine, every process listening on "
-                                                            "127.0.0.1 only; --ray ADDRESS joins a cluster (auto, "
-                                                            "ray://head:10001). Put it after IMAGES. Needs pip install "
-                                                            "'realness[ray]'.", "const": "local"})
     ray_actors: list[int] = field(default_factory=lambda: [1, 1, 1], metadata={"help": "With --ray: actors of the "
                                                                                        "describe, score (CORE) and map "
                                                                                        "(DREAM) stages; each loads its "
@@ -115,9 +101,11 @@ class RunConfig:
                                                                                              "score and map stages "
                                                                                              "(fractions share a GPU, "
                                                                                              "e.g. 1 0.25 0.25)."})
-    ray_cpus_per_actor: float = field(default=1.0, metadata={"help": "With --ray: CPUs each actor reserves."})
     ray_cpus_local: int = field(default=0, metadata={"help": "With --ray alone: CPUs of the Ray instance started here "
                                                              "(0: all)."})
+    dream_config: DreamConfig = field(default_factory=DreamConfig, metadata={
+        "prefix": "dream", "flat_aliases": True,
+        "help": "DREAM's options (`realness map --help` explains each); YAML: a `dream:` mapping."})
 
 
 STAGES = ("read", "describe", "score", "map", "thumbnail")
@@ -165,9 +153,7 @@ class Models:
         cfg = self.cfg
         if cfg.server:
             self.info["describer"] = {"name": cfg.server_model, "server": cfg.server, "placeholder": False}
-            return ServerClient(AnnotateConfig(server=cfg.server, model=cfg.server_model, api_key=cfg.api_key,
-                                               max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
-                                               retries=cfg.retries, timeout=cfg.timeout, backoff=cfg.backoff))
+            return ServerClient(cfg, cfg.server_model, cfg.max_tokens)
         if cfg.describer == "none":
             raise ValueError("no description for this image and --describer none")
 

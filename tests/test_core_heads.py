@@ -74,7 +74,7 @@ def _cfg(tiny_core_kwargs, data, out, **over):
                 text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
                 image_size=(48, 48), head_hidden=16, folds=1, epochs=1, batch_size=8, lr=5e-3, num_workers=0,
                 augment=False, progress=False, freeze_image=True, freeze_text=True)
-    return CoreTrainConfig(**{**base, **over})
+    return CoreTrainConfig.from_flat(**{**base, **over})
 
 
 def test_heads_side_by_side_train_as_separate_runs_would(tiny_core_kwargs, tmp_path):

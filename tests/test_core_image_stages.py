@@ -33,8 +33,8 @@ def test_training_top_stages_on_cached_maps_equals_training_on_the_files(tiny_co
                 pretrained=False, pretrained_text=True, image_size=(48, 48), head_hidden=16, folds=1, epochs=3,
                 batch_size=8, lr=5e-3, image_lr=5e-3, num_workers=0, augment=False, progress=False,
                 freeze_image=True, freeze_text=True, train_image_stages=1, flip_tta=True)
-    train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "cached")))
-    train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "files"), cache_features=False))
+    train_core(CoreTrainConfig.from_flat(**base, output_dir=str(tmp_path / "cached")))
+    train_core(CoreTrainConfig.from_flat(**base, output_dir=str(tmp_path / "files"), cache_features=False))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*")) == ["imagetrunk1", "text"]
     assert held_out_predictions(tmp_path / "cached") == pytest.approx(held_out_predictions(tmp_path / "files"), abs=1e-4)
 
@@ -42,7 +42,7 @@ def test_training_top_stages_on_cached_maps_equals_training_on_the_files(tiny_co
     from accelerate.utils import set_seed
 
     best = CoreModel.from_pretrained(tmp_path / "cached" / "seed42" / "fold0" / "best")
-    cfg = CoreTrainConfig(**base, output_dir=str(tmp_path / "x"))
+    cfg = CoreTrainConfig.from_flat(**base, output_dir=str(tmp_path / "x"))
     set_seed(42)
     fresh = create_core(cfg.preset, pretrained=False, pretrained_text=True, **cfg.model_overrides())
     stages_best, stages_fresh = image_stages(best.image_backbone)[0], image_stages(fresh.image_backbone)[0]

@@ -85,8 +85,8 @@ def test_training_on_cached_hidden_states_equals_training_on_the_files(tiny_core
                 image_size=(48, 48), head_hidden=16, folds=1, epochs=3, batch_size=8, lr=5e-3, text_lr=5e-3,
                 num_workers=0, augment=False, progress=False, freeze_image=True, freeze_text=True,
                 text_lora_rank=4, text_lora_layers=1, n_heads=2, standardize_features=True, flip_tta=flip_tta)
-    train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "cached")))
-    train_core(CoreTrainConfig(**base, output_dir=str(tmp_path / "files"), cache_features=False))
+    train_core(CoreTrainConfig.from_flat(**base, output_dir=str(tmp_path / "cached")))
+    train_core(CoreTrainConfig.from_flat(**base, output_dir=str(tmp_path / "files"), cache_features=False))
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cached" / "feature_cache").glob("*")) == (
         ["image", "texthidden"] if mode == "fusion" else ["texthidden"])
     assert held_out_predictions(tmp_path / "cached") == pytest.approx(held_out_predictions(tmp_path / "files"), abs=1e-4)

@@ -27,7 +27,7 @@ def _tiny_cfg(tiny_core_kwargs, data, out, **over) -> CoreTrainConfig:
                 text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
                 image_size=(48, 48), head_hidden=32, folds=1, epochs=12, batch_size=8, lr=5e-4,
                 num_workers=0, augment=False, progress=False)
-    return CoreTrainConfig(**{**base, **over})
+    return CoreTrainConfig.from_flat(**{**base, **over})
 
 
 def _held_out(out: Path, image_term, text_term):

@@ -98,7 +98,7 @@ def _train(tiny_vlm, manifest, out, **over):
                     lora_alpha=32, lora_dropout=0.0, gradient_checkpointing=False, max_steps=80, batch_size=4,
                     grad_accum=1, lr=3e-3, warmup_ratio=0.0, num_workers=0, save_steps=1000, logging_steps=20,
                     dtype="fp32")
-    cfg = DescriberTrainConfig(**{**settings, **over})
+    cfg = DescriberTrainConfig.from_flat(**{**settings, **over})
     return train_describer(cfg)
 
 

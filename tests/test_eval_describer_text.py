@@ -30,7 +30,7 @@ def test_rescoring_with_the_runs_own_text_reproduces_its_predictions(tiny_core_k
     """Read with their own descriptions the heads score what training wrote; with other texts they
     score what the saved model scores from the files and those texts."""
     data, _, _ = planted_manifest(tmp_path / "data", 80)
-    cfg = CoreTrainConfig(data=str(data), output_dir=str(tmp_path / "run"), image_backbone=tiny_core_kwargs["image_backbone"],
+    cfg = CoreTrainConfig.from_flat(data=str(data), output_dir=str(tmp_path / "run"), image_backbone=tiny_core_kwargs["image_backbone"],
                           text_encoder=tiny_core_kwargs["text_encoder"], pretrained=False, pretrained_text=True,
                           image_size=(48, 48), head_hidden=16, folds=2, seeds=[42], epochs=3, batch_size=8, lr=5e-3,
                           num_workers=0, augment=False, progress=False, freeze_image=True, freeze_text=True)

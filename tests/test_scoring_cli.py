@@ -87,7 +87,7 @@ def test_eval_cli_matches_metrics_and_writes_plot(tmp_path, capsys):
 def test_help_lists_every_flag_with_its_default():
     out = subprocess.run([sys.executable, "-m", "realness.cli", "train-core", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag in ("--data", "--lr", "--epochs", "--seeds", "--mode", "--freeze_image", "--resume", "--config"):
+    for flag in ("--data", "--lr", "--epochs", "--seeds", "--model.mode", "--model.freeze_image", "--resume", "--config"):
         assert flag in out.stdout
     assert "(default: 0.00011)" in out.stdout and "(default: 16)" in out.stdout
     top = subprocess.run([sys.executable, "-m", "realness.cli"], capture_output=True, text=True)
@@ -100,7 +100,7 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
 
     (tmp_path / "c.yaml").write_text("data: some/dir\nepochs: 3\nseeds: [1, 2]\nimage_size: [64, 96]\nfreeze_text: true\n")
     (cfg,) = parse_dataclasses([CoreTrainConfig], ["--config", str(tmp_path / "c.yaml"), "--epochs", "5"])
-    assert (cfg.data, cfg.epochs, cfg.seeds, tuple(cfg.image_size), cfg.freeze_text) == ("some/dir", 5, [1, 2], (64, 96), True)
+    assert (cfg.data, cfg.epochs, cfg.seeds, tuple(cfg.model.image_size), cfg.model.freeze_text) == ("some/dir", 5, [1, 2], (64, 96), True)
     assert cfg.lr == pytest.approx(1.1e-4) and cfg.batch_size == 16
     (tmp_path / "bad.yaml").write_text("data: x\nepoch: 3\n")
     with pytest.raises(SystemExit):

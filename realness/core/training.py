@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +27,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from realness.core.backbones import image_top
-from realness.core.configuration import PRESETS
+from realness.core.configuration import PRESETS, CoreConfig
 from realness.core.ensemble import merge_cores
 from realness.core.features import cached_features, cached_image_trunk, cached_text_hidden
 from realness.core.losses import LOSSES, core_loss
-from realness.core.modeling import CoreModel, create_core, join_features
+from realness.core.modeling import CoreModel, join_features
 from realness.data import Fold, kfold, load_manifest, load_raise, manifest_splits, train_val_split
 from realness.evaluation import write_cv_report
 from realness.images import ImageError, load_image
 from realness.metrics import METRICS, correlations, srocc
 
 logger = logging.getLogger(__name__)
+MODEL_FIELDS = frozenset(f.name for f in fields(CoreConfig))
+PRESET_DRIVEN = frozenset(("mode", "image_backbone", "text_encoder", "text_pooling"))  # None: the preset's
 
 
 @dataclass
@@ -50,36 +52,13 @@ class CoreTrainConfig:
                                                                      "folder's GPT-4.1 one."})
     output_dir: str = field(default="runs/core", metadata={"help": "Where checkpoints, models and reports go."})
     preset: str = field(default="paper", metadata={"help": f"CORE preset: {', '.join(sorted(PRESETS))}."})
-    mode: str | None = field(default=None, metadata={"help": "fusion, image or text; default: the preset's."})
-    image_backbone: str | None = field(default=None, metadata={"help": "Override the preset's image backbone."})
-    text_encoder: str | None = field(default=None, metadata={"help": "Override the preset's text encoder."})
-    text_pooling: str | None = field(default=None, metadata={"help": "pooler, mean or cls; default: the preset's."})
-    image_levels: int = field(default=1, metadata={"help": "Backbone stages pooled into the image features, from the "
-                                                           "top (1: the last only)."})
-    image_pooling: str = field(default="mean", metadata={"help": "Pooling of each stage: mean or mean_std."})
-    freeze_image: bool = field(default=False, metadata={"help": "Freeze the image backbone."})
-    freeze_text: bool = field(default=False, metadata={"help": "Freeze the text encoder."})
-    image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height width."})
-    head_hidden: int = field(default=529, metadata={"help": "Hidden width of the fusion head (0: a linear head)."})
-    train_image_stages: int = field(default=0, metadata={"help": "Top stages of the frozen image backbone that train "
-                                                                 "anyway (0: none); the stages below run once and are "
-                                                                 "cached. Needs --freeze_image."})
+    model: CoreConfig | None = field(default=None, metadata={
+        "prefix": "model", "flat_aliases": True, "defaults": lambda values: CoreConfig(**PRESETS.get(
+            values.get("preset", "paper"), {})),
+        "help": "The CORE model to train (`CoreConfig`), starting from --preset's; YAML: a `model:` mapping."})
     image_lr: float | None = field(default=None, metadata={"help": "Learning rate of the trained image stages; "
                                                                    "default: lr / 5."})
-    flip_tta: bool = field(default=False, metadata={"help": "Score each image and its mirror image and average the "
-                                                            "two, in training (on cached features of both) and at "
-                                                            "scoring time."})
-    text_lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the text encoder's top layers (0: frozen "
-                                                             "text, no adapter); needs --freeze_text."})
-    text_lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha of the text adapter."})
-    text_lora_layers: int = field(default=2, metadata={"help": "Top text encoder layers that get the adapter (the "
-                                                               "layers below run once and are cached)."})
     text_lr: float | None = field(default=None, metadata={"help": "Learning rate of the text adapter; default: lr / 5."})
-    dropout: float = field(default=0.0, metadata={"help": "Dropout before each head layer (the paper uses none)."})
-    n_heads: int = field(default=1, metadata={"help": "Heads trained side by side, each on its own loss; the model "
-                                                      "scores with their mean."})
-    standardize_features: bool = field(default=False, metadata={"help": "Standardise the head's input features by "
-                                                                        "their mean and std on the training rows."})
     pretrained: bool = field(default=True, metadata={"help": "Start from pretrained backbones (false: random init)."})
     pretrained_text: bool | None = field(default=None, metadata={"help": "Override --pretrained for the text encoder."})
     folds: int = field(default=5, metadata={"help": "k of k-fold cross-validation; 1 = one train/val split (the "
@@ -113,18 +92,33 @@ class CoreTrainConfig:
                                                                       "output_dir/feature_cache."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
-    def model_overrides(self) -> dict:
-        keys = ("mode", "image_backbone", "text_encoder", "text_pooling")
-        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-        out.update(image_levels=self.image_levels, image_pooling=self.image_pooling)
-        out.update(freeze_image=self.freeze_image, freeze_text=self.freeze_text,
-                   image_size=tuple(self.image_size), head_hidden=self.head_hidden, dropout=self.dropout,
-                   n_heads=self.n_heads, standardize_features=self.standardize_features, flip_tta=self.flip_tta,
-                   train_image_stages=self.train_image_stages,
-                   text_lora_rank=self.text_lora_rank, text_lora_alpha=self.text_lora_alpha,
-                   text_lora_layers=self.text_lora_layers)
-        return out
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown CORE preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        if self.model is None:
+            self.model = CoreConfig(**PRESETS[self.preset])
 
+    @classmethod
+    def from_flat(cls, **options) -> CoreTrainConfig:
+        """A config from options as they were before the `model` group (CoreConfig's fields beside the
+        training ones, as older YAML files have them); a nested `model` mapping is read too."""
+        nested = options.pop("model", None) or {}
+        if isinstance(nested, CoreConfig):
+            nested = asdict(nested)
+        model = {**nested, **{k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}}
+        return cls(**options).with_options(**model)
+
+    def with_options(self, **options) -> CoreTrainConfig:
+        """`dataclasses.replace` that also takes CoreConfig's fields (`mode=`, `image_size=`, ...) into `model`;
+        a preset-driven field given as None keeps the preset's value."""
+        model = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
+        model = {k: v for k, v in model.items() if not (v is None and k in PRESET_DRIVEN)}
+        cfg = replace(self, **options)
+        return replace(cfg, model=replace(cfg.model, **model)) if model else cfg
+
+    def model_overrides(self) -> dict:
+        """The model's every field, for `create_core(self.preset, **overrides)` (which then gives `self.model`)."""
+        return asdict(self.model)
 
 class _Rows(Dataset):
     """(image, description, z-score) rows; images decoded in the workers."""
@@ -373,8 +367,8 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     mean, std = float(mos[fit_idx].mean()), float(mos[fit_idx].std()) or 1.0
     z = (mos - mean) / std
 
-    model = create_core(cfg.preset, pretrained=cfg.pretrained, pretrained_text=cfg.pretrained_text, **cfg.model_overrides(),
-                        mos_mean=mean, mos_std=std, mos_range=score_range)
+    model = CoreModel(replace(cfg.model, mos_mean=mean, mos_std=std, mos_range=score_range), pretrained=cfg.pretrained,
+                      pretrained_text=cfg.pretrained_text)
     top = None
     cache_dir = cfg.feature_cache or Path(cfg.output_dir) / "feature_cache"
     if uses_cache(cfg, model.config):
@@ -506,8 +500,8 @@ def train_core(cfg: CoreTrainConfig) -> dict:
                               log_with="tensorboard" if cfg.tensorboard else None, project_dir=str(out / "tb"))
     if cfg.tensorboard:
         accelerator.init_trackers("core")
-    needs_text = (cfg.mode or PRESETS[cfg.preset].get("mode", "fusion")) != "image"
-    needs_image = (cfg.mode or PRESETS[cfg.preset].get("mode", "fusion")) != "text"
+    needs_text = cfg.model.mode != "image"
+    needs_image = cfg.model.mode != "text"
     records, score_range = load_training_data(cfg, needs_text)
     records = readable(records, needs_image)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -551,14 +545,13 @@ def ablate_modes(cfg: CoreTrainConfig, modes=("image", "text", "fusion")) -> dic
     Each mode trains under `output_dir/<mode>`; frozen-backbone features are shared through one cache.
     Writes `output_dir/ablation.json` and `ablation.md` (mean +- std over seeds x folds).
     """
-    from dataclasses import replace
 
 
     out = Path(cfg.output_dir)
     cache = cfg.feature_cache or str(out / "feature_cache")
     table = {}
     for mode in modes:
-        report = train_core(replace(cfg, mode=mode, output_dir=str(out / mode), feature_cache=cache))
+        report = train_core(cfg.with_options(mode=mode, output_dir=str(out / mode), feature_cache=cache))
         table[mode] = report["mean_std"] | {"n_runs": report["n_runs"]}
     (out / "ablation.json").write_text(json.dumps(table, indent=2))
     lines = ["| mode | " + " | ".join(METRICS) + " | runs |", "|---" * (len(METRICS) + 2) + "|"]
