@@ -65,10 +65,13 @@ class AnnotateConfig(RayOptions, ServerOptions):
     images: str | None = field(default=None, metadata={"help": "Folder of images to annotate."})
     dataset: str | None = field(default=None, metadata={"help": "Or a manifest CSV/JSONL with an image column."})
     out: str = field(default="descriptions.jsonl", metadata={"help": "Append-only JSONL of results."})
-    model: str = field(default="describer", metadata={"help": "Model name sent to the server (an adapter name or the "
-                                                              "base); in direct mode a VLM id or folder, 'describer' "
-                                                              "meaning the default Qwen2.5-VL-3B (offline: the bundled "
-                                                              "offline/small-describer)."})
+    model: str = field(default="describer", metadata={
+        "flag": "server_model", "aliases": ("model",), "alias_also": ("describer",),
+        "help": "Model name sent to the server: an adapter name registered with `realness serve --lora`, or the "
+                "base."})
+    describer: str | None = field(default=None, metadata={"help": "Direct mode: the describer VLM id or folder (none: "
+                                                                  "the default Qwen2.5-VL-3B; offline the bundled "
+                                                                  "offline/small-describer)."})
     engine: str | None = field(default=None, metadata={"help": "Direct mode instead of servers: vllm or transformers."})
     adapter: str | None = field(default=None, metadata={"help": "Direct mode: LoRA adapter folder."})
     question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD "
@@ -181,7 +184,7 @@ def annotate(cfg: AnnotateConfig) -> dict:
         import_ray()  # says how to install Ray, before anything else
 
     if cfg.engine:
-        require_local_folder(cfg.model, "--model")
+        require_local_folder(cfg.describer or cfg.model, "--describer")
         require_local_folder(cfg.adapter, "--adapter")
     out = Path(cfg.out)
     paths = _inputs(cfg)
@@ -263,7 +266,8 @@ class EngineAnnotator:
 
     def __init__(self, cfg: AnnotateConfig):
         self.cfg = cfg
-        model = DEFAULT_DESCRIBER if cfg.model == "describer" else cfg.model  # the server-side name means the default
+        name = cfg.describer or cfg.model  # before --describer, --model named the VLM in direct mode too
+        model = DEFAULT_DESCRIBER if name == "describer" else name  # the server-side name means the default
         self.engine, self.info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
                                                 system=cfg.system or None, max_new_tokens=cfg.max_tokens,
                                                 verdict_guide=cfg.verdict_guide)

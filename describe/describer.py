@@ -30,11 +30,12 @@ class DescribeConfig:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
-def describe_folder(model_id: str, images: str | Path, out: str | Path, adapter: str | Path | None = None,
-                    quantize_4bit: bool = False, batch_size: int = 8, max_new_tokens: int = 64,
-                    progress: bool = True, verdict_guide: str | None = "auto") -> dict:
+def describe_folder(cfg: DescribeConfig) -> dict:
     """`realness describe`: a descriptions CSV (`filename, description, verdict, contract_ok, problems`)
     that CORE and DREAM read. Unreadable images are reported and skipped."""
+    model_id, images, out, adapter, quantize_4bit = cfg.describer, cfg.images, cfg.out, cfg.adapter, cfg.quantize_4bit
+    batch_size, max_new_tokens, progress = cfg.batch_size, cfg.max_tokens, cfg.progress
+    verdict_guide = cfg.verdict_guide
     import csv
     import logging
     import sys

@@ -29,7 +29,9 @@ from realness.files import require_local_folder
 class ServerConfig:
     """What `realness serve` starts."""
 
-    model: str = field(metadata={"help": "Base model id or folder."})
+    model: str = field(metadata={
+        "flag": "describer", "aliases": ("model",),
+        "help": "Base model id or folder."})
     lora: list[str] = field(default_factory=list, metadata={"help": "Adapters as name=path (repeatable)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Bind address; 0.0.0.0 exposes the server to the network."})
     port: int = field(default=8000, metadata={"help": "Port."})
@@ -49,7 +51,7 @@ class ServerConfig:
                                                                   "large model loads for minutes)."})
 
     def __post_init__(self):
-        require_local_folder(self.model, "--model")
+        require_local_folder(self.model, "--describer")
         for lora in self.lora:
             name, sep, path = lora.partition("=")
             if not sep or not name or not path:

@@ -34,8 +34,12 @@ class DescriberTrainConfig:
     """Options of `training/train_describer.py` (and `realness train-describer`)."""
 
     data: str = field(metadata={"help": "RAISE-layout folder or a manifest (image, description, source) CSV/JSONL."})
-    model_id: str = field(default="Qwen/Qwen2.5-VL-3B-Instruct", metadata={"help": "Base VLM (hub id or folder)."})
-    output_dir: str = field(default="runs/describer", metadata={"help": "Checkpoints, adapter/, samples.jsonl."})
+    model_id: str = field(default="Qwen/Qwen2.5-VL-3B-Instruct", metadata={
+        "flag": "describer", "aliases": ("model_id",),
+        "help": "Base VLM (hub id or folder)."})
+    output_dir: str = field(default="runs/describer", metadata={
+        "flag": "out", "aliases": ("output_dir",),
+        "help": "Checkpoints, adapter/, samples.jsonl."})
     descriptions: str | None = field(default=None, metadata={"help": "Descriptions file for a RAISE folder (default: "
                                                                      "its GPT-4.1 CSV)."})
     question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The user prompt (default: the RAISE-TD "
@@ -65,7 +69,9 @@ class DescriberTrainConfig:
     eval_steps: int = field(default=50, metadata={"help": "Evaluate (loss + samples) every N steps."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     samples_per_eval: int = field(default=4, metadata={"help": "Held-out images described at each evaluation."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation length for samples."})
+    max_new_tokens: int = field(default=64, metadata={
+        "flag": "max_tokens", "aliases": ("max_new_tokens",),
+        "help": "Generation length for samples."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
     num_workers: int = field(default=2, metadata={"help": "Data loader workers."})

@@ -19,15 +19,17 @@ next batches, each as a ratio to the model alone at the same batch size, measure
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from realness.argparsing import parse_dataclasses
 
 
 def _images(n: int, size=(512, 384)) -> list[Image.Image]:
@@ -113,23 +115,30 @@ def _build(name: str, device: str):
         return model.to(device), "random init from the published configs (no network for ResNet-50/BERT weights)"
 
 
+@dataclass
+class BenchCoreConfig:
+    """Options of `python eval/bench_core.py` (the same parser as every `realness` command)."""
+
+    models: list[str] = field(default_factory=lambda: ["offline", "paper"], metadata={
+        "help": "offline, offline-flip (test-time flips), paper, or a saved CORE model's folder"})
+    images: int = field(default=32, metadata={"help": "Images per measurement"})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata={
+        "help": "Batch sizes to time; the first is the baseline"})
+    image_sizes: list[str] | None = field(default=None, metadata={
+        "default_help": "the model's own",
+        "help": "Input sizes HxW to time each model at, the first being the baseline"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    amp: str = field(default="none", metadata={
+        "default_help": "none, float32", "choices": tuple(["none", "bf16", "fp16"]),
+        "help": "Autocast dtype"})
+    workers: list[int] = field(default_factory=lambda: [], metadata={
+        "default_help": "none",
+        "help": "Also time predict from JPEG files with these DataLoader worker counts"})
+    out: str = field(default="eval/out/bench_core.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["offline", "paper"],
-                   help="offline, offline-flip (test-time flips), paper, or a saved CORE model's folder (default: "
-                        "offline paper)")
-    p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8], help="Batch sizes to time; the first is "
-                                                                                    "the baseline (default: 1 2 4 8)")
-    p.add_argument("--image-sizes", nargs="+", default=None,
-                   help="Input sizes HxW to time each model at, the first being the baseline (default: the model's own)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="Autocast dtype (default: none, "
-                                                                                   "float32)")
-    p.add_argument("--workers", type=int, nargs="*", default=[],
-                   help="Also time predict from JPEG files with these DataLoader worker counts (default: none)")
-    p.add_argument("--out", default="eval/out/bench_core.json", help="JSON results (default: eval/out/bench_core.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchCoreConfig], argv, prog="python eval/bench_core.py", description=__doc__)
     images = _images(max(a.images, max(a.batch_sizes)))
     texts = ["Yes, the roots and soil mound around the tree look oddly artificial, and the people look repetitive."] * a.images
     texts = texts + texts[:1] * (len(images) - len(texts))

@@ -17,17 +17,19 @@ over generated tokens) against a bf16 matrix-product rate measured in the same r
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib.util
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from realness.argparsing import parse_dataclasses
 
 
 def _rss_gib() -> float:
@@ -105,34 +107,37 @@ def _time(generate, images, device: str) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class BenchDescribeConfig:
+    """Options of `python eval/bench_describe.py` (the same parser as every `realness` command)."""
+
+    model: str | None = field(default=None, metadata={
+        "default_help": "build the tiny test Qwen2-VL",
+        "help": "Base VLM id or folder, or realsize:qwen2.5-vl-3b"})
+    adapter: str | None = field(default=None, metadata={"default_help": "none", "help": "LoRA adapter folder"})
+    engines: list[str] = field(default_factory=lambda: ["transformers", "vllm"], metadata={
+        "help": "Engines to time; vllm is skipped with a note when not installed"})
+    images: int = field(default=32, metadata={"help": "Images per measurement"})
+    image_size: list[int] = field(default_factory=lambda: [512, 384], metadata={"help": "Random images of this size"})
+    image_dir: str | None = field(default=None, metadata={
+        "default_help": "random noise of --image-size",
+        "help": "Take the images from this folder, e.g. RAISE's"})
+    batch_sizes: list[int] = field(default_factory=lambda: [8], metadata={
+        "help": "transformers batch sizes, each timed on two batches (at least 8 images); vLLM gets all --images at "
+                "once"})
+    max_new_tokens: int = field(default=48, metadata={"help": "Tokens every request decodes, exactly"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16, for both engines"})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={
+        "default_help": "cuda when present, else cpu",
+        "help": "transformers device"})
+    max_model_len: int | None = field(default=None, metadata={
+        "default_help": "4096 for a given model, 1024 for the tiny one",
+        "help": "vLLM context length"})
+    out: str = field(default="eval/out/bench_describe.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: build the "
-                                                 "tiny test Qwen2-VL)")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: none)")
-    p.add_argument("--engines", nargs="+", default=["transformers", "vllm"], help="Engines to time; vllm is skipped "
-                                                                                  "with a note when not installed "
-                                                                                  "(default: transformers vllm)")
-    p.add_argument("--images", type=int, default=32, help="Images per measurement (default: 32)")
-    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Random images of "
-                                                                                                   "this size "
-                                                                                                   "(default: 512 384)")
-    p.add_argument("--image_dir", default=None, help="Take the images from this folder, e.g. RAISE's (default: random "
-                                                     "noise of --image-size)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="transformers batch sizes, each timed on "
-                                                                           "two batches (at least 8 images); vLLM gets "
-                                                                           "all --images at once (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="Tokens every request decodes, exactly (default: 48)")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, for both engines (default: "
-                                                      "float32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="transformers device "
-                                                                                            "(default: cuda when "
-                                                                                            "present, else cpu)")
-    p.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (default: 4096 for a given "
-                                                                   "model, 1024 for the tiny one)")
-    p.add_argument("--out", default="eval/out/bench_describe.json", help="JSON results (default: "
-                                                                         "eval/out/bench_describe.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchDescribeConfig], argv, prog="python eval/bench_describe.py", description=__doc__)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from describe.realsize import benchmark_model

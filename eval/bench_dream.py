@@ -9,15 +9,16 @@ on the weights). Prints one line per method and the ratio; writes --out (JSON).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from realness.argparsing import parse_dataclasses
 from realness.dream import DreamConfig, DreamMapper
 
 DESC = "Yes, the hat looks warped on the dog's head; the fur around the hat is blurry."
@@ -35,15 +36,19 @@ def _time(mapper: DreamMapper, images, batch: int, device: str) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+@dataclass
+class BenchDreamConfig:
+    """Options of `python eval/bench_dream.py` (the same parser as every `realness` command)."""
+
+    images: int = field(default=4, metadata={"help": "Images per method"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture"})
+    stride: int = field(default=16, metadata={"default_help": "16, the issue's default", "help": "Window stride in px"})
+    out: str = field(default="eval/out/bench_dream.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=4, help="Images per method (default: 4)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
-    p.add_argument("--stride", type=int, default=16, help="Window stride in px (default: 16, the issue's default)")
-    p.add_argument("--out", default="eval/out/bench_dream.json", help="JSON results (default: "
-                                                                      "eval/out/bench_dream.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchDreamConfig], argv, prog="python eval/bench_dream.py", description=__doc__)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)) for _ in range(a.images)]
     try:

@@ -10,13 +10,14 @@ depend on them), and the ratio; writes --out (JSON).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from realness.argparsing import parse_dataclasses
 from realness.dream import DreamConfig, DreamMapper
 from realness.dream.artifact import ArtifactMapModel
 from realness.dream.evidence import EvidenceMapper
@@ -35,12 +36,17 @@ def _per_image(fn, images, rounds: int) -> float:
     return (time.perf_counter() - start) / (rounds * len(images))
 
 
+@dataclass
+class BenchMapsConfig:
+    """Options of `python eval/bench_maps.py` (the same parser as every `realness` command)."""
+
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    rounds: int = field(default=3, metadata={"help": "Passes over the six images"})
+    out: str = field(default="eval/out/bench_maps.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--rounds", type=int, default=3, help="Passes over the six images (default: 3)")
-    p.add_argument("--out", default="eval/out/bench_maps.json", help="JSON results (default: eval/out/bench_maps.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchMapsConfig], argv, prog="python eval/bench_maps.py", description=__doc__)
     images = [Image.open(f).convert("RGB").resize((512, 384)) for f in sorted(SAMPLES.glob("*.jpg"))]
     detector = RegionDetector()
     artifact = ArtifactMapModel.from_pretrained("offline/artifact-map", device=a.device)

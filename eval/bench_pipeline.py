@@ -14,12 +14,14 @@ model loading. Prints the per-stage table and the ratio B / A; writes --out (JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from realness.argparsing import parse_dataclasses
 
 RAISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raise-train" / "images"
 
@@ -35,32 +37,40 @@ def _images(src: Path, n: int, dst: Path) -> int:
     return n
 
 
+@dataclass
+class BenchPipelineConfig:
+    """Options of `python eval/bench_pipeline.py` (the same parser as every `realness` command)."""
+
+    images: str | None = field(default=None, metadata={
+        "default_help": "RAISE training images, else the samples",
+        "help": "Folder of images"})
+    n: int = field(default=32, metadata={"help": "Images to run"})
+    describer: str = field(default="tiny-qwen2vl", metadata={
+        "default_help": "tiny-qwen2vl, the offline placeholder",
+        "help": "Describer model"})
+    adapter: str | None = field(default=None, metadata={
+        "default_help": "none",
+        "help": "Describer LoRA adapter folder"})
+    engine: str = field(default="auto", metadata={"help": "Describer engine"})
+    clip_model: str = field(default="tiny-clip", metadata={
+        "help": "open_clip model, or tiny-clip for the offline placeholder"})
+    clip_pretrained: str = field(default="openai", metadata={"help": "open_clip weights tag; '' for random init"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    chunk_size: int = field(default=16, metadata={"help": "realness run --chunk_size"})
+    out: str = field(default="eval/out/bench_pipeline.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default=None, help="Folder of images (default: RAISE training images, else the samples)")
-    p.add_argument("--n", type=int, default=32, help="Images to run (default: 32)")
-    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline "
-                                                               "placeholder)")
-    p.add_argument("--adapter", default=None, help="Describer LoRA adapter folder (default: none)")
-    p.add_argument("--engine", default="auto", help="Describer engine (default: auto)")
-    p.add_argument("--clip_model", default="tiny-clip", help="open_clip model, or tiny-clip for the offline "
-                                                             "placeholder (default: tiny-clip)")
-    p.add_argument("--clip_pretrained", default="openai", help="open_clip weights tag; '' for random init (default: "
-                                                               "openai)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--chunk_size", type=int, default=16, help="realness run --chunk_size (default: 16)")
-    p.add_argument("--out", default="eval/out/bench_pipeline.json", help="JSON results (default: "
-                                                                         "eval/out/bench_pipeline.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchPipelineConfig], argv, prog="python eval/bench_pipeline.py", description=__doc__)
 
     from describe.annotate import AnnotateConfig, annotate
     from describe.tiny import tiny_describer
     from realness.dream.configuration import DreamConfig
-    from realness.dream.run import map_folder
+    from realness.dream.run import MapConfig, map_folder
     from realness.dream.tiny import tiny_clip
     from realness.pipeline import RunConfig, _device, run
     from realness.samples import IMAGES_DIR
-    from realness.scoring import score_folder
+    from realness.scoring import ScoreCoreConfig, score_folder
 
     src = Path(a.images) if a.images else (RAISE if RAISE.is_dir() else IMAGES_DIR)
     clip = tiny_clip() if a.clip_model == "tiny-clip" else {"model": a.clip_model, "pretrained": a.clip_pretrained or None}
@@ -89,11 +99,13 @@ def main(argv=None) -> dict:
         base["describe (annotate)"] = time.perf_counter() - start
         start = time.perf_counter()
         core = s["models"]["core"]  # the model `--core auto` chose for the run
-        score_folder(core["name"], work / "images", None if core["mode"] == "image" else work / "b" / "descriptions.jsonl",
-                     work / "b" / "scores.csv", device=device, progress=False)
+        descriptions = None if core["mode"] == "image" else str(work / "b" / "descriptions.jsonl")
+        score_folder(ScoreCoreConfig(core=core["name"], images=str(work / "images"), descriptions=descriptions,
+                                     out=str(work / "b" / "scores.csv"), device=device, progress=False))
         base["score (score-core)"] = time.perf_counter() - start
         start = time.perf_counter()
-        map_folder(work / "images", work / "b" / "descriptions.jsonl", work / "b" / "maps", dream, device, progress=False)
+        map_folder(MapConfig(images=str(work / "images"), descriptions=str(work / "b" / "descriptions.jsonl"),
+                             out=str(work / "b" / "maps"), device=device, progress=False), dream)
         base["map (map)"] = time.perf_counter() - start
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,32 +12,43 @@ first tiny task, timed apart. Prints images/s per mode and the ratios to single-
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import RAISE, _images  # noqa: E402
 
+from realness.argparsing import parse_dataclasses
+
+
+@dataclass
+class BenchRayConfig:
+    """Options of `python eval/bench_ray.py` (the same parser as every `realness` command)."""
+
+    images: str | None = field(default=None, metadata={
+        "default_help": "RAISE training images, else the samples",
+        "help": "Folder of images"})
+    n: int = field(default=32, metadata={"help": "Images per mode"})
+    describer: str = field(default="tiny-qwen2vl", metadata={
+        "default_help": "tiny-qwen2vl, the offline placeholder",
+        "help": "Describer model"})
+    ray: str = field(default="local", metadata={"help": "local (start Ray here) or a cluster address"})
+    workers: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "Actors per stage to time"})
+    gpus: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], metadata={
+        "default_help": "0 0 0",
+        "help": "GPUs per actor: describe, score, map"})
+    cpus_per_actor: float = field(default=0.5, metadata={"help": "CPUs each actor reserves"})
+    chunk_size: int = field(default=8, metadata={"help": "Images per block/batch"})
+    out: str = field(default="eval/out/bench_ray.json", metadata={"help": "JSON results"})
+
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default=None, help="Folder of images (default: RAISE training images, else the samples)")
-    p.add_argument("--n", type=int, default=32, help="Images per mode (default: 32)")
-    p.add_argument("--describer", default="tiny-qwen2vl", help="Describer model (default: tiny-qwen2vl, the offline "
-                                                               "placeholder)")
-    p.add_argument("--ray", default="local", help="local (start Ray here) or a cluster address (default: local)")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Actors per stage to time (default: 1 2)")
-    p.add_argument("--gpus", type=float, nargs=3, default=[0.0, 0.0, 0.0], help="GPUs per actor: describe, score, map "
-                                                                                "(default: 0 0 0)")
-    p.add_argument("--cpus_per_actor", type=float, default=0.5, help="CPUs each actor reserves (default: 0.5)")
-    p.add_argument("--chunk_size", type=int, default=8, help="Images per block/batch (default: 8)")
-    p.add_argument("--out", default="eval/out/bench_ray.json", help="JSON results (default: eval/out/bench_ray.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchRayConfig], argv, prog="python eval/bench_ray.py", description=__doc__)
 
     import ray
 

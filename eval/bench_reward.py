@@ -12,14 +12,16 @@ filtering, policy-gradient rewards). Writes --out (JSON).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from realness.argparsing import parse_dataclasses
 
 
 def _sync(device: str) -> None:
@@ -37,17 +39,21 @@ def _timed(fn, n: int, device: str, repeats: int) -> float:
     return n * repeats / (time.perf_counter() - start)
 
 
+@dataclass
+class BenchRewardConfig:
+    """Options of `python eval/bench_reward.py` (the same parser as every `realness` command)."""
+
+    model: str = field(default="offline-image", metadata={"help": "CORE model"})
+    sizes: list[int] = field(default_factory=lambda: [256, 512], metadata={"help": "Square input sides"})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32], metadata={"help": "Batch sizes"})
+    repeats: int = field(default=1, metadata={"help": "Timed repeats per cell after a warm-up"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    dtype: str = field(default="fp32", metadata={"help": "Autocast dtype", "choices": tuple(["fp32", "bf16", "fp16"])})
+    out: str = field(default="eval/out/bench_reward.json", metadata={"help": "JSON results"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="offline-image", help="CORE model (default: offline-image)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="Square input sides (default: 256 512)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="Batch sizes (default: 1 8 32)")
-    p.add_argument("--repeats", type=int, default=1, help="Timed repeats per cell after a warm-up (default: 1)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="Autocast dtype (default: fp32)")
-    p.add_argument("--out", default="eval/out/bench_reward.json", help="JSON results (default: "
-                                                                       "eval/out/bench_reward.json)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchRewardConfig], argv, prog="python eval/bench_reward.py", description=__doc__)
     from realness.reward import RealnessReward
 
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]

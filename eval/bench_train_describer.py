@@ -25,10 +25,13 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from realness.argparsing import parse_dataclasses
 
 DESCRIPTION = ("Yes, the hands look merged and the fingers blend into the cup, the lighting on the face does not match "
                "the window behind, the text on the sign is garbled and the reflections in the glass are missing.")
@@ -114,27 +117,29 @@ def child(a) -> dict:
     return result
 
 
+@dataclass
+class BenchTrainDescriberConfig:
+    """Options of `python eval/bench_train_describer.py` (the same parser as every `realness` command)."""
+
+    model: str | None = field(default=None, metadata={
+        "default_help": "the tiny test Qwen2-VL",
+        "help": "Base VLM id or folder, or realsize:qwen2.5-vl-3b"})
+    modes: list[str] = field(default_factory=lambda: ["lora", "qlora"], metadata={
+        "help": "lora (bf16 base) and/or qlora (4-bit NF4 base); lora-before / qlora-before: the recipe before the "
+                "memory work (logits over the whole vocabulary at every position, PEFT's float32 casts)"})
+    steps: int = field(default=6, metadata={"help": "Optimizer steps per mode"})
+    warmup: int = field(default=2, metadata={"help": "Steps left out of the timing"})
+    batch_size: int = field(default=2, metadata={"help": "Samples per step"})
+    image_size: list[int] = field(default_factory=lambda: [512, 384], metadata={"help": "Synthetic image size"})
+    out: str = field(default="eval/out/bench_train_describer.json", metadata={"help": "JSON results"})
+    child: str | None = field(default=None, metadata={"help": argparse.SUPPRESS})
+    model_dir: str | None = field(default=None, metadata={"help": argparse.SUPPRESS})
+    manifest: str | None = field(default=None, metadata={"help": argparse.SUPPRESS})
+    run_dir: str | None = field(default=None, metadata={"help": argparse.SUPPRESS})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Base VLM id or folder, or realsize:qwen2.5-vl-3b (default: the tiny "
-                                                 "test Qwen2-VL)")
-    p.add_argument("--modes", nargs="+", default=["lora", "qlora"], help="lora (bf16 base) and/or qlora (4-bit NF4 "
-                                                                         "base); "
-                   "lora-before / qlora-before: the recipe before the memory work (logits over the whole vocabulary at "
-                   "every position, PEFT's float32 casts) (default: lora qlora)")
-    p.add_argument("--steps", type=int, default=6, help="Optimizer steps per mode (default: 6)")
-    p.add_argument("--warmup", type=int, default=2, help="Steps left out of the timing (default: 2)")
-    p.add_argument("--batch-size", type=int, default=2, help="Samples per step (default: 2)")
-    p.add_argument("--image-size", type=int, nargs=2, default=[512, 384], metavar=("W", "H"), help="Synthetic image "
-                                                                                                   "size (default: 512 "
-                                                                                                   "384)")
-    p.add_argument("--out", default="eval/out/bench_train_describer.json", help="JSON results (default: "
-                                                                                "eval/out/bench_train_describer.json)")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--model_dir", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--manifest", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--run_dir", default=None, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([BenchTrainDescriberConfig], argv, prog="python eval/bench_train_describer.py", description=__doc__)
     if a.child:
         return child(a)
     from describe.realsize import benchmark_model

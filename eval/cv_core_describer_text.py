@@ -28,13 +28,15 @@ describer trainings aligned with CORE's folds would remove, at 5 times the cost.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from realness.argparsing import parse_dataclasses
 
 CONSTANT = "Somewhat. Some details of the image look slightly unnatural."
 
@@ -146,24 +148,30 @@ def summary(run_dir: Path, against: Path | None) -> dict:
             "paired": paired(run_dir, against) if against is not None else None}
 
 
+@dataclass
+class CvCoreDescriberTextConfig:
+    """Options of `python eval/cv_core_describer_text.py` (the same parser as every `realness` command)."""
+
+    data: str = field(default="../shared/data/raise-train", metadata={"help": "RAISE folder"})
+    out: str = field(default="eval/out/describer-text", metadata={"help": "Output folder"})
+    config: str = field(default="training/configs/core_offline.yaml", metadata={"flag": "recipe",
+        "default_help": "training/configs/core_offline.yaml, the bundled one",
+        "help": "CORE recipe every row trains with"})
+    describer_config: str = field(default="training/configs/describer_small.yaml", metadata={
+        "help": "Describer recipe for the cross-fit"})
+    base: str = field(default="runs/small-base", metadata={
+        "help": "Untrained small-describer folder, built when missing"})
+    parts: int = field(default=2, metadata={"help": "Cross-fitting parts: describer trainings"})
+    seed: int = field(default=0, metadata={"help": "Seed of the split into parts"})
+    batch_size: int = field(default=8, metadata={"help": "Images per generate call"})
+    max_new_tokens: int = field(default=64, metadata={"help": "Answer length cap"})
+    feature_cache: str | None = field(default=None, metadata={
+        "default_help": "OUT/feature_cache",
+        "help": "CORE feature cache"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
-                                                                        "../shared/data/raise-train)")
-    p.add_argument("--out", default="eval/out/describer-text", help="Output folder (default: eval/out/describer-text)")
-    p.add_argument("--config", default="training/configs/core_offline.yaml",
-                   help="CORE recipe every row trains with (default: training/configs/core_offline.yaml, the bundled "
-                        "one)")
-    p.add_argument("--describer_config", default="training/configs/describer_small.yaml",
-                   help="Describer recipe for the cross-fit (default: training/configs/describer_small.yaml)")
-    p.add_argument("--base", default="runs/small-base", help="Untrained small-describer folder, built when missing "
-                                                             "(default: runs/small-base)")
-    p.add_argument("--parts", type=int, default=2, help="Cross-fitting parts: describer trainings (default: 2)")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the split into parts (default: 0)")
-    p.add_argument("--batch_size", type=int, default=8, help="Images per generate call (default: 8)")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="Answer length cap (default: 64)")
-    p.add_argument("--feature_cache", default=None, help="CORE feature cache (default: OUT/feature_cache)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([CvCoreDescriberTextConfig], argv, prog="python eval/cv_core_describer_text.py", description=__doc__)
     import yaml
 
     from realness.core.training import CoreTrainConfig, load_training_data, train_core

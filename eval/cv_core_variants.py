@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from realness.argparsing import parse_dataclasses
 
 VARIANTS = {
     "baseline": {},
@@ -113,20 +116,23 @@ def ships_bytes(model) -> int:
     return 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+@dataclass
+class CvCoreVariantsConfig:
+    """Options of `python eval/cv_core_variants.py` (the same parser as every `realness` command)."""
+
+    config: str = field(metadata={"flag": "recipe", "help": "CORE training YAML (the recipe every variant starts from)"})
+    output_dir: str = field(default="eval/out/core-variants", metadata={"help": "Where runs and the table go"})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
+        "help": f"Which of {list(VARIANTS)} (default: all; none: only rewrite the table); "
+                        "the table keeps variants measured by earlier calls", "choices": tuple(list(VARIANTS))})
+
+
 def main(argv=None) -> dict:
-    import argparse
 
     from realness.core import create_core
     from realness.core.training import CoreTrainConfig, train_core
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="CORE training YAML (the recipe every variant starts from)")
-    p.add_argument("--output_dir", default="eval/out/core-variants", help="Where runs and the table go (default: "
-                                                                          "eval/out/core-variants)")
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
-                   help=f"Which of {list(VARIANTS)} (default: all; none: only rewrite the table); "
-                        "the table keeps variants measured by earlier calls")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([CvCoreVariantsConfig], argv, prog="python eval/cv_core_variants.py", description=__doc__)
     import yaml
 
     base = CoreTrainConfig.from_flat(**yaml.safe_load(Path(a.config).read_text()))

@@ -19,15 +19,16 @@ Writes `--out/artifact_map_eval.json` and prints the tables (markdown).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from realness.argparsing import parse_dataclasses
 from realness.dream import DreamConfig
 from realness.dream.artifact import ArtifactMapModel
 from realness.dream.baselines import floor_maps
@@ -111,18 +112,26 @@ def raise_weak(args, detector) -> dict:
             "peak_inside": {k: float(np.mean(v)) for k, v in hits.items() if v}}
 
 
+@dataclass
+class EvalArtifactMapConfig:
+    """Options of `python eval/eval_artifact_map.py` (the same parser as every `realness` command)."""
+
+    model: str = field(default="runs/artifact-map", metadata={"help": "Artifact map folder with its validation.json"})
+    holdout: list[str] = field(default_factory=lambda: [], metadata={
+        "default_help": "none",
+        "help": "KIND=FOLDER models trained without KIND"})
+    per_image: int = field(default=4, metadata={"help": "Planted edits per held-out photo"})
+    seed: int = field(default=100, metadata={
+        "default_help": "100; training validated on seed+1 of its own",
+        "help": "Seed of the fresh planted set"})
+    raise_limit: int = field(default=0, metadata={
+        "default_help": "0, all; -1: skip RAISE",
+        "help": "At most this many RAISE f* images"})
+    out: str = field(default="eval/out/artifact-map", metadata={"help": "Output folder"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/artifact-map", help="Artifact map folder with its validation.json "
-                                                                "(default: runs/artifact-map)")
-    p.add_argument("--holdout", nargs="*", default=[], help="KIND=FOLDER models trained without KIND (default: none)")
-    p.add_argument("--per_image", type=int, default=4, help="Planted edits per held-out photo (default: 4)")
-    p.add_argument("--seed", type=int, default=100, help="Seed of the fresh planted set (default: 100; training "
-                                                         "validated on seed+1 of its own)")
-    p.add_argument("--raise_limit", type=int, default=0, help="At most this many RAISE f* images (default: 0, all; -1: "
-                                                              "skip RAISE)")
-    p.add_argument("--out", default="eval/out/artifact-map", help="Output folder (default: eval/out/artifact-map)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([EvalArtifactMapConfig], argv, prog="python eval/eval_artifact_map.py", description=__doc__)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     detector = RegionDetector()
     result = {"planted": planted(a, detector)}

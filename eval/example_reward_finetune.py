@@ -17,17 +17,19 @@ whether the change is one it agrees with. Writes `example.json` and `grid.png` (
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from realness.argparsing import parse_dataclasses
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (96, 128)  # H, W: RAISE's 3:4
@@ -65,20 +67,23 @@ def jittered(latents: torch.Tensor, seed: int, scale: float = 0.15) -> torch.Ten
     return latents + scale * torch.randn(latents.shape, generator=g)
 
 
+@dataclass
+class ExampleRewardFinetuneConfig:
+    """Options of `python eval/example_reward_finetune.py` (the same parser as every `realness` command)."""
+
+    steps: int = field(default=200, metadata={"help": "Reward fine-tuning steps"})
+    pretrain_steps: int = field(default=400, metadata={"help": "Steps fitting the six photographs first"})
+    batch_size: int = field(default=2, metadata={"help": "Latents per fine-tuning step"})
+    lr: float = field(default=2e-4, metadata={"default_help": "2e-4", "help": "Fine-tuning learning rate"})
+    reg: float = field(default=20.0, metadata={"default_help": "20", "help": "Weight of the stay-close regulariser"})
+    model: str = field(default="offline-image", metadata={"help": "The reward's CORE"})
+    audit_model: str = field(default="offline-audit", metadata={"help": "The audit CORE, never in the loss"})
+    seed: int = field(default=0, metadata={"help": "Seed"})
+    out: str = field(default="eval/out/reward_example", metadata={"help": "Output folder"})
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=200, help="Reward fine-tuning steps (default: 200)")
-    p.add_argument("--pretrain-steps", type=int, default=400, help="Steps fitting the six photographs first (default: "
-                                                                   "400)")
-    p.add_argument("--batch-size", type=int, default=2, help="Latents per fine-tuning step (default: 2)")
-    p.add_argument("--lr", type=float, default=2e-4, help="Fine-tuning learning rate (default: 2e-4)")
-    p.add_argument("--reg", type=float, default=20.0, help="Weight of the stay-close regulariser (default: 20)")
-    p.add_argument("--model", default="offline-image", help="The reward's CORE (default: offline-image)")
-    p.add_argument("--audit-model", default="offline-audit", help="The audit CORE, never in the loss (default: "
-                                                                  "offline-audit)")
-    p.add_argument("--seed", type=int, default=0, help="Seed (default: 0)")
-    p.add_argument("--out", default="eval/out/reward_example", help="Output folder (default: eval/out/reward_example)")
-    a = p.parse_args(argv)
+    (a,) = parse_dataclasses([ExampleRewardFinetuneConfig], argv, prog="python eval/example_reward_finetune.py", description=__doc__)
     from realness.reward import RealnessLoss, RealnessReward
 
     torch.manual_seed(a.seed)

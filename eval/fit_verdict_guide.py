@@ -11,21 +11,28 @@ guided verdicts agree with the reference on those same held-out predictions. Wri
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 
 from describe.verdict import fit_guide
+from realness.argparsing import parse_dataclasses
+
+
+@dataclass
+class FitVerdictGuideConfig:
+    """Options of `python eval/fit_verdict_guide.py` (the same parser as every `realness` command)."""
+
+    cv: str = field(metadata={"help": "Image-only CORE cross-validation folder"})
+    out: str = field(metadata={"help": "Folder to write verdict.json into"})
+    core: str = field(default="offline-image", metadata={
+        "help": "The image-only CORE the guide runs: bundled name or folder"})
+    reference: str = field(default="../shared/data/raise-train/descriptions_gpt41.csv", metadata={
+        "default_help": "RAISE-TD's GPT-4.1 CSV",
+        "help": "Reference descriptions whose verdict shares are matched"})
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cv", required=True, help="Image-only CORE cross-validation folder (required)")
-    p.add_argument("--core", default="offline-image", help="The image-only CORE the guide runs: bundled name or folder "
-                   "(default: offline-image)")
-    p.add_argument("--reference", default="../shared/data/raise-train/descriptions_gpt41.csv",
-                   help="Reference descriptions whose verdict shares are matched (default: RAISE-TD's GPT-4.1 CSV)")
-    p.add_argument("--out", required=True, help="Folder to write verdict.json into (required)")
-    a = p.parse_args()
+    (a,) = parse_dataclasses([FitVerdictGuideConfig], None, prog="python eval/fit_verdict_guide.py", description=__doc__)
     guide, report = fit_guide(a.cv, a.reference, a.core)
     path = guide.save(a.out)
     print(json.dumps({k: report[k] for k in ("images", "thresholds", "shares", "agreement", "majority_baseline",

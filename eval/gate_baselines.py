@@ -13,22 +13,28 @@ other folds under CORE's frozen image encoder) and image-only CORE. Writes `base
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from realness.argparsing import parse_dataclasses
+
+
+@dataclass
+class GateBaselinesConfig:
+    """Options of `python eval/gate_baselines.py` (the same parser as every `realness` command)."""
+
+    data: str = field(default="../shared/data/raise-train", metadata={"help": "RAISE folder"})
+    out: str = field(default="eval/out/gate-baselines", metadata={"help": "Output folder"})
+    folds: int = field(default=5, metadata={"help": "k of the k-fold split"})
+    n_boot: int = field(default=1000, metadata={"help": "Paired bootstrap resamples per fold"})
+
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
-                                                                        "../shared/data/raise-train)")
-    p.add_argument("--out", default="eval/out/gate-baselines", help="Output folder (default: eval/out/gate-baselines)")
-    p.add_argument("--folds", type=int, default=5, help="k of the k-fold split (default: 5)")
-    p.add_argument("--n_boot", type=int, default=1000, help="Paired bootstrap resamples per fold (default: 1000)")
-    a = p.parse_args()
+    (a,) = parse_dataclasses([GateBaselinesConfig], None, prog="python eval/gate_baselines.py", description=__doc__)
 
     from realness.core.training import CoreTrainConfig, train_core
     from realness.gate import GateConfig, evaluate_describer

@@ -22,14 +22,16 @@ Writes `gate.json` and `gate.md` in `--out`; `--ship DIR` also writes the short 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from realness.argparsing import parse_dataclasses
 
 CONSTANT = "Somewhat. Some details of the image look slightly unnatural."
 VERDICT_ORDER = ("no", "somewhat", "yes")
@@ -63,31 +65,33 @@ def _train_core(manifest: Path, out: Path, mode: str, recipe: str, folds: int = 
     return model
 
 
+@dataclass
+class GateSmallDescriberConfig:
+    """Options of `python eval/gate_small_describer.py` (the same parser as every `realness` command)."""
+
+    run: str = field(default="runs/describer-small", metadata={"help": "train_describer output folder"})
+    model: str = field(default="runs/small-base", metadata={"help": "Base folder the run started from"})
+    adapter: str | None = field(default=None, metadata={"default_help": "RUN/adapter", "help": "Adapter folder"})
+    data: str = field(default="../shared/data/raise-train", metadata={"help": "RAISE folder"})
+    out: str = field(default="eval/out/gate-small", metadata={"help": "Output folder"})
+    core_dir: str = field(default="eval/out/gate-core", metadata={
+        "help": "Where the two CORE heads for this split are trained, or found when already trained"})
+    batch_size: int = field(default=8, metadata={"help": "Images per generate call"})
+    max_new_tokens: int = field(default=64, metadata={"help": "Answer length cap"})
+    recipe: str = field(default="training/configs/core_offline.yaml", metadata={
+        "default_help": "the bundled one, training/configs/core_offline.yaml",
+        "help": "CORE recipe the gate's heads are trained with"})
+    verdict_guide: str = field(default="none", metadata={
+        "choices": tuple(("none", "fit")),
+        "help": "'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds fitted on a "
+                "cross-validation of the training images only; 'none': the describer's own"})
+    ship: str | None = field(default=None, metadata={
+        "default_help": "none",
+        "help": "Also write the short gate.json the run report shows into this folder"})
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/describer-small", help="train_describer output folder (default: "
-                                                                 "runs/describer-small)")
-    p.add_argument("--model", default="runs/small-base", help="Base folder the run started from (default: "
-                                                              "runs/small-base)")
-    p.add_argument("--adapter", default=None, help="Adapter folder (default: RUN/adapter)")
-    p.add_argument("--data", default="../shared/data/raise-train", help="RAISE folder (default: "
-                                                                        "../shared/data/raise-train)")
-    p.add_argument("--out", default="eval/out/gate-small", help="Output folder (default: eval/out/gate-small)")
-    p.add_argument("--core_dir", default="eval/out/gate-core", help="Where the two CORE heads for this split are "
-                                                                    "trained, "
-                   "or found when already trained (default: eval/out/gate-core)")
-    p.add_argument("--batch_size", type=int, default=8, help="Images per generate call (default: 8)")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="Answer length cap (default: 64)")
-    p.add_argument("--recipe", default="training/configs/core_offline.yaml",
-                   help="CORE recipe the gate's heads are trained with (default: the bundled one, "
-                        "training/configs/core_offline.yaml)")
-    p.add_argument("--verdict_guide", choices=("none", "fit"), default="none",
-                   help="'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds "
-                        "fitted "
-                        "on a cross-validation of the training images only; 'none': the describer's own (default: none)")
-    p.add_argument("--ship", default=None, help="Also write the short gate.json the run report shows into this folder "
-                                                "(default: none)")
-    a = p.parse_args()
+    (a,) = parse_dataclasses([GateSmallDescriberConfig], None, prog="python eval/gate_small_describer.py", description=__doc__)
 
     from realness.answers import parse_answer
     from realness.data import load_descriptions

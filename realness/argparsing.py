@@ -6,6 +6,8 @@ Each field becomes `--field_name` (underscores kept, dashes accepted), its help 
 and lists take several values. Field metadata:
     positional=True   also accepted bare (`prog VALUE`)
     const=X           `--flag` alone means `--flag X`
+    choices=(...)     the values it takes
+    default_help="…"  what --help says the default is, when its value alone would not say it
     flag="name"       the flag's (and YAML key's) name when it is not the field's: one word per idea across
                       commands (`--out`, `--describer`, `--clip`) while the Python field keeps its name
     aliases=(...)     old spellings, hidden, still read with a deprecation warning (kept for one release)
@@ -162,7 +164,9 @@ def _kwargs(leaf: _Leaf) -> dict[str, Any]:
         kwargs.update(type=tp)
     if "const" in f.metadata:
         kwargs.update(nargs="?", const=f.metadata["const"])
-    if "." in leaf.flag and tp is not bool:
+    if "choices" in f.metadata:
+        kwargs["choices"] = f.metadata["choices"]
+    if tp is not bool:
         kwargs.setdefault("metavar", leaf.flag.rsplit(".", 1)[-1].upper())
     return kwargs
 
@@ -171,12 +175,14 @@ def _add_leaf(target, leaf: _Leaf, taken: set[str]) -> None:
     """The flag itself (and its bare positional form); `taken` collects every option string."""
     f, kwargs = leaf.field, _kwargs(leaf)
     required = f.default is _MISSING and f.default_factory is _MISSING
-    help_text = f.metadata.get("help", "") + (" (required)" if required else f" (default: {_default(f)})")
+    shown = f.metadata.get("default_help", _default(f))
+    help_text = f.metadata.get("help", "") + (" (required)" if required else f" (default: {shown})")
+    help_text = help_text.replace("%", "%%")  # argparse formats help with %: "95%" must stay text
     names = _spellings(leaf.flag)
     target.add_argument(*names, help=help_text, **kwargs)
     taken.update(names)
     if f.metadata.get("positional"):  # also accepted as a bare argument: `prog VALUE` = `prog --name VALUE`
-        extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs")}
+        extra = {k: v for k, v in kwargs.items() if k not in ("dest", "nargs", "metavar")}
         target.add_argument(f"{leaf.key}{_POSITIONAL}", nargs="?", metavar=leaf.flag.upper(),
                             help=f"same as --{leaf.flag}", **extra)
 
@@ -214,7 +220,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type | Sequenc
     targets: dict[str, Any] = {}
     placed = []
     for one in (cls if isinstance(cls, (list, tuple)) else [cls]):
-        for leaf in _leaves(one):
+        own_first = sorted(_leaves(one), key=lambda leaf: leaf.owner != one.__name__)  # shared groups after
+        for leaf in own_first:
             title = group or leaf.owner or one.__name__
             if "." in leaf.flag:
                 title = f"{title}: --{leaf.flag.rsplit('.', 1)[0]}.*"
@@ -331,9 +338,6 @@ def parse_dataclasses(
     if missing:
         parser.error(f"missing required option(s): {', '.join('--' + m for m in missing)}")
     out = []
-    for cls in classes:
-        try:
-            out.append(_build(cls, values))
-        except (TypeError, ValueError) as err:
-            parser.error(str(err))
+    for cls in classes:  # a config's own checks (ValueError) reach the command's one-line error as they are
+        out.append(_build(cls, values))
     return tuple(out)

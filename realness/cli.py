@@ -94,8 +94,7 @@ def _score_core(argv: list[str]) -> int:
 
     (a,) = parse_dataclasses([ScoreCoreConfig], argv, prog="realness score-core",
                              description="Score every image of a folder with a trained CORE model.")
-    r = score_folder(a.core, a.images, a.descriptions, a.out, a.batch_size, a.device, a.progress,
-                     a.max_pixels or None, a.num_workers)
+    r = score_folder(a)
     print(f"scored {r['ok']} image(s), {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
     _list_skipped(r)
@@ -108,7 +107,7 @@ def _eval(argv: list[str]) -> int:
 
     (a,) = parse_dataclasses([EvalConfig], argv, prog="realness eval",
                              description="Compare predicted scores with human opinion scores.")
-    r = evaluate_file(a.scores, a.truth, a.out, a.column, a.n_boot)
+    r = evaluate_file(a)
     ci = f" [{r['srocc_ci95'][0]:.4f}, {r['srocc_ci95'][1]:.4f}]" if r["srocc_ci95"] else ""
     print(f"n={r['n']}  SROCC {r['srocc']:.4f}{ci}  "
           f"PLCC {r['plcc']:.4f}  PLCC(logistic) {r['plcc_logistic']:.4f}  KRCC {r['krcc']:.4f}  RMSE {r['rmse']:.4f}")
@@ -119,33 +118,13 @@ def _eval(argv: list[str]) -> int:
 
 
 def _map(argv: list[str]) -> int:
-    from dataclasses import dataclass, field
-
     from realness.argparsing import parse_dataclasses
     from realness.dream.configuration import DreamConfig
-    from realness.dream.run import map_folder
-    from realness.images import PIXEL_BUDGET
+    from realness.dream.run import MapConfig, map_folder
 
-    @dataclass
-    class MapArgs:
-        images: str = field(metadata={"help": "Folder of images to map."})
-        descriptions: str = field(metadata={"help": "CSV/JSONL with filename,description."})
-        out: str = field(default="maps", metadata={"help": "Output folder: <name>.npz, _heatmap.png, _overlay.png, "
-                                                           "summary.json."})
-        device: str = field(default="cpu", metadata={"help": "Torch device."})
-        batch_size: int = field(default=8, metadata={"help": "Images per batch."})
-        progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
-        offline_fallback: bool = field(default=True, metadata={"help": "With --source auto: if the default CLIP cannot "
-                                                                       "be downloaded, draw evidence maps (artifact "
-                                                                       "map + detected regions) instead of stopping."})
-        max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once "
-                                                                        "on read; 0: never."})
-        overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs."})
-
-    args, config = parse_dataclasses([MapArgs, DreamConfig], argv, prog="realness map",
+    args, config = parse_dataclasses([MapConfig, DreamConfig], argv, prog="realness map",
                                      description="Dense realness maps (DREAM) for a folder of images.")
-    s = map_folder(args.images, args.descriptions, args.out, config, args.device, args.batch_size, args.progress,
-                   args.offline_fallback, args.max_pixels or None, args.overlay_size)
+    s = map_folder(args, config)
     print(f"mapped {len(s['mapped'])}, flat ('No') {len(s['flat'])}, failed {len(s['failed'])} -> {args.out}")
     _list_failed(s["failed"])
     print(f"map source: {s['maps']['source']} ({s['maps']['name']})")
@@ -194,7 +173,7 @@ def _eval_maps(argv: list[str]) -> int:
 
     (a,) = parse_dataclasses([EvalMapsConfig], argv, prog="realness eval-maps",
                              description="Localization metrics of maps against binary mask PNGs.")
-    r = evaluate_maps(a.maps, a.masks, a.out, a.threshold, a.tolerance, a.floors, a.images)
+    r = evaluate_maps(a)
     print(f"n={r['n']}  " + "  ".join(f"{k} {v:.4f}" for k, v in r["mean"].items()))
     for name, f in r["floors"].items():
         print(f"  floor {name:<8} auroc {f['mean']['auroc']:.4f}  ap {f['mean']['ap']:.4f}  "
@@ -221,8 +200,7 @@ def _describe(argv: list[str]) -> int:
 
     (a,) = parse_dataclasses([DescribeConfig], argv, prog="realness describe",
                              description="Describe what looks unreal in every image of a folder (transformers engine).")
-    r = describe_folder(a.describer, a.images, a.out, a.adapter, a.quantize_4bit, a.batch_size, a.max_tokens,
-                        progress=a.progress, verdict_guide=a.verdict_guide)
+    r = describe_folder(a)
     print(f"described {r['described']} image(s) with {r['describer']['name']}, {len(r['failed'])} failed -> {a.out}")
     _list_failed(r["failed"])
     return exit_code(r["described"], len(r["failed"]))

@@ -149,12 +149,12 @@ class EvalConfig:
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals; 0: no intervals."})
 
 
-def evaluate_file(scores: str | Path, truth: str | Path, out: str | Path, score_column: str | None = None,
-                  n_boot: int = 1000) -> dict:
+def evaluate_file(cfg: EvalConfig) -> dict:
     """Join a scores CSV with ground truth by file name and write metrics.json/.csv and scatter.png.
 
     `truth` is a RAISE `ratings.csv` (`filename, MOS_Rating`) or a manifest (`image, mos`).
     """
+    scores, truth, out, score_column, n_boot = cfg.scores, cfg.truth, cfg.out, cfg.column, cfg.n_boot
 
 
     mos_by_name = read_truth(truth)

@@ -46,7 +46,9 @@ class AuditConfig:
     images: str = field(metadata={"help": "Folder of real photographs to attack (e.g. RAISE's r*.png).", "positional": True})
     out: str = field(default="reward-audit", metadata={"help": "Output folder: audit.json, audit.csv, audit.png, "
                                                                "grid.png."})
-    model: str = field(default="offline-image", metadata={"help": "The reward's CORE (bundled name or folder)."})
+    model: str = field(default="offline-image", metadata={
+        "flag": "core", "aliases": ("model",),
+        "help": "The reward's CORE (bundled name or folder)."})
     audit_model: str = field(default="offline-audit", metadata={"help": "The CORE that only audits: never attacked."})
     settings: list[str] = field(default_factory=lambda: list(SETTINGS),
                                     metadata={"help": f"Robustness settings to attack, of {list(SETTINGS)}."})

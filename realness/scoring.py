@@ -122,14 +122,14 @@ def default_batch_size(device: str) -> int:
     return 16 if str(device).startswith("cuda") else 2
 
 
-def score_folder(model_dir: str | Path, images: str | Path, descriptions: str | Path | None, out: str | Path,
-                 batch_size: int | None = None, device: str = "cpu", progress: bool = True,
-                 max_pixels: int | None = PIXEL_BUDGET, num_workers: int | None = None) -> dict:
+def score_folder(cfg: ScoreCoreConfig) -> dict:
     """`realness score-core`: score every image in a folder and write `out` (CSV).
 
     Returns `{"ok": n scored, "failed": {file name: reason}, "skipped_files": [names without an image
     extension]}`.
     """
+    model_dir, images, descriptions, out, batch_size = cfg.core, cfg.images, cfg.descriptions, cfg.out, cfg.batch_size
+    device, progress, max_pixels, num_workers = cfg.device, cfg.progress, cfg.max_pixels or None, cfg.num_workers
     batch_size = batch_size or default_batch_size(device)
 
 

@@ -72,3 +72,19 @@ def test_ruff_is_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "realness", "describe", "training",
                           "eval", "tests"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-4000:]
+
+
+def test_every_command_explains_itself():
+    """`realness COMMAND --help` works for every command of the table (a stray % in a help text once broke
+    `realness eval --help`) and documents --config and --verbose."""
+    import contextlib
+    import io
+
+    from realness.cli import COMMANDS, main
+
+    for name in COMMANDS:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert "--config" in out.getvalue() and "--verbose" in out.getvalue(), name

@@ -235,8 +235,8 @@ def test_a_missing_adapter_is_an_error_not_a_silent_fallback(tmp_path, capsys):
     assert main([*args[:4], "--describer", "/nope/describer", "--dream", "false", "--progress", "false"]) == 2
     assert "--describer /nope/describer: no such folder" in capsys.readouterr().err
     assert main(["annotate", "--images", str(images), "--out", str(tmp_path / "d.jsonl"), "--engine", "transformers",
-                 "--model", "/nope/describer", "--progress", "false"]) == 2
-    assert "--model /nope/describer: no such folder" in capsys.readouterr().err
+                 "--describer", "/nope/describer", "--progress", "false"]) == 2
+    assert "--describer /nope/describer: no such folder" in capsys.readouterr().err
 
 
 def test_entries_that_are_not_image_files_are_listed_with_why_and_outputs_are_never_inputs(tmp_path, capsys):

@@ -76,7 +76,7 @@ def test_server_annotates_a_folder_with_the_adapter(server, folder, tmp_path, ca
     assert "failed 1" in capsys.readouterr().out
     # The base model (no adapter) answers differently: the adapter really is applied by name.
     base = tmp_path / "base.jsonl"
-    _annotate(folder, base, server.url, "--model", str(server.config.model))
+    _annotate(folder, base, server.url, "--server_model", str(server.config.model))
     base_text = {r["filename"]: r["description"] for r in _records(base) if r["status"] == "ok"}
     assert base_text["pair0.png"] != ok["pair0.png"]["description"]
     # The JSONL is a descriptions file CORE and DREAM read.
@@ -180,21 +180,21 @@ def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm
     a missing model folder fails before vLLM starts; Ctrl-C during start-up exits 130, as for every command."""
     root = Path(__file__).resolve().parent.parent
     cli = [sys.executable, "-m", "realness.cli", "serve", "--port", str(_free_port())]
-    missing = subprocess.run([*cli, "--model", str(tmp_path / "nope")], cwd=root, capture_output=True, text=True,
+    missing = subprocess.run([*cli, "--describer", str(tmp_path / "nope")], cwd=root, capture_output=True, text=True,
                              timeout=120)
-    assert missing.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in missing.stderr
+    assert missing.returncode == 2 and f"--describer {tmp_path / 'nope'}: no such folder" in missing.stderr
     bogus = tmp_path / "not-a-model"
     bogus.mkdir()
     (bogus / "config.json").write_text('{"model_type": "no-such-architecture"}')
     log = tmp_path / "serve.log"
-    failed = subprocess.run([*cli, "--model", str(bogus), "--log", str(log)], cwd=root, capture_output=True, text=True,
+    failed = subprocess.run([*cli, "--describer", str(bogus), "--log", str(log)], cwd=root, capture_output=True, text=True,
                             timeout=600)
     assert failed.returncode == 2
     lines = [l for l in failed.stderr.splitlines() if l.strip()]
     assert len(lines) <= 3 and "Traceback" not in failed.stderr, failed.stderr
     assert f"full log: {log}" in lines[-1] and "before it was ready" in lines[-1]
     assert "Traceback" in log.read_text()  # the details are kept, in the file the line names
-    proc = subprocess.Popen([*cli, "--model", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
+    proc = subprocess.Popen([*cli, "--describer", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
                              "--log", str(tmp_path / "s2.log")], cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert "starting vLLM" in proc.stderr.readline()

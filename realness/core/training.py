@@ -50,7 +50,9 @@ class CoreTrainConfig:
                                         "CSV/JSONL."})
     descriptions: str | None = field(default=None, metadata={"help": "Descriptions file to use instead of the RAISE "
                                                                      "folder's GPT-4.1 one."})
-    output_dir: str = field(default="runs/core", metadata={"help": "Where checkpoints, models and reports go."})
+    output_dir: str = field(default="runs/core", metadata={
+        "flag": "out", "aliases": ("output_dir",),
+        "help": "Where checkpoints, models and reports go."})
     preset: str = field(default="paper", metadata={"help": f"CORE preset: {', '.join(sorted(PRESETS))}."})
     model: CoreConfig | None = field(default=None, metadata={
         "prefix": "model", "flat_aliases": True, "defaults": lambda values: CoreConfig(**PRESETS.get(

@@ -42,8 +42,9 @@ class ArtifactTrainConfig:
                                                 "AI-generated images."})
     packaged_photos: bool = field(default=False, metadata={"help": "Add the photographs scikit-image and scikit-learn "
                                                                    "ship (to the validation side)."})
-    output_dir: str = field(default="runs/artifact-map", metadata={"help": "Where the trained model, log and "
-                                                                           "validation report go."})
+    output_dir: str = field(default="runs/artifact-map", metadata={
+        "flag": "out", "aliases": ("output_dir",),
+        "help": "Where the trained model, log and validation report go."})
     val_fraction: float = field(default=0.2, metadata={"help": "Share of the photos held out for validation (by file)."})
     val_per_image: int = field(default=4, metadata={"help": "Planted validation images per validation photo."})
     steps: int = field(default=1500, metadata={"help": "Optimiser steps."})

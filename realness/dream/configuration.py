@@ -32,10 +32,15 @@ class DreamConfig:
                                                                                   "`realness train-maps`)."})
     detectors: tuple[str, ...] = field(default=DETECTORS, metadata={"help": "Evidence maps: region detectors to run "
                                                                             "(face, hand, person, text)."})
-    model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture name."})
-    pretrained: str | None = field(default="openai", metadata={"help": "open_clip weights tag or a local weights file."})
-    model_config_dir: str | None = field(default=None, metadata={"help": "Folder of extra open_clip architecture JSON "
-                                                                         "files."})
+    model: str = field(default="ViT-B-32", metadata={
+        "flag": "clip", "aliases": ("model",),
+        "help": "open_clip architecture name."})
+    pretrained: str | None = field(default="openai", metadata={
+        "flag": "clip_pretrained", "aliases": ("pretrained",),
+        "help": "open_clip weights tag or a local weights file."})
+    model_config_dir: str | None = field(default=None, metadata={
+        "flag": "clip_config_dir", "aliases": ("model_config_dir",),
+        "help": "Folder of extra open_clip architecture JSON files."})
     method: str = field(default="dense", metadata={"help": "dense (one pass, patch embeddings) or window (the paper's "
                                                            "sliding crops)."})
     dense_fix: str = field(default="clearclip", metadata={"help": "Last-block fix for patch embeddings: clearclip, "

@@ -66,9 +66,7 @@ def load_mapper(config: DreamConfig, device: str = "cpu", offline_fallback: bool
     return mapper, {"name": f"{used.model}/{used.pretrained}", "source": "clip", "method": used.method, "placeholder": False}
 
 
-def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, config: DreamConfig | None = None,
-               device: str = "cpu", batch_size: int = 8, progress: bool = True, offline_fallback: bool = True,
-               max_pixels: int | None = PIXEL_BUDGET, overlay_size: int = 1024) -> dict:
+def map_folder(cfg: MapConfig, config: DreamConfig | None = None) -> dict:
     """`realness map`: write `<name>.npz`, `<name>_heatmap.png` and `<name>_overlay.png` per image, where
     `<name>` is `realness.files.output_name(file name)` (the extension is kept: `c.png` and `c.jpg` differ).
 
@@ -76,6 +74,9 @@ def map_folder(images: str | Path, descriptions: str | Path, out: str | Path, co
     `out/summary.json`) and skipped; the others are mapped. Every file is written under a temporary name
     and renamed, so none is ever left truncated.
     """
+    images, descriptions, out, device, batch_size = cfg.images, cfg.descriptions, cfg.out, cfg.device, cfg.batch_size
+    progress, offline_fallback, max_pixels = cfg.progress, cfg.offline_fallback, cfg.max_pixels or None
+    overlay_size = cfg.overlay_size
     from tqdm.auto import tqdm
 
 
@@ -173,6 +174,25 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 @dataclass
+class MapConfig:
+    """Options of `realness map` (DREAM's own options come from `DreamConfig`)."""
+
+    images: str = field(metadata={"help": "Folder of images to map."})
+    descriptions: str = field(metadata={"help": "CSV/JSONL with filename,description."})
+    out: str = field(default="maps", metadata={"help": "Output folder: <name>.npz, _heatmap.png, _overlay.png, "
+                                                       "summary.json."})
+    device: str = field(default="auto", metadata={"help": "Torch device: auto (cuda when available), cpu, cuda."})
+    batch_size: int = field(default=8, metadata={"help": "Images per batch."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    offline_fallback: bool = field(default=True, metadata={"help": "With --source auto: if the default CLIP cannot "
+                                                                   "be downloaded, draw evidence maps (artifact "
+                                                                   "map + detected regions) instead of stopping."})
+    max_pixels: int = field(default=PIXEL_BUDGET, metadata={"help": "Images with more pixels are downscaled once "
+                                                                    "on read; 0: never."})
+    overlay_size: int = field(default=1024, metadata={"help": "Longer side in pixels of the overlay PNGs."})
+
+
+@dataclass
 class EvalMapsConfig:
     """Options of `realness eval-maps`."""
 
@@ -187,11 +207,12 @@ class EvalMapsConfig:
                                                          "boxes) beside the maps."})
 
 
-def evaluate_maps(maps: str | Path, masks: str | Path, out: str | Path | None = None, threshold: float = 0.5,
-                  tolerance: int = 0, floors: bool = True, images: str | Path | None = None) -> dict:
+def evaluate_maps(cfg: EvalMapsConfig) -> dict:
     """`realness eval-maps`: metrics of every `<name>.npz` with a mask `<name>.png` in `masks`, and of the
     floors (`realness.dream.baselines`) on the same masks in the same run: centre prior and random always,
     local texture when `images` holds the images, detector boxes when the maps recorded regions."""
+    maps, masks, out, threshold, tolerance = cfg.maps, cfg.masks, cfg.out, cfg.threshold, cfg.tolerance
+    floors, images = cfg.floors, cfg.images
     from PIL import Image
 
 
