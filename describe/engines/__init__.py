@@ -62,7 +62,7 @@ def expected_describer(model_id: str, fallback: bool = True) -> str:
 
 
 def describer_gate(model_id: str, adapter: str | None = None) -> dict | None:
-    """What a describer measured at the distillation gate (`realness distill`'s report), or None if unmeasured:
+    """What a describer measured at the distillation gate (`realness eval-describer`'s gate.json), or None if unmeasured:
     the bundled offline describer's shipped `gate.json`, or a `gate.json` saved in the adapter's folder (when
     given) or the describer's. The random placeholder fails by construction."""
     import json
