@@ -37,9 +37,11 @@ from realness.core import CoreModel
 from realness.core.backbones import resolve_text_encoder
 from realness.core.configuration import OFFLINE_TEXT_ENCODER
 from realness.data import load_descriptions
+from realness.dream.regions import RegionDetector
 from realness.evaluation import read_truth
 from realness.files import sha256_file, write_text_atomic
 from realness.images import list_images, load_image
+from realness.mentions import hallucination_report, mention_report
 from realness.metrics import plcc, srocc
 from realness.scoring import score_images
 
@@ -82,6 +84,10 @@ class GateConfig:
                                                                 "folder, where `realness run --core auto` reads "
                                                                 "whether the describer's text helps CORE (default: "
                                                                 "none)."})
+    regions: bool = field(default=False, metadata={"help": "Also run the region detectors (faces, hands, people, "
+                                                           "text) on every image for the hallucination shares: "
+                                                           "descriptions that name a kind neither the detectors nor "
+                                                           "the reference saw, and that leave out one both saw."})
     no_fail: bool = field(default=False, metadata={"help": "Exit 0 even when the gate fails (numbers only)."})
 
 
@@ -261,6 +267,7 @@ def evaluate_describer(cfg: GateConfig) -> dict:
                                      "(constant, shuffled) that the candidate keeps: 1 = all, 0 = none, < 0 = harm",
         "bootstrap": paired_bootstrap(y, rows, "candidate", "reference", cfg.n_boot, cfg.seed) | {"n_boot": cfg.n_boot},
         "verdicts": verdicts,
+        "mentions": mention_report(refs, cands),
         "text": {"rouge_l": float(np.mean([rouge_l(r, c) for r, c in zip(refs, cands)])),
                  "embedding_similarity": embedding_similarity(refs, cands, encoder)},
         "thresholds": {"beat": floors, "min_kappa": cfg.min_kappa},
@@ -272,12 +279,23 @@ def evaluate_describer(cfg: GateConfig) -> dict:
         report["cost"] = {"images_per_s": cfg.images_per_s, "gpu_hour_price": cfg.gpu_hour_price,
                           "describer_per_1000": cost_per_1000(cfg.images_per_s, cfg.gpu_hour_price),
                           "api_per_1000": cfg.api_price_per_1k}
+    if cfg.regions:
+        report["hallucination"] = hallucination_report(refs, cands, _detected([p for p in paths if p.name in names]))
     report["summary"] = summary(report)
     for folder in (cfg.out, cfg.save_to):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             write_text_atomic(Path(folder) / GATE_FILE, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _detected(paths: list[Path]) -> list[set[str]]:
+    """The detector labels found in each image (faces, hands, people, text), in order."""
+    detector = RegionDetector()
+    try:
+        return [{r.label for r in detector.detect(load_image(p))} for p in paths]
+    finally:
+        detector.close()
 
 
 def summary(report: dict) -> str:
@@ -288,6 +306,10 @@ def summary(report: dict) -> str:
     return (f"On {report['n']} images: verdict agreement with the reference {v['agreement']:.0%} (majority class "
             f"{v['majority_baseline']:.0%}, kappa {v['kappa_quadratic']:.2f}); CORE SROCC {s['candidate']['srocc']:.3f} "
             f"with its text vs {s['reference']['srocc']:.3f} with the reference's ({floors}). {worth}")
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def format_gate(report: dict) -> str:
@@ -304,5 +326,10 @@ def format_gate(report: dict) -> str:
               f"text value retained {report['text_value_retained']:.3f}",
               f"verdicts: agreement {v['agreement']:.1%} (majority '{v['majority_class']}' {v['majority_baseline']:.1%}), "
               f"quadratic kappa {v['kappa_quadratic']:.3f}, no verdict {v['no_verdict_share']:.1%}",
+              f"mentions against the reference: macro-F1 {_num(report['mentions']['macro_f1'])} over "
+              f"{report['mentions']['categories_scored']} categories"
+              + (f"; hallucinated {report['hallucination']['hallucinated']:.1%}, missed "
+                 f"{report['hallucination']['missed']:.1%} (faces, hands, people, text)" if "hallucination" in report
+                 else ""),
               "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["reasons"])]
     return "\n".join(lines)

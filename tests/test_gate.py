@@ -137,7 +137,7 @@ def test_a_candidate_equal_to_the_reference_passes(gate_data, tiny_bert, tmp_pat
     tmp, ref = gate_data
     cand = _write(tmp_path / "cand.csv", ref)
     assert main(_gate(tmp, cand, tiny_bert, "--images-per-s", "2", "--gpu-hour-price", "3.6",
-                      "--out", str(tmp_path / "out"))) == 0
+                      "--out", str(tmp_path / "out"), "--regions")) == 0
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     s = report["scores"]
     assert report["passed"] and report["reasons"] == [] and report["n"] == 6
@@ -148,7 +148,10 @@ def test_a_candidate_equal_to_the_reference_passes(gate_data, tiny_bert, tmp_pat
     assert report["text_value_retained"] == pytest.approx(1.0)
     assert report["bootstrap"]["ratio"]["ci95"] == [1.0, 1.0]
     assert report["cost"]["describer_per_1000"] == pytest.approx(0.5)
-    assert "PASSED" in capsys.readouterr().out
+    assert report["mentions"]["macro_f1"] == 1.0 and report["mentions"]["categories"]["faces"]["both"] > 0
+    assert report["hallucination"]["hallucinated"] == 0.0 == report["hallucination"]["missed"]
+    out = capsys.readouterr().out
+    assert "PASSED" in out and "macro-F1 1.000" in out
 
 
 def test_a_constant_candidate_fails_naming_the_constant_baseline(gate_data, tiny_bert, tmp_path, capsys):

@@ -32,19 +32,11 @@ from realness.dream.configuration import DreamConfig
 from realness.dream.maps import RealnessMap
 from realness.dream.regions import LABELS, Region, RegionDetector, box_mask
 from realness.dream.text import parse_verdict, split_phrases
+from realness.mentions import DETECTABLE, MENTIONS
 
-GROUNDING: dict[str, tuple[str, ...]] = {
-    "face": ("face", "faces", "facial", "eye", "eyes", "eyebrow", "eyebrows", "mouth", "teeth", "tooth", "nose", "lips", "lip",
-             "smile", "expression", "head", "heads", "portrait", "cheek", "cheeks", "chin", "forehead", "ear", "ears", "pupil",
-             "pupils", "iris", "gaze"),
-    "hand": ("hand", "hands", "finger", "fingers", "thumb", "thumbs", "palm", "palms", "wrist", "wrists", "fist", "nail", "nails",
-             "knuckle", "knuckles"),
-    "person": ("body", "bodies", "person", "persons", "people", "man", "men", "woman", "women", "figure", "figures", "limb", "limbs",
-               "arm", "arms", "leg", "legs", "foot", "feet", "pose", "posture", "torso", "shoulder", "shoulders", "child", "children",
-               "boy", "girl", "human", "humans", "anatomy", "proportions", "silhouette", "individual", "subject"),
-    "text": ("text", "texts", "sign", "signs", "signage", "letter", "letters", "lettering", "writing", "written", "word", "words",
-             "label", "labels", "logo", "logos", "caption", "font", "typography", "inscription", "characters", "numbers", "digits"),
-}
+# A claim's words for each detector label: the mention vocabulary's detectable categories (realness.mentions).
+GROUNDING: dict[str, tuple[str, ...]] = {kind: sum((MENTIONS[c] for c in categories), ())
+                                         for kind, categories in DETECTABLE.items()}
 SHARED = {"skin": ("face", "person")}
 NO_CLAIM_NOTE = "verdict No: nothing was claimed; the map shows where the artifact map looks"
 _WORD = re.compile(r"[a-z]+")

@@ -1,0 +1,142 @@
+"""What a description talks about, in a fixed vocabulary, and how a describer's mentions compare with a
+reference's (GPT-4.1's) and with what detectors found in the image.
+
+The vocabulary: 12 categories, each a set of lower-case words; a description *mentions* a category when
+any of its words occurs in it as a whole word (polarity is not read: "the face looks natural" mentions a
+face, since a face that is not there is named either way).
+
+    faces       face, facial, mouth, teeth, nose, lips, smile, head, portrait, cheek, chin, ear, ...
+    eyes        eye(s), eyebrow(s), pupil(s), iris, gaze
+    hands       hand(s), finger(s), thumb, palm, wrist, fist, nail(s), knuckle(s)
+    body        body, person, people, man, woman, figure, limb(s), arm(s), leg(s), pose, torso, ...
+    text        text, sign(s), letter(s), writing, word(s), label, logo, caption, font, ...
+    animals     animal(s), dog, cat, bird, horse, fur, feather(s), paw(s), ...
+    lighting    light, lighting, shadow(s), shading, glow, highlight(s), illumination, brightness, ...
+    reflections reflection(s), reflective, mirror(s), glare, specular, shiny, glossy, ...
+    skin        skin, texture(s), textured, plastic, waxy, airbrushed, pores, hair, smooth, ...
+    background  background, backdrop, scenery, sky, horizon, landscape, surroundings, ...
+    geometry    perspective, geometry, angle(s), alignment, symmetry, scale, depth, vanishing, ...
+    objects     object(s), item(s), building(s), car(s), vehicle(s), furniture, tree(s), window(s), ...
+
+The first four categories with the face's eye words are what the region detectors find (`DETECTABLE`:
+face, hand, person, text); DREAM's evidence maps place a claim in the boxes of the kinds it names with the
+same words (`realness.dream.evidence.GROUNDING` is built from these sets).
+
+Metrics (`mention_report`): per category precision, recall and F1 of the candidate's mentions against the
+reference's on the same images (precision undefined when the candidate never mentions it, recall when the
+reference never does; F1 is 0 when both are defined and zero), and macro-F1 over the categories either
+side mentions at least once. `hallucination_report`: the share of candidate descriptions that name a
+detectable kind the detectors did not find in the image and the reference did not mention either, and the
+opposite miss: the share whose image has a kind the detectors found and the reference mentions, which the
+candidate does not name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+MENTIONS: dict[str, tuple[str, ...]] = {
+    "faces": ("face", "faces", "facial", "mouth", "teeth", "tooth", "nose", "lips", "lip", "smile", "expression",
+              "head", "heads", "portrait", "cheek", "cheeks", "chin", "forehead", "ear", "ears"),
+    "eyes": ("eye", "eyes", "eyebrow", "eyebrows", "pupil", "pupils", "iris", "gaze"),
+    "hands": ("hand", "hands", "finger", "fingers", "thumb", "thumbs", "palm", "palms", "wrist", "wrists", "fist",
+              "nail", "nails", "knuckle", "knuckles"),
+    "body": ("body", "bodies", "person", "persons", "people", "man", "men", "woman", "women", "figure", "figures",
+             "limb", "limbs", "arm", "arms", "leg", "legs", "foot", "feet", "pose", "posture", "torso", "shoulder",
+             "shoulders", "child", "children", "boy", "girl", "human", "humans", "anatomy", "proportions",
+             "silhouette", "individual", "subject"),
+    "text": ("text", "texts", "sign", "signs", "signage", "letter", "letters", "lettering", "writing", "written",
+             "word", "words", "label", "labels", "logo", "logos", "caption", "font", "typography", "inscription",
+             "characters", "numbers", "digits"),
+    "animals": ("animal", "animals", "dog", "dogs", "cat", "cats", "bird", "birds", "horse", "horses", "cow", "cows",
+                "sheep", "deer", "fish", "fur", "feather", "feathers", "paw", "paws", "tail", "tails", "pet", "pets",
+                "wildlife", "lion", "tiger", "bear", "elephant", "insect", "insects", "butterfly", "beak", "wing",
+                "wings"),
+    "lighting": ("light", "lights", "lighting", "lit", "shadow", "shadows", "shading", "shade", "shaded", "glow", "glows",
+                 "glowing", "highlight", "highlights", "illumination", "illuminated", "brightness", "bright",
+                 "sunlight", "exposure", "overexposed", "underexposed", "backlit", "luminous"),
+    "reflections": ("reflection", "reflections", "reflective", "reflect", "reflects", "reflected", "reflecting",
+                    "mirror", "mirrors", "mirrored", "glare", "specular", "shiny", "glossy", "sheen"),
+    "skin": ("skin", "texture", "textures", "textured", "plastic", "waxy", "airbrushed", "pores", "hair", "smooth",
+             "smoothness", "wrinkles", "complexion", "grain", "grainy"),
+    "background": ("background", "backgrounds", "backdrop", "scenery", "sky", "skies", "horizon", "landscape",
+                   "surroundings", "environment", "setting", "foreground"),
+    "geometry": ("perspective", "geometry", "geometric", "angle", "angles", "alignment", "aligned", "misaligned",
+                 "symmetry", "symmetrical", "asymmetric", "asymmetrical", "scale", "scaling", "depth", "vanishing",
+                 "straight", "parallel"),
+    "objects": ("object", "objects", "item", "items", "building", "buildings", "house", "houses", "car", "cars",
+                "vehicle", "vehicles", "furniture", "table", "chair", "tree", "trees", "plant", "plants", "flower",
+                "flowers", "window", "windows", "door", "doors", "road", "roads", "wall", "walls", "food", "bottle",
+                "clothing", "clothes", "shirt", "dress", "boat", "bridge", "fence", "roof", "rock", "rocks"),
+}
+CATEGORIES = tuple(MENTIONS)
+# The categories the region detectors can confirm, by detector label.
+DETECTABLE: dict[str, tuple[str, ...]] = {"face": ("faces", "eyes"), "hand": ("hands",), "person": ("body",),
+                                          "text": ("text",)}
+_WORD = re.compile(r"[a-z]+")
+_INDEX = {word: category for category, words in MENTIONS.items() for word in words}
+assert len(_INDEX) == sum(map(len, MENTIONS.values())), "a word belongs to one category"
+
+
+def mentions(text: str) -> set[str]:
+    """The categories `text` mentions."""
+    return {_INDEX[w] for w in _WORD.findall((text or "").lower()) if w in _INDEX}
+
+
+def named_kinds(text: str) -> set[str]:
+    """The detector labels (face, hand, person, text) `text` names."""
+    found = mentions(text)
+    return {kind for kind, categories in DETECTABLE.items() if found & set(categories)}
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def mention_report(references: Sequence[str], candidates: Sequence[str]) -> dict:
+    """Per-category precision / recall / F1 of the candidates' mentions against the references', paired by
+    position, and macro-F1 over the categories either side mentions."""
+    if len(references) != len(candidates):
+        raise ValueError(f"{len(references)} references but {len(candidates)} candidates")
+    ref = [mentions(t) for t in references]
+    cand = [mentions(t) for t in candidates]
+    per: dict[str, dict] = {}
+    for c in CATEGORIES:
+        tp = sum(c in r and c in k for r, k in zip(ref, cand))
+        fp = sum(c not in r and c in k for r, k in zip(ref, cand))
+        fn = sum(c in r and c not in k for r, k in zip(ref, cand))
+        p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        f1 = None if p is None and r is None else (2 * p * r / (p + r) if p and r else 0.0)
+        per[c] = {"precision": p, "recall": r, "f1": f1, "reference": tp + fn, "candidate": tp + fp, "both": tp}
+    scored = [v["f1"] for v in per.values() if v["f1"] is not None]
+    return {"n": len(ref), "categories": per, "macro_f1": sum(scored) / len(scored) if scored else None,
+            "categories_scored": len(scored)}
+
+
+def hallucination_report(references: Sequence[str], candidates: Sequence[str],
+                         detected: Sequence[set[str] | Sequence[str]]) -> dict:
+    """Shares of candidate descriptions that name a detectable kind neither the detectors nor the reference
+    saw (`hallucinated`), and that leave out a kind both saw (`missed`); per kind too."""
+    if not len(references) == len(candidates) == len(detected):
+        raise ValueError("references, candidates and detected labels must pair up")
+    n = len(candidates)
+    hallucinated, missed = [], []
+    per = {k: {"hallucinated": 0, "missed": 0} for k in DETECTABLE}
+    for ref_text, cand_text, found in zip(references, candidates, detected):
+        ref, cand, found = named_kinds(ref_text), named_kinds(cand_text), set(found)
+        made_up = cand - found - ref
+        left_out = (found & ref) - cand
+        hallucinated.append(bool(made_up))
+        missed.append(bool(left_out))
+        for k in made_up:
+            per[k]["hallucinated"] += 1
+        for k in left_out:
+            per[k]["missed"] += 1
+    return {"n": n, "hallucinated": sum(hallucinated) / n if n else None, "missed": sum(missed) / n if n else None,
+            "per_kind": per}
+
+
+def detected_kinds(regions_by_image: Mapping[str, Sequence]) -> dict[str, set[str]]:
+    """`{image: {labels}}` from detected regions (`realness.dream.regions.Region` or dicts with a label)."""
+    return {name: {getattr(r, "label", None) or r["label"] for r in regions} for name, regions in regions_by_image.items()}

@@ -1,0 +1,48 @@
+"""The mention vocabulary and the hallucination shares on hand-written descriptions with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from realness.mentions import CATEGORIES, hallucination_report, mention_report, mentions, named_kinds
+
+
+def test_mentions_are_whole_words_of_one_category_each():
+    assert mentions("Yes, the face and the eyes look warped; the shadows fall the wrong way.") == {
+        "faces", "eyes", "lighting"}
+    assert mentions("The building's reflection in the window is missing.") == {"reflections", "objects"}
+    assert mentions("Surface sheen") == {"reflections"} and mentions("") == set()
+    assert mentions("interface, handsome, eyeing") == set()  # parts of words are not mentions
+    assert named_kinds("The person's fingers and the sign") == {"person", "hand", "text"}
+    assert named_kinds("Her eyes") == {"face"} and named_kinds("No, it looks natural.") == set()
+    assert len(CATEGORIES) == 12
+
+
+def test_mention_report_counts_precision_recall_and_macro_f1():
+    refs = ["The face is distorted.", "The hands have six fingers.", "No.", "The sky glows oddly."]
+    cands = ["The face looks odd.", "The face is smooth.", "The text is garbled.", "Nothing odd."]
+    r = mention_report(refs, cands)
+    faces, hands, text = (r["categories"][c] for c in ("faces", "hands", "text"))
+    assert (faces["precision"], faces["recall"], faces["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
+    assert (hands["precision"], hands["recall"], hands["f1"]) == (None, 0.0, 0.0)  # never named by the candidate
+    assert (text["precision"], text["recall"], text["f1"]) == (0.0, None, 0.0)  # never named by the reference
+    assert r["categories"]["animals"]["f1"] is None  # neither side: not scored
+    # scored: faces 2/3, hands 0, text 0, skin 0 (candidate only), background 0 and lighting 0 (reference only)
+    assert r["categories_scored"] == 6 and r["macro_f1"] == pytest.approx((2 / 3) / 6)
+    assert mention_report(refs, refs)["macro_f1"] == 1.0
+    with pytest.raises(ValueError):
+        mention_report(refs, cands[:2])
+
+
+def test_hallucination_names_what_neither_detectors_nor_reference_saw():
+    refs = ["The face is warped.", "The sign is garbled.", "The hand is fine.", "No."]
+    cands = ["The face and hands are warped.", "The sign is garbled.", "Looks natural.", "The face looks plastic."]
+    detected = [{"face"}, {"text"}, {"hand", "person"}, set()]
+    r = hallucination_report(refs, cands, detected)
+    # 1: hands named, not detected, not in the reference; 4: a face named in an image with none: 2 of 4
+    assert r["hallucinated"] == 0.5 and r["per_kind"]["hand"]["hallucinated"] == 1
+    assert r["per_kind"]["face"]["hallucinated"] == 1
+    # 3: a hand detected and named by the reference, left out by the candidate
+    assert r["missed"] == 0.25 and r["per_kind"]["hand"]["missed"] == 1
+    same = hallucination_report(refs, refs, detected)
+    assert same["hallucinated"] == 0.0 and same["missed"] == 0.0
