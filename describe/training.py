@@ -20,6 +20,7 @@ from describe.chat import TrainCollator, generation_inputs
 from describe.data import mix_sources, prefer_human_rows, split_by_image
 from describe.modeling import LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from realness.argparsing import by_field_name
 from realness.data import load_manifest, load_raise
 from realness.images import load_image
 
@@ -91,6 +92,7 @@ class DescriberTrainConfig:
     def from_flat(cls, **options) -> DescriberTrainConfig:
         """A config from options as they were before the `lora` group (`lora_r=`, `lora_alpha=`, ...); a
         nested `lora` mapping (the YAML files' form) is read too."""
+        options = by_field_name(cls, options)
         nested = options.pop("lora", None) or {}
         if isinstance(nested, LoraSettings):
             nested = asdict(nested)

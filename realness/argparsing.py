@@ -341,3 +341,14 @@ def parse_dataclasses(
     for cls in classes:  # a config's own checks (ValueError) reach the command's one-line error as they are
         out.append(_build(cls, values))
     return tuple(out)
+
+
+def by_field_name(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with each key that is a field's flag (`out`) or old spelling (`output_dir`) renamed to the field
+    (`output_dir`): what a YAML file written with flag names needs before `cls(**options)`."""
+    names: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        for spelling in (f.metadata.get("flag", f.name), *f.metadata.get("aliases", ())):
+            names.setdefault(spelling, f.name)
+    return {names.get(k, k): v for k, v in options.items()}
+

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from realness.argparsing import by_field_name
 from realness.core.backbones import image_top
 from realness.core.configuration import PRESETS, CoreConfig
 from realness.core.ensemble import merge_cores
@@ -104,6 +105,7 @@ class CoreTrainConfig:
     def from_flat(cls, **options) -> CoreTrainConfig:
         """A config from options as they were before the `model` group (CoreConfig's fields beside the
         training ones, as older YAML files have them); a nested `model` mapping is read too."""
+        options = by_field_name(cls, options)
         nested = options.pop("model", None) or {}
         if isinstance(nested, CoreConfig):
             nested = asdict(nested)

@@ -1,0 +1,107 @@
+"""What a describer talks about, against GPT-4.1, on the images a `train_describer` run held out.
+
+    python eval/eval_mentions.py --run runs/describer-small-val --describer runs/small-base --out eval/out/mentions
+
+The run's `split.json` names the held-out images; its `adapter/` (on `--describer`) describes each of them
+(transformers engine, greedy), or `--candidate FILE` gives descriptions already written. Then, against the
+RAISE-TD GPT-4.1 descriptions of the same images (`realness.mentions`):
+- per-category precision / recall / F1 of the describer's mentions and their macro-F1;
+- with the region detectors on each image: the share of descriptions naming a face, hand, person or text that
+  neither the detectors nor GPT-4.1 saw (hallucinated), and the share leaving out one both saw (missed);
+- the same two shares for GPT-4.1's own text against the detectors alone (what the detectors miss or invent
+  shows up there as GPT-4.1 "hallucinating").
+Writes `mentions.json`, `mentions.md` and `descriptions.csv` (the describer's text) in `--out`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from describe.engines.transformers import Describer
+from realness.argparsing import parse_dataclasses
+from realness.data import load_descriptions
+from realness.dream.regions import RegionDetector
+from realness.images import load_image
+from realness.mentions import CATEGORIES, hallucination_report, mention_report
+
+RAISE = Path(os.environ.get("REALNESS_RAISE_DIR") or "../shared/data/raise-train")
+
+
+@dataclass
+class EvalMentionsConfig:
+    """Options of `python eval/eval_mentions.py` (the same parser as every `realness` command)."""
+
+    run: str = field(metadata={"help": "A train_describer output folder (split.json, adapter/)."})
+    out: str = field(default="eval/out/mentions", metadata={"help": "Output folder."})
+    describer: str = field(default="runs/small-base", metadata={"help": "The base the run's adapter goes on."})
+    candidate: str | None = field(default=None, metadata={"help": "Descriptions already written for the held-out "
+                                                                  "images, instead of describing them."})
+    reference: str = field(default=str(RAISE / "descriptions_gpt41.csv"), metadata={
+        "default_help": "$REALNESS_RAISE_DIR/descriptions_gpt41.csv", "help": "The reference descriptions."})
+    images: str = field(default=str(RAISE / "images"), metadata={
+        "default_help": "$REALNESS_RAISE_DIR/images", "help": "Folder of the held-out images."})
+    batch_size: int = field(default=8, metadata={"help": "Images per generate call."})
+    max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
+    regions: bool = field(default=True, metadata={"help": "Run the region detectors for the hallucination shares."})
+
+
+def _table(report: dict) -> list[str]:
+    lines = ["| category | GPT-4.1 mentions | describer mentions | both | precision | recall | F1 |", "|---" * 7 + "|"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    for c in CATEGORIES:
+        v = report["categories"][c]
+        lines.append(f"| {c} | {v['reference']} | {v['candidate']} | {v['both']} | {fmt(v['precision'])} | "
+                     f"{fmt(v['recall'])} | {fmt(v['f1'])} |")
+    lines.append(f"| **macro-F1** ({report['categories_scored']} categories) | | | | | | **{fmt(report['macro_f1'])}** |")
+    return lines
+
+
+def main(argv=None) -> dict:
+    (a,) = parse_dataclasses([EvalMentionsConfig], argv, prog="python eval/eval_mentions.py", description=__doc__)
+    held = json.loads((Path(a.run) / "split.json").read_text())["held_out"]
+    ref = load_descriptions(Path(a.reference))
+    names = [n for n in held if ref.get(n)]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = None
+    if a.candidate:
+        given = load_descriptions(Path(a.candidate))
+        cand = [given.get(n, "") for n in names]
+    else:
+        describer = Describer(a.describer, str(Path(a.run) / "adapter"), device="cpu", max_new_tokens=a.max_tokens)
+        start, cand = time.perf_counter(), []
+        for i in range(0, len(names), a.batch_size):
+            images = [load_image(Path(a.images) / n) for n in names[i:i + a.batch_size]]
+            cand += describer.generate(images, a.batch_size)
+        seconds = time.perf_counter() - start
+        with (out / "descriptions.csv").open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([["filename", "description"], *zip(names, cand)])
+    refs = [ref[n] for n in names]
+    report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand)}
+    lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
+    if a.regions:
+        detector = RegionDetector()
+        try:
+            found = [{r.label for r in detector.detect(load_image(Path(a.images) / n))} for n in names]
+        finally:
+            detector.close()
+        report["hallucination"] = hallucination_report(refs, cand, found)
+        report["reference_vs_detectors"] = hallucination_report([""] * len(refs), refs, found)
+        report["detected"] = {k: sum(k in f for f in found) for k in ("face", "hand", "person", "text")}
+        h, g = report["hallucination"], report["reference_vs_detectors"]
+        lines += ["", f"describer: hallucinated {h['hallucinated']:.1%}, missed {h['missed']:.1%} "
+                      f"(per kind {h['per_kind']}); GPT-4.1 against the detectors alone: names an undetected kind "
+                      f"{g['hallucinated']:.1%}; images with a detected face / hand / person / text: {report['detected']}"]
+    (out / "mentions.json").write_text(json.dumps(report, indent=2))
+    (out / "mentions.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
