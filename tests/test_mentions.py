@@ -46,3 +46,24 @@ def test_hallucination_names_what_neither_detectors_nor_reference_saw():
     assert r["missed"] == 0.25 and r["per_kind"]["hand"]["missed"] == 1
     same = hallucination_report(refs, refs, detected)
     assert same["hallucinated"] == 0.0 and same["missed"] == 0.0
+
+
+def test_eval_mentions_script_scores_given_descriptions(tmp_path):
+    """eval/eval_mentions.py on the sample images with their own descriptions as both sides: perfect match."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "eval"))
+    from eval_mentions import main
+
+    samples = root / "realness" / "samples"
+    names = sorted(p.name for p in (samples / "images").iterdir())
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "split.json").write_text(json.dumps({"held_out": names, "train": []}))
+    report = main(["--run", str(tmp_path / "run"), "--candidate", str(samples / "descriptions.csv"), "--reference",
+                   str(samples / "descriptions.csv"), "--images", str(samples / "images"), "--out",
+                   str(tmp_path / "out"), "--no_regions"])
+    assert report["images"] == 6 and report["mentions"]["macro_f1"] == 1.0 and "hallucination" not in report
+    assert "macro-F1" in (tmp_path / "out" / "mentions.md").read_text()
