@@ -73,7 +73,6 @@ def check_adapter(model_id: str, adapter: str | Path, image=None, max_new_tokens
     from peft import PeftModel
     from PIL import Image
 
-
     image = image or Image.new("RGB", (224, 224), (127, 127, 127))
     model, processor = load_base(model_id, dtype="fp32")
     inputs = generation_inputs(processor, [image])
@@ -92,7 +91,6 @@ def check_adapter(model_id: str, adapter: str | Path, image=None, max_new_tokens
 def merge_adapter(model_id: str, adapter: str | Path, out: str | Path, dtype: str = "auto") -> Path:
     """Fold the adapter into the base weights and save a full model (+ processor) to `out`."""
     from peft import PeftModel
-
 
     if str(model_id) == SMALL_DESCRIBER or is_small_describer(model_id):
         raise ValueError(f"{model_id}: the small describer saves only its projector (its frozen parts load from their "

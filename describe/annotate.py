@@ -200,7 +200,6 @@ def annotate(cfg: AnnotateConfig) -> dict:
 def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
     from tqdm.auto import tqdm
 
-
     skip = done_hashes(out) if cfg.resume else set()
     todo, unreadable = [], []
     for p in paths:

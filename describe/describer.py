@@ -43,7 +43,6 @@ def describe_folder(cfg: DescribeConfig) -> dict:
     from tqdm.auto import tqdm
 
 
-
     describer, info = load_describer("transformers", model_id, adapter, quantize_4bit=quantize_4bit,
                                      max_new_tokens=max_new_tokens, verdict_guide=verdict_guide)
     paths = list_images(images)

@@ -55,7 +55,6 @@ def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", d
     """`(model, processor)` for an image-text-to-text model id or folder."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-
     model_id, _ = resolve_describer(model_id)  # bundled names; registers the small describer's classes
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     kwargs = {"dtype": torch_dtype}

@@ -115,7 +115,6 @@ def build_realsize(name: str, folder: str | Path, dtype: torch.dtype = torch.bfl
     """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-
     config = _config(name)
     tokenizer = qwen25_tokenizer(QWEN_TEMPLATE)
     pre = json.loads((REALSIZE[name.removesuffix(SHALLOW)] / "preprocessor_config.json").read_text())

@@ -146,7 +146,6 @@ def set_image_budget(processor, max_pixels: int | None) -> None:
 def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
     from transformers import TrainerCallback
 
-
     path = Path(cfg.output_dir) / "samples.jsonl"
 
     class Samples(TrainerCallback):

@@ -41,7 +41,6 @@ class _Stage:
     def __init__(self, cfg, dream_config, out: str, device: str):
         from pathlib import Path
 
-
         self.cfg, self.dream_config, self.out, self.device = cfg, dream_config, Path(out), device
         self.models = Models(cfg, dream_config, device)
 

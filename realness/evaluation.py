@@ -156,7 +156,6 @@ def evaluate_file(cfg: EvalConfig) -> dict:
     """
     scores, truth, out, score_column, n_boot = cfg.scores, cfg.truth, cfg.out, cfg.column, cfg.n_boot
 
-
     mos_by_name = read_truth(truth)
     srows = read_table(Path(scores))
     column = score_column or ("score_mos" if srows and any(r.get("score_mos") for r in srows) else "score_z")

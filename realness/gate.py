@@ -102,7 +102,6 @@ def load_encoder(encoder: str | None = None) -> tuple:
     """`(tokenizer, model)` of a sentence encoder (default: the offline all-MiniLM-L6-v2)."""
     from transformers import AutoModel, AutoTokenizer
 
-
     source = resolve_text_encoder(encoder or OFFLINE_TEXT_ENCODER)
     return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
 
@@ -191,7 +190,6 @@ def _retrieval(core, paths: list[Path], cfg: GateConfig) -> dict[str, str]:
     """Each image -> the reference description of its nearest training image (cosine, CORE's image encoder)."""
     import torch
     import torch.nn.functional as F
-
 
     train_desc = load_descriptions(cfg.train_descriptions)
     train = [p for p in list_images(cfg.train_images) if train_desc.get(p.name)]

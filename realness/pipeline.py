@@ -179,7 +179,6 @@ def run(cfg: RunConfig, dream_config: DreamConfig | None = None) -> dict:
 def _run(cfg: RunConfig, dream_config: DreamConfig, out: Path, paths, given, truth, skipped) -> dict:
     from tqdm.auto import tqdm
 
-
     results_path = out / "results.jsonl"
     if results_path.exists() and not cfg.resume:
         raise ValueError(f"{out} already holds a run: pass --resume true to continue it, or choose another --out")
@@ -380,7 +379,6 @@ def _summary(records, counts, wall, models: Models, cfg, dream_config, device) -
 
 def write_outputs(records: list[dict], summary: dict, out: Path) -> None:
     """scores.csv, summary.json, histogram.png, scatter.png (when MOS is known) and report.html."""
-
 
     with atomic_path(out / "scores.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

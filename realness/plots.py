@@ -25,7 +25,6 @@ def scatter_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     p, m = np.asarray(pred, dtype=float), np.asarray(mos, dtype=float)
     stats = correlations(p, m)
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)

@@ -75,7 +75,6 @@ def score_images(
     """
     from tqdm.auto import tqdm
 
-
     descriptions = descriptions or {}
     paths = [Path(p) for p in paths]
     texts = [descriptions.get(p.name, "") for p in paths]
@@ -131,7 +130,6 @@ def score_folder(cfg: ScoreCoreConfig) -> dict:
     model_dir, images, descriptions, out, batch_size = cfg.core, cfg.images, cfg.descriptions, cfg.out, cfg.batch_size
     device, progress, max_pixels, num_workers = cfg.device, cfg.progress, cfg.max_pixels or None, cfg.num_workers
     batch_size = batch_size or default_batch_size(device)
-
 
     device = resolve_device(device)
     paths, skipped = scan_folder(images)

@@ -68,7 +68,6 @@ def describer_gate(model_id: str, adapter: str | None = None) -> dict | None:
     import json
     from pathlib import Path
 
-
     if str(model_id) == PLACEHOLDER_DESCRIBER:
         return {"passed": False, "reasons": ["random placeholder weights"], "summary": "A random placeholder."}
     if str(model_id) == SMALL_DESCRIBER and adapter is None:
@@ -84,7 +83,6 @@ def load_describer(kind: str, model_id: str, adapter: str | None = None, fallbac
     packages are missing too, the tiny random placeholder does (flagged: its text means nothing). `info`
     says which model ran (`stands_in_for`, `placeholder`, the stand-in's `measured` gate numbers, and the
     `verdict_guide` when image-only CORE sets the verdicts)."""
-
 
     device = resolve_device(device)
 

@@ -46,7 +46,6 @@ class VllmEngine:
         from transformers import AutoProcessor
         from vllm import LLM
 
-
         self.adapter = str(adapter) if adapter else None
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
         self.llm = LLM(model=str(model_id), enable_lora=self.adapter is not None, max_lora_rank=max_lora_rank,
@@ -100,7 +99,6 @@ class SmallVllmEngine(VllmEngine):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
-
         model_id, adapter = resolve_describer(model_id, adapter)
         # The transformers model computes the prompt embeddings (vision, projector, token embeddings) and
         # holds the verdict guide.
@@ -115,7 +113,6 @@ class SmallVllmEngine(VllmEngine):
         import torch
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
-
 
         enc = self.encoder
         model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
@@ -149,7 +146,6 @@ def llama_adapter(adapter: str | Path) -> Path:
     import shutil
 
     from safetensors.torch import load_file, save_file
-
 
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"

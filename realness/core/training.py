@@ -357,7 +357,6 @@ def train_one(cfg: CoreTrainConfig, records: list[dict], fold, seed: int, score_
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-
     done = run_dir / "result.json"
     if cfg.resume and done.is_file():
         logger.info("%s already finished; skipping", run_dir)
@@ -492,7 +491,6 @@ def train_core(cfg: CoreTrainConfig) -> dict:
     """Run every (seed, fold), then write the summary table and the out-of-fold scatter plot."""
     from accelerate import Accelerator
 
-
     if cfg.save_dtype not in ("float32", "float16"):
         raise ValueError(f"--save_dtype must be float32 or float16, got {cfg.save_dtype!r}")
     if cfg.loss not in LOSSES:
@@ -549,7 +547,6 @@ def ablate_modes(cfg: CoreTrainConfig, modes=("image", "text", "fusion")) -> dic
     Each mode trains under `output_dir/<mode>`; frozen-backbone features are shared through one cache.
     Writes `output_dir/ablation.json` and `ablation.md` (mean +- std over seeds x folds).
     """
-
 
     out = Path(cfg.output_dir)
     cache = cfg.feature_cache or str(out / "feature_cache")

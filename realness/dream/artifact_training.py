@@ -65,7 +65,6 @@ def expand_photos(patterns: list[str]) -> list[Path]:
     """Image files from files, folders and globs (`$VAR` expanded), sorted and de-duplicated."""
     import os
 
-
     if "MVTB_IMAGES" not in os.environ:  # the photographs the `mvtb-data` package ships
         try:
             import importlib.util

@@ -80,7 +80,6 @@ def map_folder(cfg: MapConfig, config: DreamConfig | None = None) -> dict:
     from tqdm.auto import tqdm
 
 
-
     device = resolve_device(device)
     config = config or DreamConfig()
     out = Path(out)
@@ -214,7 +213,6 @@ def evaluate_maps(cfg: EvalMapsConfig) -> dict:
     maps, masks, out, threshold, tolerance = cfg.maps, cfg.masks, cfg.out, cfg.threshold, cfg.tolerance
     floors, images = cfg.floors, cfg.images
     from PIL import Image
-
 
 
     rows, missing = [], []
