@@ -151,6 +151,25 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not _MISSING else None
 
 
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is _MISSING and f.default_factory is _MISSING
+
+
+def _old_names(leaf: _Leaf) -> list[str]:
+    """The leaf's old spellings, flag or YAML key: its aliases (inside its group), and for a group with flat
+    aliases its old flat name and bare aliases."""
+    group = leaf.flag.rpartition(".")[0]
+    aliases = list(leaf.field.metadata.get("aliases", ()))
+    olds = [f"{group}.{a}" if group else a for a in aliases] + ([leaf.flat] if leaf.flat else [])
+    return olds + (aliases if leaf.flat and group else [])
+
+
+def _also_keys(leaf: _Leaf) -> list[str]:
+    """The other leaves (same group) an old spelling also sets (`alias_also`)."""
+    group = leaf.key.rpartition(".")[0]
+    return [f"{group}.{a}".lstrip(".") for a in leaf.field.metadata.get("alias_also", ())]
+
+
 def _kwargs(leaf: _Leaf) -> dict[str, Any]:
     f, (tp, _) = leaf.field, _unwrap(leaf.hint)
     kwargs: dict[str, Any] = {"dest": leaf.key, "default": argparse.SUPPRESS}
@@ -174,9 +193,8 @@ def _kwargs(leaf: _Leaf) -> dict[str, Any]:
 def _add_leaf(target, leaf: _Leaf, taken: set[str]) -> None:
     """The flag itself (and its bare positional form); `taken` collects every option string."""
     f, kwargs = leaf.field, _kwargs(leaf)
-    required = f.default is _MISSING and f.default_factory is _MISSING
     shown = f.metadata.get("default_help", _default(f))
-    help_text = f.metadata.get("help", "") + (" (required)" if required else f" (default: {shown})")
+    help_text = f.metadata.get("help", "") + (" (required)" if _required(f) else f" (default: {shown})")
     help_text = help_text.replace("%", "%%")  # argparse formats help with %: "95%" must stay text
     names = _spellings(leaf.flag)
     target.add_argument(*names, help=help_text, **kwargs)
@@ -190,19 +208,14 @@ def _add_leaf(target, leaf: _Leaf, taken: set[str]) -> None:
 def _add_aliases(target, leaf: _Leaf, taken: set[str]) -> None:
     """`--no_flag` for a boolean and the old spellings, hidden; after every class's own flags, so an old
     spelling never takes a name another flag has."""
-    f, kwargs = leaf.field, _kwargs(leaf)
+    kwargs = _kwargs(leaf)
     tp = _unwrap(leaf.hint)[0]
-    group = leaf.flag.rpartition(".")[0]
-    aliases = list(f.metadata.get("aliases", ()))
-    olds = [f"{group}.{a}" if group else a for a in aliases] + ([leaf.flat] if leaf.flat else [])
-    olds += aliases if leaf.flat and group else []
-    for old in olds:  # old spellings, hidden, kept for one release
+    for old in _old_names(leaf):  # old spellings, hidden, kept for one release
         spellings = [s for s in _spellings(old) if s not in taken]
         if spellings:
             alias = {k: v for k, v in kwargs.items() if k not in ("type", "metavar")}
-            also = [f"{leaf.key.rpartition('.')[0]}.{a}".lstrip(".") for a in f.metadata.get("alias_also", ())]
             target.add_argument(*spellings, action=_Deprecated, new=f"--{leaf.flag}", convert=kwargs.get("type"),
-                                also=also, help=argparse.SUPPRESS, **alias)
+                                also=_also_keys(leaf), help=argparse.SUPPRESS, **alias)
             taken.update(spellings)
     if tp is bool:
         negated = [s for s in dict.fromkeys([f"--no_{leaf.flag}", f"--no-{leaf.flag.replace('_', '-')}"]) if s not in taken]
@@ -236,13 +249,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type | Sequenc
 def _flatten_yaml(loaded: dict, leaves: list[_Leaf], warn) -> dict[str, Any]:
     """YAML keys as leaf keys: nested mappings under a group's prefix, dotted keys, and old flat keys."""
     by_flag = {leaf.flag: leaf for leaf in leaves}
-    by_flat = {leaf.flat: leaf for leaf in leaves if leaf.flat and leaf.flat not in by_flag}
-    for leaf in leaves:  # old spellings of a field (`output_dir` for `out`), nested or flat
-        group = leaf.flag.rpartition(".")[0]
-        for old in leaf.field.metadata.get("aliases", ()):
-            by_flat.setdefault(f"{group}.{old}" if group else old, leaf)
-            if group and leaf.flat:
-                by_flat.setdefault(old, leaf)
+    by_key = {leaf.key: leaf for leaf in leaves}
+    by_old: dict[str, _Leaf] = {}
+    for leaf in leaves:  # old spellings (`output_dir` for `out`, a group's flat `source`), as the flags have them
+        for old in _old_names(leaf):
+            if old not in by_flag:
+                by_old.setdefault(old, leaf)
     out, unknown = {}, []
 
     def walk(mapping: dict, prefix: str) -> None:
@@ -252,13 +264,11 @@ def _flatten_yaml(loaded: dict, leaves: list[_Leaf], warn) -> dict[str, Any]:
                 out[by_flag[name].key] = (value, by_flag[name])
             elif isinstance(value, dict) and any(f.startswith(name + ".") for f in by_flag):
                 walk(value, name + ".")
-            elif name in by_flat:
-                leaf = by_flat[name]
+            elif name in by_old:
+                leaf = by_old[name]
                 warn(f"key {name} is deprecated and will be removed in the next release; use {leaf.flag}")
-                out[leaf.key] = (value, leaf)
-                group = leaf.key.rpartition(".")[0]
-                for also in leaf.field.metadata.get("alias_also", ()):
-                    out[f"{group}.{also}".lstrip(".")] = (value, next(x for x in leaves if x.key == f"{group}.{also}".lstrip(".")))
+                for key in (leaf.key, *_also_keys(leaf)):
+                    out[key] = (value, by_key[key])
             else:
                 unknown.append(name)
 
@@ -333,8 +343,7 @@ def parse_dataclasses(
     for leaf in leaves:  # argparse gives lists; a tuple field gets a tuple, as from YAML
         if isinstance(values.get(leaf.key), list) and typing.get_origin(_unwrap(leaf.hint)[0]) is tuple:
             values[leaf.key] = tuple(values[leaf.key])
-    missing = [leaf.flag for leaf in leaves if leaf.key not in values and leaf.field.default is _MISSING
-               and leaf.field.default_factory is _MISSING and "." not in leaf.key]
+    missing = [leaf.flag for leaf in leaves if leaf.key not in values and _required(leaf.field) and "." not in leaf.key]
     if missing:
         parser.error(f"missing required option(s): {', '.join('--' + m for m in missing)}")
     out = []
