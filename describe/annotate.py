@@ -86,6 +86,12 @@ class AnnotateConfig(RayOptions, ServerOptions):
                                                          "(e.g. one per GPU)."})
     ray_gpus: float = field(default=0.0, metadata={"help": "With --ray: GPUs per actor."})
 
+    def direct_describer(self) -> str:
+        """The VLM direct mode loads: --describer, else the old --model, where 'describer' (the server-side
+        name) means the default."""
+        name = self.describer or self.model
+        return DEFAULT_DESCRIBER if name == "describer" else name
+
 
 def _inputs(cfg: AnnotateConfig) -> list[Path]:
     if bool(cfg.images) == bool(cfg.dataset):
@@ -184,7 +190,7 @@ def annotate(cfg: AnnotateConfig) -> dict:
         import_ray()  # says how to install Ray, before anything else
 
     if cfg.engine:
-        require_local_folder(cfg.describer or cfg.model, "--describer")
+        require_local_folder(cfg.direct_describer(), "--describer")
         require_local_folder(cfg.adapter, "--adapter")
     out = Path(cfg.out)
     paths = _inputs(cfg)
@@ -265,9 +271,7 @@ class EngineAnnotator:
 
     def __init__(self, cfg: AnnotateConfig):
         self.cfg = cfg
-        name = cfg.describer or cfg.model  # before --describer, --model named the VLM in direct mode too
-        model = DEFAULT_DESCRIBER if name == "describer" else name  # the server-side name means the default
-        self.engine, self.info = load_describer(cfg.engine, model, cfg.adapter, question=cfg.question,
+        self.engine, self.info = load_describer(cfg.engine, cfg.direct_describer(), cfg.adapter, question=cfg.question,
                                                 system=cfg.system or None, max_new_tokens=cfg.max_tokens,
                                                 verdict_guide=cfg.verdict_guide)
 
@@ -318,8 +322,6 @@ class AnnotateStage:
         self.annotator = EngineAnnotator(cfg)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pathlib import Path
-
         items = [(Path(p), str(s)) for p, s in zip(batch["path"], batch["sha256"])]
         return {"record": np.array([json.dumps(r) for r in self.annotator.records(items)], dtype=object)}
 

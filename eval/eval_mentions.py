@@ -25,9 +25,9 @@ from pathlib import Path
 from describe.engines.transformers import Describer
 from realness.argparsing import parse_dataclasses
 from realness.data import load_descriptions
-from realness.dream.regions import RegionDetector
+from realness.dream.regions import labels_found
 from realness.images import load_image
-from realness.mentions import CATEGORIES, hallucination_report, mention_report
+from realness.mentions import CATEGORIES, DETECTABLE, hallucination_report, mention_report
 
 RAISE = Path(os.environ.get("REALNESS_RAISE_DIR") or "../shared/data/raise-train")
 
@@ -85,14 +85,10 @@ def main(argv=None) -> dict:
     report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand)}
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
     if a.regions:
-        detector = RegionDetector()
-        try:
-            found = [{r.label for r in detector.detect(load_image(Path(a.images) / n))} for n in names]
-        finally:
-            detector.close()
+        found = labels_found([Path(a.images) / n for n in names])
         report["hallucination"] = hallucination_report(refs, cand, found)
         report["reference_vs_detectors"] = hallucination_report([""] * len(refs), refs, found)
-        report["detected"] = {k: sum(k in f for f in found) for k in ("face", "hand", "person", "text")}
+        report["detected"] = {k: sum(k in f for f in found) for k in DETECTABLE}
         h, g = report["hallucination"], report["reference_vs_detectors"]
         lines += ["", f"describer: hallucinated {h['hallucinated']:.1%}, missed {h['missed']:.1%} "
                       f"(per kind {h['per_kind']}); GPT-4.1 against the detectors alone: names an undetected kind "

@@ -37,7 +37,7 @@ from realness.core import CoreModel
 from realness.core.backbones import resolve_text_encoder
 from realness.core.configuration import OFFLINE_TEXT_ENCODER
 from realness.data import load_descriptions
-from realness.dream.regions import RegionDetector
+from realness.dream.regions import labels_found
 from realness.evaluation import read_truth
 from realness.files import sha256_file, write_text_atomic
 from realness.images import list_images, load_image
@@ -278,22 +278,13 @@ def evaluate_describer(cfg: GateConfig) -> dict:
                           "describer_per_1000": cost_per_1000(cfg.images_per_s, cfg.gpu_hour_price),
                           "api_per_1000": cfg.api_price_per_1k}
     if cfg.regions:
-        report["hallucination"] = hallucination_report(refs, cands, _detected([p for p in paths if p.name in names]))
+        report["hallucination"] = hallucination_report(refs, cands, labels_found([p for p in paths if p.name in names]))
     report["summary"] = summary(report)
     for folder in (cfg.out, cfg.save_to):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             write_text_atomic(Path(folder) / GATE_FILE, json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _detected(paths: list[Path]) -> list[set[str]]:
-    """The detector labels found in each image (faces, hands, people, text), in order."""
-    detector = RegionDetector()
-    try:
-        return [{r.label for r in detector.detect(load_image(p))} for p in paths]
-    finally:
-        detector.close()
 
 
 def summary(report: dict) -> str:

@@ -34,7 +34,7 @@ candidate does not name.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "faces": ("face", "faces", "facial", "mouth", "teeth", "tooth", "nose", "lips", "lip", "smile", "expression",
@@ -136,7 +136,3 @@ def hallucination_report(references: Sequence[str], candidates: Sequence[str],
     return {"n": n, "hallucinated": sum(hallucinated) / n if n else None, "missed": sum(missed) / n if n else None,
             "per_kind": per}
 
-
-def detected_kinds(regions_by_image: Mapping[str, Sequence]) -> dict[str, set[str]]:
-    """`{image: {labels}}` from detected regions (`realness.dream.regions.Region` or dicts with a label)."""
-    return {name: {getattr(r, "label", None) or r["label"] for r in regions} for name, regions in regions_by_image.items()}

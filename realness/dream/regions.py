@@ -25,9 +25,12 @@ import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from realness.images import load_image
 
 logger = logging.getLogger(__name__)
 LABELS = ("face", "hand", "person", "text")
@@ -278,6 +281,19 @@ class RegionDetector:
                 pts = np.asarray(quad, dtype=float)
                 out.append(Region("text", _box_of(pts, work.size, 0.0), float(score), "rapidocr", text=str(text)))
         return out
+
+
+def labels_found(images: Sequence, detector: RegionDetector | None = None) -> list[set[str]]:
+    """The region labels (face, hand, person, text) the detectors find in each image (PIL images or paths), in
+    order; a detector made here is closed when done."""
+    own = detector is None
+    detector = detector or RegionDetector()
+    try:
+        return [{r.label for r in detector.detect(load_image(im) if isinstance(im, (str, Path)) else im)}
+                for im in images]
+    finally:
+        if own:
+            detector.close()
 
 
 def box_mask(regions: Sequence[Region], shape: tuple[int, int], image_size: tuple[int, int], soft: float = 0.0) -> np.ndarray:
