@@ -226,9 +226,9 @@ def _add_aliases(target, leaf: _Leaf, taken: set[str]) -> None:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type | Sequence[type], group: str | None = None,
-                            taken: set[str] | None = None) -> None:
+                            taken: set[str] | None = None) -> list[_Leaf]:
     """Add one flag per field of the dataclass(es) `cls` (and of their groups, as `--prefix.name`): every
-    class's own flags first, then the negations and old spellings that no flag has taken."""
+    class's own flags first, then the negations and old spellings that no flag has taken. Returns the leaves."""
     taken = set() if taken is None else taken
     targets: dict[str, Any] = {}
     placed = []
@@ -244,6 +244,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type | Sequenc
             placed.append((targets[title], leaf))
     for target, leaf in placed:
         _add_aliases(target, leaf, taken)
+    return [leaf for _, leaf in placed]
 
 
 def _flatten_yaml(loaded: dict, leaves: list[_Leaf], warn) -> dict[str, Any]:
@@ -311,11 +312,10 @@ def parse_dataclasses(
                                                     "none)")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)  # read by realness.cli.main
     taken = {"--config", "--verbose", "-h", "--help"}
-    add_dataclass_arguments(parser, list(classes), taken=taken)
+    leaves = add_dataclass_arguments(parser, list(classes), taken=taken)
     args = vars(parser.parse_args(argv))
     for key in [k for k in args if k.endswith(_POSITIONAL)]:
         args[key[: -len(_POSITIONAL)]] = args.pop(key)
-    leaves = [leaf for cls in classes for leaf in _leaves(cls)]
     values: dict[str, Any] = {}
     if args.get("config"):
         import yaml
