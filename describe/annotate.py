@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from describe.chat import prompt_parts
 from describe.engines import DEFAULT_DESCRIBER, load_describer
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt, saved_region_prompt
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
 from realness.cluster import RayOptions, connect, import_ray
 from realness.data import manifest_inputs
+from realness.dream.evidence import EvidenceFinder
 from realness.files import JsonlWriter, one_writer, read_jsonl, require_local_folder, sha256_file
 from realness.images import ImageError, load_image, scan_folder, skipped_note
 
@@ -56,6 +58,20 @@ class ServerOptions:
     retries: int = field(default=5, metadata={"help": "Retries per image on 429/5xx/connection errors, timeouts and "
                                                       "empty answers."})
     backoff: float = field(default=1.0, metadata={"help": "First retry delay in seconds; doubles each retry."})
+    server_regions: str | None = field(default=None, metadata={
+        "help": "The served adapter's folder (or its regions.json) when it was trained with regions: stage 1 runs "
+                "here and each request carries the image's regions and zoomed crops as in training. Default: plain "
+                "prompts."})
+
+    def region_prompt(self) -> RegionPrompt | None:
+        """The served describer's `RegionPrompt` (`--server_regions`), or None."""
+        if not self.server_regions:
+            return None
+        path = Path(self.server_regions)
+        found = saved_region_prompt(path.parent if path.is_file() else path)
+        if found is None:
+            raise ValueError(f"--server_regions {self.server_regions}: no {REGIONS_FILE} there")
+        return found
 
 
 @dataclass
@@ -110,9 +126,10 @@ def done_hashes(out: Path) -> set[str]:
     return {rec["sha256"] for rec in read_jsonl(out) if rec.get("status") == "ok"}
 
 
-def _data_url(path: Path) -> str:
+def _data_url(image) -> str:
+    """A PNG data URL of an image (a PIL image or a path)."""
     buf = io.BytesIO()
-    load_image(path).save(buf, format="PNG")
+    (load_image(image) if isinstance(image, (str, Path)) else image).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -124,6 +141,11 @@ def description_record(path: Path, sha: str, text: str | None, error: str = "", 
         answer = parse_answer(text or "")
         rec.update(description=answer.text, verdict=answer.verdict, contract_ok=answer.ok, problems=answer.problems)
     return rec
+
+
+def brief_regions(regions) -> list[dict]:
+    """Stage-1 regions as a record keeps them: label, box (pixels), score, suspicion; no landmarks."""
+    return [{k: v for k, v in r.to_dict().items() if k != "landmarks"} for r in regions]
 
 
 class ServerClient:
@@ -139,19 +161,45 @@ class ServerClient:
         self.http = httpx.Client(timeout=cfg.timeout, headers=headers, limits=limits)
         self.servers = itertools.cycle([s.rstrip("/") for s in cfg.server])
         self.lock = threading.Lock()
+        self.regions = cfg.region_prompt()
+        self._finder = None
+
+    @property
+    def uses_regions(self) -> bool:
+        return self.regions is not None and self.regions.enabled
+
+    def find_regions(self, images) -> list | None:
+        """Stage 1 here, for a describer served with regions (one finder, used under the lock: requests run in
+        threads)."""
+        if not self.uses_regions:
+            return None
+        with self.lock:
+            if self._finder is None:
+                self._finder = EvidenceFinder()
+            return [e.regions for e in self._finder.find(images)]
+
+    def close(self) -> None:
+        if self._finder is not None:
+            self._finder.close()
 
     def _next(self) -> str:
         with self.lock:
             return next(self.servers)
 
-    def describe(self, path: Path) -> tuple[str, str]:
-        """(answer text, server) or raises RuntimeError with the last reason."""
+    def describe(self, path: Path, regions: list | None = None) -> tuple[str, str]:
+        """(answer text, server) or raises RuntimeError with the last reason. With a served region describer
+        the request holds the image, its crops and the question with its `regions` (found here if not given),
+        in `describe.chat`'s order."""
         import httpx
 
+        image = load_image(path)
+        if self.uses_regions and regions is None:
+            regions = self.find_regions([image])[0]
+        question, images = prompt_parts(image, regions, self.question, self.regions)
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": _data_url(path)}},
-            {"type": "text", "text": self.question}]})
+            *({"type": "image_url", "image_url": {"url": _data_url(im)}} for im in images),
+            {"type": "text", "text": question}]})
         body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens}
         reason = ""
         for attempt in range(self.cfg.retries + 1):
@@ -257,6 +305,7 @@ def _annotate(cfg: AnnotateConfig, out: Path, paths: list[Path]) -> dict:
                 for item in todo:
                     gate.acquire()
                     pool.submit(work, item)
+            client.close()
     finally:
         bar.close()
         writer.close()
@@ -284,15 +333,19 @@ class EngineAnnotator:
                 batch.append((k, path, sha, load_image(path)))
             except ImageError as err:
                 out[k] = description_record(path, sha, None, str(err), model=model)
+        images, regions = [b[3] for b in batch], None
         try:
-            texts = self.engine.generate([b[3] for b in batch], self.cfg.batch_size) if batch else []
+            if batch and getattr(self.engine, "uses_regions", False):  # stage 1 once, for the prompt and the record
+                regions = self.engine.find_regions(images)
+            texts = self.engine.generate(images, self.cfg.batch_size, regions) if batch else []
         except Exception as err:  # noqa: BLE001 - the engine failing on this batch fails its images, not the job
             texts = [RuntimeError(f"describer failed: {err}")] * len(batch)
-        for (k, path, sha, _), text in zip(batch, texts):
+        for j, ((k, path, sha, _), text) in enumerate(zip(batch, texts)):
             if isinstance(text, Exception):
                 out[k] = description_record(path, sha, None, str(text), model=model)
             else:
-                out[k] = description_record(path, sha, text, model=model, engine=self.info["engine"])
+                extra = {"regions": brief_regions(regions[j])} if regions is not None else {}
+                out[k] = description_record(path, sha, text, model=model, engine=self.info["engine"], **extra)
         return [out[k] for k in range(len(items))]
 
     def close(self) -> None:

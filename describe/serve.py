@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from describe.prompt import saved_region_prompt
 from describe.small import SMALL_DESCRIBER, is_small_describer
 from realness.files import require_local_folder
 
@@ -41,7 +42,9 @@ class ServerConfig:
                                                                 "or VLLM_API_KEY if set."})
     max_lora_rank: int = field(default=64, metadata={"help": "Largest adapter rank accepted."})
     max_model_len: int = field(default=4096, metadata={"help": "Context length (prompt with image tokens + answer)."})
-    max_images: int = field(default=1, metadata={"help": "Images per request."})
+    max_images: int | None = field(default=None, metadata={"help": "Images per request. Default: 1, or 1 + the "
+                                                                    "crops of an adapter trained with regions "
+                                                                    "(its regions.json)."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float32, ..."})
     extra: list[str] = field(default_factory=list, metadata={"help": "More vLLM server flags, passed through as is."})
     log: str | None = field(default=None, metadata={"help": "File for vLLM's own output (start-up, requests, errors); "
@@ -57,6 +60,9 @@ class ServerConfig:
             if not sep or not name or not path:
                 raise ValueError(f"--lora {lora}: give name=path (e.g. describer=runs/describer/adapter)")
             require_local_folder(path, f"--lora {name}=")
+        if self.max_images is None:  # an adapter trained with regions takes the image and its crops
+            prompts = [saved_region_prompt(lora.partition("=")[2]) for lora in self.lora]
+            self.max_images = max([1] + [1 + p.crops for p in prompts if p is not None and p.enabled])
 
         if self.model == SMALL_DESCRIBER or is_small_describer(self.model):
             raise ValueError(f"{self.model}: `realness serve` cannot serve the small describer. vLLM runs its language model "

@@ -9,6 +9,10 @@ do (`../shared/offline-models.md`). This module joins them the way LLaVA and nan
     chat text (SmolLM2's own ChatML template, one `<image>` placeholder expanded to 48 tokens)
                     -> SmolLM2-135M-Instruct (Llama, frozen + LoRA) -> the answer
 
+A zoomed crop of a detected region (`describe.prompt.RegionPrompt`) is one more image through the same
+encoder and projector: `crop_size` square (224), its 7x7 grid pooled to `crop_grid` (3x3 = 9 tokens) in
+place of a `<crop>` placeholder.
+
 The image placeholder `<image>` is one token added to SmolLM2's tokenizer; its positions are replaced
 by the projected image features before the language model runs, so the LM's embedding matrix and head
 keep their size (49,152) and the token never has to be predicted. What is trained (the projector and the
@@ -42,6 +46,7 @@ from realness.registry import DESCRIBE_PRETRAINED, OFFLINE_IMAGE_BACKBONE, OFFLI
 
 MODEL_TYPE = "realness_small_vlm"
 IMAGE_TOKEN = "<image>"
+CROP_TOKEN = "<crop>"  # a zoomed region's placeholder (describe.prompt): `crop_grid` tokens from the same encoder
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LANGUAGE_MODEL = OFFLINE_LANGUAGE_MODEL
 VISION_BACKBONE = OFFLINE_IMAGE_BACKBONE
@@ -121,7 +126,8 @@ def _config_classes():
         def __init__(self, text_config=None, vision_backbone: str = VISION_BACKBONE, vision_dim: int = 1280,
                      language_model: str = LANGUAGE_MODEL, image_size=(384, 512), image_grid=(6, 8),
                      projector_hidden: int = 1152, image_token_id: int | None = None,
-                     image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), **kwargs):
+                     image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), crop_size: int = 224,
+                     crop_grid=(3, 3), crop_token_id: int | None = None, **kwargs):
             if isinstance(text_config, dict):
                 text_config = LlamaConfig(**text_config)
             self.text_config = text_config if text_config is not None else LlamaConfig()
@@ -129,11 +135,16 @@ def _config_classes():
             self.image_size, self.image_grid = list(image_size), list(image_grid)
             self.projector_hidden, self.image_token_id = projector_hidden, image_token_id
             self.image_mean, self.image_std = list(image_mean), list(image_std)
+            self.crop_size, self.crop_grid, self.crop_token_id = crop_size, list(crop_grid), crop_token_id
             super().__init__(**kwargs)
 
         @property
         def image_tokens(self) -> int:
             return self.image_grid[0] * self.image_grid[1]
+
+        @property
+        def crop_tokens(self) -> int:
+            return self.crop_grid[0] * self.crop_grid[1]
 
     class SmallVlmForConditionalGeneration(PreTrainedModel, GenerationMixin):
         """Frozen EfficientNet-Lite0 grid -> MLP projector -> SmolLM2 (Llama). See the module docstring."""
@@ -150,6 +161,7 @@ def _config_classes():
             super().__init__(config)
             self.vision = _efficientnet(pretrained=False)
             self.pool = nn.AdaptiveAvgPool2d(tuple(config.image_grid))
+            self.crop_pool = nn.AdaptiveAvgPool2d(tuple(config.crop_grid))
             hidden = config.text_config.hidden_size
             self.projector = nn.Sequential(nn.Linear(config.vision_dim, config.projector_hidden), nn.GELU(),
                                            nn.Linear(config.projector_hidden, hidden))
@@ -172,32 +184,45 @@ def _config_classes():
             self.vision.eval()  # frozen, batch-norm statistics included
             return self
 
-        def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            """(B, 3, H, W) -> (B, image_tokens, hidden): pooled EfficientNet grid through the projector."""
+        def image_features(self, pixel_values: torch.Tensor, pool: nn.Module | None = None) -> torch.Tensor:
+            """(B, 3, H, W) -> (B, tokens, hidden): pooled EfficientNet grid (`pool`: the image's, or the
+            crops' `crop_pool`) through the projector."""
             with torch.no_grad():
                 grid = self.vision.forward_features(pixel_values.to(next(self.vision.parameters()).dtype))
-                tokens = self.pool(grid).flatten(2).transpose(1, 2)
+                tokens = (pool or self.pool)(grid).flatten(2).transpose(1, 2)
             return self.projector(tokens)
 
-        def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
-            """Token embeddings with every `<image>` position replaced by the image's projected features."""
+        def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None,
+                  crop_values: torch.Tensor | None = None) -> torch.Tensor:
+            """Token embeddings with every `<image>` position replaced by the image's projected features, and
+            every `<crop>` position by its crop's (crops in row order)."""
             is_image = input_ids == self.config.image_token_id
-            embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
-            if not is_image.any():  # decoding steps after the prompt carry no image token
-                return embeds
-            if pixel_values is None:
-                raise ValueError("the prompt has <image> tokens but no pixel_values were given")
-            feats = self.image_features(pixel_values).to(embeds.dtype)
-            per_row = is_image.sum(1)
-            if (per_row != feats.shape[1]).any():
-                raise ValueError(f"each prompt needs exactly {feats.shape[1]} image tokens, got {per_row.tolist()}")
-            return embeds.masked_scatter(is_image.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
+            is_crop = (input_ids == self.config.crop_token_id if self.config.crop_token_id is not None
+                       else torch.zeros_like(is_image))
+            embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image | is_crop, 0))
+            if is_image.any():  # decoding steps after the prompt carry no image token
+                if pixel_values is None:
+                    raise ValueError("the prompt has <image> tokens but no pixel_values were given")
+                feats = self.image_features(pixel_values).to(embeds.dtype)
+                per_row = is_image.sum(1)
+                if (per_row != feats.shape[1]).any():
+                    raise ValueError(f"each prompt needs exactly {feats.shape[1]} image tokens, got {per_row.tolist()}")
+                embeds = embeds.masked_scatter(is_image.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
+            if is_crop.any():
+                if crop_values is None:
+                    raise ValueError("the prompt has <crop> tokens but no crop_values were given")
+                feats = self.image_features(crop_values, self.crop_pool).to(embeds.dtype)
+                if int(is_crop.sum()) != feats.shape[0] * feats.shape[1]:
+                    raise ValueError(f"{feats.shape[0]} crops need {feats.shape[0] * feats.shape[1]} <crop> tokens, "
+                                     f"the prompts have {int(is_crop.sum())}")
+                embeds = embeds.masked_scatter(is_crop.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
+            return embeds
 
         def forward(self, input_ids=None, attention_mask=None, pixel_values=None, position_ids=None,
                     past_key_values=None, inputs_embeds=None, labels=None, use_cache=None, cache_position=None,
-                    logits_to_keep=0, **kwargs):
+                    logits_to_keep=0, crop_values=None, **kwargs):
             if inputs_embeds is None:
-                inputs_embeds = self.embed(input_ids, pixel_values)
+                inputs_embeds = self.embed(input_ids, pixel_values, crop_values)
             out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                       position_ids=position_ids, past_key_values=past_key_values, labels=labels,
                                       use_cache=use_cache, cache_position=cache_position,
@@ -252,12 +277,14 @@ def _config_classes():
         """
 
         def __init__(self, tokenizer, image_size=(384, 512), image_tokens: int = 48,
-                     image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+                     image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), crop_size: int = 224, crop_tokens: int = 9):
             self.tokenizer = tokenizer
             self.image_size, self.image_tokens = tuple(image_size), image_tokens
             self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+            self.crop_size, self.crop_tokens = crop_size, crop_tokens
             self.image_token = IMAGE_TOKEN
             self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+            self.has_crops = CROP_TOKEN in tokenizer.get_vocab()
 
         def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
                                 add_generation_prompt: bool = False, **kwargs):
@@ -265,15 +292,16 @@ def _config_classes():
             for m in messages:
                 content = m["content"]
                 if not isinstance(content, str):
-                    content = "\n".join(IMAGE_TOKEN if part["type"] == "image" else part["text"] for part in content)
+                    content = "\n".join((CROP_TOKEN if part.get("crop") else IMAGE_TOKEN) if part["type"] == "image"
+                                        else part["text"] for part in content)
                 flat.append({"role": m["role"], "content": content})
             return self.tokenizer.apply_chat_template(flat, tokenize=tokenize,
                                                       add_generation_prompt=add_generation_prompt, **kwargs)
 
-        def image_tensor(self, image) -> torch.Tensor:
+        def image_tensor(self, image, size: tuple[int, int] | None = None) -> torch.Tensor:
             from PIL import Image
 
-            height, width = self.image_size
+            height, width = size or self.image_size
             image = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
             x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
             mean, std = torch.tensor(self.image_mean).view(3, 1, 1), torch.tensor(self.image_std).view(3, 1, 1)
@@ -282,11 +310,20 @@ def _config_classes():
         def __call__(self, text=None, images=None, padding: bool | str = False, return_tensors: str | None = "pt",
                      **kwargs) -> dict:
             texts = [text] if isinstance(text, str) else list(text)
-            texts = [t.replace(IMAGE_TOKEN, IMAGE_TOKEN * self.image_tokens) for t in texts]
+            if any(CROP_TOKEN in t for t in texts) and not self.has_crops:
+                raise ValueError(f"this small describer's tokenizer has no {CROP_TOKEN} token: build the base with "
+                                 "describe.small.build_small_describer (it adds one) to give it region crops")
+            texts = [t.replace(IMAGE_TOKEN, IMAGE_TOKEN * self.image_tokens).replace(CROP_TOKEN, CROP_TOKEN * self.crop_tokens)
+                     for t in texts]
             batch = dict(self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **kwargs))
             if images is not None:
-                flat = [im for group in images for im in (group if isinstance(group, (list, tuple)) else [group])]
-                batch["pixel_values"] = torch.stack([self.image_tensor(im) for im in flat])
+                # each prompt's first image is the image, the rest its crops (describe.prompt's order)
+                groups = [list(g) if isinstance(g, (list, tuple)) else [g] for g in images]
+                batch["pixel_values"] = torch.stack([self.image_tensor(g[0]) for g in groups])
+                crops = [im for g in groups for im in g[1:]]
+                if crops:
+                    side = (self.crop_size, self.crop_size)
+                    batch["crop_values"] = torch.stack([self.image_tensor(im, side) for im in crops])
             return batch
 
         def batch_decode(self, *args, **kwargs):
@@ -301,7 +338,8 @@ def _config_classes():
             self.tokenizer.save_pretrained(folder)
             (folder / _PROCESSOR_FILE).write_text(json.dumps(
                 {"image_size": list(self.image_size), "image_tokens": self.image_tokens,
-                 "image_mean": list(self.image_mean), "image_std": list(self.image_std)}, indent=2) + "\n")
+                 "image_mean": list(self.image_mean), "image_std": list(self.image_std), "crop_size": self.crop_size,
+                 "crop_tokens": self.crop_tokens}, indent=2) + "\n")
 
         @classmethod
         def from_pretrained(cls, folder, **kwargs) -> SmallVlmProcessor:
@@ -359,20 +397,21 @@ def build_small_describer(folder: str | Path, image_grid: Sequence[int] = (6, 8)
     register()
     lm_folder = smollm2_folder()
     tokenizer = AutoTokenizer.from_pretrained(lm_folder)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, CROP_TOKEN]})
     text = text_config or AutoConfig.from_pretrained(lm_folder).to_dict()
     text = {k: v for k, v in text.items()
             if k not in ("quantization_config", "transformers_version", "architectures", "_name_or_path")}
     text["pad_token_id"] = tokenizer.pad_token_id
     config = config_cls(text_config=text, image_grid=tuple(image_grid), projector_hidden=projector_hidden,
                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                        crop_token_id=tokenizer.convert_tokens_to_ids(CROP_TOKEN),
                         eos_token_id=text.get("eos_token_id"), pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     projector = _projector_only(config)
     folder = Path(folder)
     _save_projector(config, projector, folder)
     processor_cls(tokenizer, config.image_size, config.image_tokens, config.image_mean,
-                  config.image_std).save_pretrained(folder)
+                  config.image_std, config.crop_size, config.crop_tokens).save_pretrained(folder)
     return folder
 
 

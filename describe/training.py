@@ -5,6 +5,12 @@
 The Trainer brings checkpoints, resume, evaluation loss, mixed precision and DDP / DeepSpeed / FSDP
 through accelerate's config; this module adds the data (sources mixed, held out by image), answer-only
 labels, LoRA that vLLM can serve, and a few generated samples at every evaluation.
+
+With `--regions.enabled`, stage 1 (detectors + artifact map, `describe.grounding.find_regions`) runs once
+over the images first (kept in `--regions_file`, resumable), every prompt lists its image's regions with
+zoomed crops (`describe.prompt`), and, with `--ground_targets`, the targets carry the boxes of the regions
+their sentences name (`describe.grounding.ground_answer`). The adapter folder gets `regions.json`, so every
+engine that loads it prompts the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import torch
 
 from describe.chat import TrainCollator, generation_inputs
 from describe.data import mix_sources, prefer_human_rows, split_by_image
+from describe.grounding import GroundingStats, find_regions, ground_answer
 from describe.modeling import LoraSettings, add_lora, load_base
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt
 from realness.argparsing import by_field_name
 from realness.data import load_manifest, load_raise
 from realness.images import load_image
@@ -87,6 +94,15 @@ class DescriberTrainConfig:
                                                                    "prompt position: the same loss, far less memory."})
     select_best: bool = field(default=False, metadata={"help": "Keep the checkpoint with the lowest held-out loss "
                                                                "(needs save_steps == eval_steps), not the last."})
+    regions: RegionPrompt = field(default_factory=RegionPrompt, metadata={
+        "help": "Stage-1 regions in the prompt and zoomed crops (`describe.prompt.RegionPrompt`): --regions.enabled, "
+                "--regions.crops, ...; YAML: a `regions:` mapping."})
+    regions_file: str | None = field(default=None, metadata={"help": "Stage-1 regions JSONL (written if missing, "
+                                                                     "resumed if partial; default: "
+                                                                     "<out>/regions.jsonl)."})
+    ground_targets: bool = field(default=True, metadata={"help": "With regions: write the box of the region a target "
+                                                                 "sentence names after its word "
+                                                                 "(describe.grounding)."})
 
     @classmethod
     def from_flat(cls, **options) -> DescriberTrainConfig:
@@ -96,6 +112,8 @@ class DescriberTrainConfig:
         nested = options.pop("lora", None) or {}
         if isinstance(nested, LoraSettings):
             nested = asdict(nested)
+        if isinstance(options.get("regions"), dict):
+            options["regions"] = RegionPrompt(**options["regions"])
         lora = {**nested, **{new: options.pop(old) for new, old in FLAT_LORA.items() if old in options}}
         if "language_modules" in lora:
             lora["language_modules"] = tuple(lora["language_modules"])
@@ -105,6 +123,8 @@ class DescriberTrainConfig:
 
 
 class _Pairs(torch.utils.data.Dataset):
+    """(image, answer[, regions]) examples; rows carry `regions` when stage 1 ran."""
+
     def __init__(self, rows: list[dict]):
         self.rows = rows
 
@@ -112,7 +132,25 @@ class _Pairs(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": load_image(self.rows[i]["image"]), "answer": self.rows[i]["description"]}
+        row = self.rows[i]
+        return {"image": load_image(row["image"]), "answer": row["description"], "regions": row.get("regions")}
+
+
+def attach_regions(cfg: DescriberTrainConfig, rows: list[dict]) -> GroundingStats | None:
+    """With regions enabled: stage 1 over the rows' images (cached in `regions_file`), each row's `regions`, and
+    its target grounded (`ground_targets`); the grounding counts, written beside the checkpoints."""
+    if not cfg.regions.enabled:
+        return None
+    cache = Path(cfg.regions_file or Path(cfg.output_dir) / "regions.jsonl")
+    found = find_regions(sorted({r["image"] for r in rows}), cache)
+    stats = GroundingStats()
+    for r in rows:
+        size, regions = found.get(Path(r["image"]).name, (None, []))
+        r["regions"] = regions
+        if cfg.ground_targets and size is not None:
+            r["description"], one = ground_answer(r["description"], regions, size, cfg.regions)
+            stats.add(one)
+    return stats
 
 
 def load_rows(cfg: DescriberTrainConfig) -> list[dict]:
@@ -154,7 +192,8 @@ def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
                 return
             rows = held[: cfg.samples_per_eval]
             texts = generate(model, processor, [load_image(r["image"]) for r in rows], cfg.question,
-                             cfg.system or None, cfg.max_new_tokens)
+                             cfg.system or None, cfg.max_new_tokens, regions=[r.get("regions") for r in rows],
+                             regions_cfg=cfg.regions)
             with path.open("a") as fh:
                 for r, t in zip(rows, texts):
                     fh.write(json.dumps({"step": state.global_step, "image": Path(r["image"]).name,
@@ -166,13 +205,15 @@ def _sample_callback(cfg: DescriberTrainConfig, processor, held: list[dict]):
 
 @torch.no_grad()
 def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT_SYSTEM, max_new_tokens=64,
-             do_sample: bool = False, min_new_tokens: int = 0, prefixes=None) -> list[str]:
+             do_sample: bool = False, min_new_tokens: int = 0, prefixes=None, regions=None,
+             regions_cfg: RegionPrompt | None = None) -> list[str]:
     """Greedy (default) descriptions for a batch of PIL images (`min_new_tokens` holds back the end token:
     benchmarks fix the output length with it). `prefixes`: each answer's given start, which the model
-    continues; the returned text includes it."""
+    continues; the returned text includes it. `regions` (a list per image) with an enabled `regions_cfg`:
+    the region-aware prompt and crops."""
     was_training = model.training
     model.eval()
-    inputs = generation_inputs(processor, images, question, system, prefixes)
+    inputs = generation_inputs(processor, images, question, system, prefixes, regions, regions_cfg)
     device = next(p for p in model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
@@ -232,7 +273,12 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    train_rows, held = prepare_data(cfg, load_rows(cfg))
+    rows = load_rows(cfg)
+    stats = attach_regions(cfg, rows)
+    if stats is not None:
+        (out / "grounding.json").write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+        logger.info("grounded targets: %s", stats.to_dict())
+    train_rows, held = prepare_data(cfg, rows)
     # Which images were held out, so evaluations of this describer (and of a CORE for it) can stay off
     # the images it trained on.
     (out / "split.json").write_text(json.dumps({"train": sorted({Path(r["image"]).name for r in train_rows}),
@@ -252,7 +298,7 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
         label_names=["labels"], disable_tqdm=False,
         load_best_model_at_end=bool(cfg.select_best and held), metric_for_best_model="eval_loss", greater_is_better=False,
     )
-    collator = TrainCollator(processor, cfg.question, cfg.system or None)
+    collator = TrainCollator(processor, cfg.question, cfg.system or None, regions=cfg.regions)
     trainer = (_answer_only_trainer() if cfg.answer_only_loss else Trainer)(
                       model=model, args=args, train_dataset=_Pairs(train_rows),
                       eval_dataset=_Pairs(held) if held else None, data_collator=collator,
@@ -263,4 +309,6 @@ def train_describer(cfg: DescriberTrainConfig, callbacks: tuple = ()) -> Path:
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(adapter)
         processor.save_pretrained(adapter)
+        if cfg.regions.enabled:  # the prompt this adapter was trained with, for every engine that loads it
+            (adapter / REGIONS_FILE).write_text(json.dumps(asdict(cfg.regions), indent=2) + "\n")
     return adapter

@@ -3,7 +3,9 @@
     python eval/eval_mentions.py --run runs/describer-small-val --describer runs/small-base --out eval/out/mentions
 
 The run's `split.json` names the held-out images; its `adapter/` (on `--describer`) describes each of them
-(transformers engine, greedy), or `--candidate FILE` gives descriptions already written. Then, against the
+(transformers engine, greedy; an adapter trained with regions gets each image's stage-1 regions and crops,
+from `--regions_file` when given), or `--candidate FILE` gives descriptions already written. Boxes of grounded
+claims are left out before mentions are counted. Then, against the
 RAISE-TD GPT-4.1 descriptions of the same images (`realness.mentions`):
 - per-category precision / recall / F1 of the describer's mentions and their macro-F1;
 - with the region detectors on each image: the share of descriptions naming a face, hand, person or text that
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.engines.transformers import Describer
+from describe.grounding import find_regions
+from describe.prompt import parse_claims, strip_boxes
 from realness.argparsing import parse_dataclasses
 from realness.data import load_descriptions
 from realness.dream.regions import labels_found
@@ -48,6 +52,11 @@ class EvalMentionsConfig:
     batch_size: int = field(default=8, metadata={"help": "Images per generate call."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
     regions: bool = field(default=True, metadata={"help": "Run the region detectors for the hallucination shares."})
+    regions_file: str | None = field(default=None, metadata={"help": "Stage-1 regions JSONL (describe.grounding."
+                                                                     "find_regions; written if missing): the regions "
+                                                                     "a region-trained describer is given and the "
+                                                                     "detected kinds, found once. Default: detect "
+                                                                     "here."})
 
 
 def _table(report: dict) -> list[str]:
@@ -69,6 +78,8 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     seconds = None
+    stage1 = (find_regions([Path(a.images) / n for n in names], a.regions_file, progress=False)
+              if a.regions_file else None)
     if a.candidate:
         given = load_descriptions(Path(a.candidate))
         cand = [given.get(n, "") for n in names]
@@ -76,16 +87,23 @@ def main(argv=None) -> dict:
         describer = Describer(a.describer, str(Path(a.run) / "adapter"), device="cpu", max_new_tokens=a.max_tokens)
         start, cand = time.perf_counter(), []
         for i in range(0, len(names), a.batch_size):
-            images = [load_image(Path(a.images) / n) for n in names[i:i + a.batch_size]]
-            cand += describer.generate(images, a.batch_size)
+            batch = names[i:i + a.batch_size]
+            images = [load_image(Path(a.images) / n) for n in batch]
+            given = [stage1[n][1] for n in batch] if stage1 is not None and describer.uses_regions else None
+            cand += describer.generate(images, a.batch_size, given)
+        describer.close()
         seconds = time.perf_counter() - start
         with (out / "descriptions.csv").open("w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([["filename", "description"], *zip(names, cand)])
     refs = [ref[n] for n in names]
-    report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand)}
+    claims = [parse_claims(c)[0] for c in cand]
+    cand = [strip_boxes(c) for c in cand]
+    report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand),
+              "grounded": {"descriptions_with_a_box": sum(bool(c) for c in claims), "boxes": sum(map(len, claims))}}
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
     if a.regions:
-        found = labels_found([Path(a.images) / n for n in names])
+        found = ([{r.label for r in stage1[n][1]} for n in names] if stage1 is not None
+                 else labels_found([Path(a.images) / n for n in names]))
         report["hallucination"] = hallucination_report(refs, cand, found)
         report["reference_vs_detectors"] = hallucination_report([""] * len(refs), refs, found)
         report["detected"] = {k: sum(k in f for f in found) for k in DETECTABLE}

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from realness.boxes import find_boxes, strip_boxes
+
 VERDICTS = ("yes", "no", "somewhat")
 VERDICT_ORDER = ("no", "somewhat", "yes")  # ordinal, for kappa
 MAX_WORDS = 35  # "maximum 30 words" in the prompt; GPT-4.1 itself goes to ~33
@@ -52,7 +54,8 @@ def parse_answer(text: str, max_words: int = MAX_WORDS) -> Answer:
     problems = []
     if not verdict:
         problems.append("does not start with Yes, No or Somewhat")
-    words = len(explanation.split())
+    problems += find_boxes(explanation)[1]  # a grounded claim's box must be well formed (realness.boxes)
+    words = len(strip_boxes(explanation).split())  # boxes are not words
     if words > max_words:
         problems.append(f"explanation has {words} words (at most {max_words})")
     if verdict in ("yes", "somewhat") and words == 0:

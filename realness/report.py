@@ -174,6 +174,9 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
             caption += '<div class="caption regions">' + ", ".join(
                 f'<span class="region" data-label="{_e(g["label"])}">{_e(g["label"])} {g["score"]:.2f}</span>'
                 for g in r["regions"]) + "</div>"
+        if r.get("claims"):
+            caption += '<div class="caption claims">' + "; ".join(
+                f'<span class="claim">{_e(c["claim"])} {_e(str(c["box"]))}</span>' for c in r["claims"]) + "</div>"
         cells.append(f'<td><a href="{_e(quote(link))}">{_img(overlay, "map of " + r["filename"])}</a>{caption}</td>'
                      if overlay else "<td></td>")
         cells.append(f'<td data-v="{_e(r.get("status"))}">{_e(r.get("status"))}</td>')

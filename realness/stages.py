@@ -1,6 +1,8 @@
 """The stages of `realness run`, one function each, shared by the single-process runner (`realness.pipeline`)
 and the Ray Data runner (`realness.distributed`):
     read      the image (downscaled once to --max_pixels)
+    regions   stage 1 (detectors + artifact map, `realness.dream.evidence.EvidenceFinder`), once per image and
+              only when something needs it: a describer trained with regions, or DREAM's evidence maps
     describe  the given text, one an earlier run wrote, or the describer's (engine or server)
     score     CORE
     map       DREAM's map and overlay, then every image's thumbnail
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from describe.annotate import ServerClient, ServerOptions, description_record
+from describe.annotate import ServerClient, ServerOptions, brief_regions, description_record
 from describe.engines import DEFAULT_DESCRIBER, load_describer
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
@@ -26,6 +28,7 @@ from realness.cluster import RayOptions
 from realness.core.loading import default_num_workers
 from realness.core.modeling import CoreModel
 from realness.dream.configuration import DreamConfig
+from realness.dream.evidence import EvidenceFinder, EvidenceMapper
 from realness.dream.run import load_mapper
 from realness.files import output_name, save_image
 from realness.images import PIXEL_BUDGET, ImageError, load_image
@@ -108,7 +111,7 @@ class RunConfig(RayOptions, ServerOptions):
         "help": "DREAM's options (`realness map --help` explains each); YAML: a `dream:` mapping."})
 
 
-STAGES = ("read", "describe", "score", "map", "thumbnail")
+STAGES = ("read", "regions", "describe", "score", "map", "thumbnail")
 
 
 class Models:
@@ -118,7 +121,8 @@ class Models:
         self.cfg, self.dream_config, self.device = cfg, dream_config, device
         self.info: dict[str, dict] = {}
         self.load_s: dict[str, float] = {}
-        self._describer = self._core = self._mapper = None
+        self._describer = self._core = self._mapper = self._finder = None
+        self._evidence: dict[str, object] = {}  # stage 1 by content hash, for the chunk at hand
 
     def _timed(self, key: str, fn):
         start = time.perf_counter()
@@ -143,6 +147,26 @@ class Models:
         mapper, self.info["maps"] = load_mapper(self.dream_config, self.device, self.cfg.offline_fallback)
         return mapper
 
+    def finder(self) -> EvidenceFinder:
+        """Stage 1: the evidence mapper's own finder when DREAM draws evidence maps, else one of its own."""
+        if self._finder is None:
+            mapper = self.mapper() if self.cfg.dream else None
+            self._finder = (mapper.finder if isinstance(mapper, EvidenceMapper) else
+                            self._timed("regions", lambda: EvidenceFinder(self.dream_config, self.device)))
+        return self._finder
+
+    def evidence(self, recs: list[dict], images: list) -> list:
+        """Stage 1 for these records' images, run once per image (remembered by content hash for the chunk)."""
+        missing = [k for k, r in enumerate(recs) if r["sha256"] not in self._evidence]
+        if missing:
+            start = time.perf_counter()
+            found = self.finder().find([images[k] for k in missing])
+            split_time([recs[k] for k in missing], "regions", start)
+            if len(self._evidence) > 4 * self.cfg.chunk_size:  # a chunk's worth is all that is ever reused
+                self._evidence.clear()
+            self._evidence.update((recs[k]["sha256"], e) for k, e in zip(missing, found))
+        return [self._evidence[r["sha256"]] for r in recs]
+
     def describer(self):
         """An engine with `.generate(images, batch_size)`, or a server client with `.describe(path)`."""
         if self._describer is None:
@@ -163,7 +187,7 @@ class Models:
         return engine
 
     def close(self) -> None:
-        for model in (self._describer, self._mapper):
+        for model in (self._describer, self._mapper, self._finder):
             if model is not None and hasattr(model, "close"):
                 model.close()
 
@@ -223,16 +247,22 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
             for i in need:
                 fail(todo[i], "describe", err)
         if describer is not None:
+            regions = None
+            if getattr(describer, "uses_regions", False):  # stage 1 here, once: DREAM reuses it
+                need = regions_stage(todo, need, images, models)
+                regions = [e.regions for e in models.evidence([todo[i] for i in need], [images[i] for i in need])]
+            recs, imgs = [todo[i] for i in need], [images[i] for i in need]
             start = time.perf_counter()
-            texts = _describe(describer, [todo[i] for i in need], [images[i] for i in need], cfg)
+            texts = _describe(describer, recs, imgs, cfg, regions)
             split_time([todo[i] for i in need], "describe", start)
             source = "server" if cfg.server else "describer"
-            for i, text in zip(need, texts):
+            for k, (i, text) in enumerate(zip(need, texts)):
                 rec = todo[i]
                 err = text if isinstance(text, Exception) else None
+                shown = {"regions": brief_regions(regions[k])} if regions is not None else {}  # what it was shown
                 written = record_text(described, rec, description_record(
                     Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
-                    model=models.info["describer"]["name"], source=source))
+                    model=models.info["describer"]["name"], source=source, **shown))
                 if not written:
                     continue
                 if err:
@@ -246,6 +276,20 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
         if todo[i]["status"] == "ok":
             answer = parse_answer(todo[i]["description"])
             todo[i].update(verdict=answer.verdict, contract_ok=answer.ok)
+
+
+def regions_stage(todo: list[dict], idx: list[int], images, models: Models) -> list[int]:
+    """Stage 1 for the records `idx` (run once per image, `Models.evidence`); an image it fails on fails alone.
+    Returns the records still ok."""
+    try:
+        models.evidence([todo[i] for i in idx], [images[i] for i in idx])
+    except Exception:  # noqa: BLE001 - isolate the culprit below
+        for i in idx:
+            try:
+                models.evidence([todo[i]], [images[i]])
+            except Exception as err:  # noqa: BLE001 - one image's failure is recorded, the rest go on
+                fail(todo[i], "regions", err)
+    return [i for i in idx if todo[i]["status"] == "ok"]
 
 
 def record_text(described, rec: dict, record: dict) -> bool:
@@ -267,6 +311,8 @@ def map_stage(todo, images, cfg, dream_config, models: Models, out: Path) -> Non
     """DREAM maps for the records still ok, then a thumbnail for every image that was read."""
     if cfg.dream:
         ok = [i for i in images if todo[i]["status"] == "ok"]
+        if isinstance(models.mapper(), EvidenceMapper) and ok:  # stage 1 (if the describe stage did not run it)
+            ok = regions_stage(todo, ok, images, models)
         per_image(ok, todo, "map", lambda idx: _map(models, [images[i] for i in idx], [todo[i] for i in idx],
                                                       dream_config, cfg, out))
     for i, image in images.items():  # per image, like every stage: a full disk fails the image, not the run
@@ -302,22 +348,24 @@ def per_image(idx: list[int], todo: list[dict], stage: str, fn) -> None:
         split_time([todo[i]], stage, start)
 
 
-def _describe(describer, recs: list[dict], images: list, cfg: RunConfig) -> list:
-    """Texts in order; an Exception in place of the text for each image that failed."""
+def _describe(describer, recs: list[dict], images: list, cfg: RunConfig, regions: list | None = None) -> list:
+    """Texts in order; an Exception in place of the text for each image that failed. `regions`: stage 1's, per
+    image, for a describer that takes them."""
     if hasattr(describer, "generate"):
         try:
-            return describer.generate(images, cfg.describe_batch)
+            return (describer.generate(images, cfg.describe_batch, regions) if regions is not None
+                    else describer.generate(images, cfg.describe_batch))
         except Exception as err:  # noqa: BLE001 - the engine failing on this chunk fails its images
             return [RuntimeError(f"describer failed: {err}")] * len(images)
 
-    def one(rec):
+    def one(k):
         try:
-            return describer.describe(Path(rec["image"]))[0]
+            return describer.describe(Path(recs[k]["image"]), regions[k] if regions is not None else None)[0]
         except Exception as err:  # noqa: BLE001
             return err
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency * len(cfg.server))) as pool:
-        return list(pool.map(one, recs))
+        return list(pool.map(one, range(len(recs))))
 
 
 def _score(models: Models, images: list, recs: list[dict]) -> None:
@@ -351,7 +399,10 @@ def _write_failed(rec: dict, err: OSError, out: Path) -> None:
 
 def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cfg: RunConfig, out: Path) -> None:
     mapper = models.mapper()
-    for image, rec, rmap in zip(images, recs, mapper.map_batch(images, [r["description"] for r in recs])):
+    descriptions = [r["description"] for r in recs]
+    maps = (mapper.map_batch(images, descriptions, models.evidence(recs, images)) if isinstance(mapper, EvidenceMapper)
+            else mapper.map_batch(images, descriptions))
+    for image, rec, rmap in zip(images, recs, maps):
         name = output_name(rec["filename"])
         rec.update(map=f"maps/{name}.npz", overlay=f"maps/{name}.overlay.png", overlay_thumb=f"thumbs/{name}.overlay.jpg")
         try:  # a write that fails (a full disk) fails this image alone, and keeps none of its files
@@ -362,7 +413,8 @@ def _map(models: Models, images: list, recs: list[dict], config: DreamConfig, cf
         except OSError as err:
             _write_failed(rec, err, out)
             continue
-        rec.update(map_flat=bool(rmap.flat), map_source=rmap.source, regions=rmap.regions, map_note=rmap.note)
+        rec.update(map_flat=bool(rmap.flat), map_source=rmap.source, regions=rmap.regions, map_note=rmap.note,
+                   claims=rmap.claim_boxes())
 
 
 def _thumb(image, rec: dict, cfg: RunConfig, out: Path) -> None:

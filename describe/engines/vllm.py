@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from describe.chat import generation_inputs, render
+from describe.chat import generation_inputs, generation_prompts
 from describe.engines.transformers import Describer
-from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM
+from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, RegionPrompt, saved_region_prompt
 from describe.small import resolve_describer, smollm2_folder
 from describe.tiny import cache_dir
 from describe.verdict import resolve_guide
@@ -35,42 +35,64 @@ class VllmEngine:
         dtype: "auto", "float32", "bfloat16", ...
         verdict_guide: as `Describer`'s: image-only CORE sets each answer's verdict ("auto": the folder's
             `verdict.json`, if any).
+        regions: as `Describer`'s: the region-aware prompt ("auto": the adapter's `regions.json`); each image
+            and its crops go in as one multi-image prompt, rendered by the same code as transformers'.
         llm_kwargs: anything else for `vllm.LLM` (e.g. tensor_parallel_size, gpu_memory_utilization).
     """
 
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 4096, dtype: str = "auto", question: str = DEFAULT_QUESTION,
                  system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                 verdict_guide: str | None = "auto", **llm_kwargs):
+                 verdict_guide: str | None = "auto", regions: RegionPrompt | str | None = "auto", **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        import torch
         from transformers import AutoProcessor
         from vllm import LLM
 
         self.adapter = str(adapter) if adapter else None
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
+        self.regions = saved_region_prompt(adapter, model_id) if regions == "auto" else regions
+        images = 1 + (self.regions.crops if self.uses_regions else 0)
         self.llm = LLM(model=str(model_id), enable_lora=self.adapter is not None, max_lora_rank=max_lora_rank,
-                       max_model_len=max_model_len, limit_mm_per_prompt={"image": 1}, dtype=dtype, **llm_kwargs)
-        self.prompt = render(AutoProcessor.from_pretrained(model_id), question, system)
+                       max_model_len=max_model_len, limit_mm_per_prompt={"image": images}, dtype=dtype, **llm_kwargs)
+        self.processor = AutoProcessor.from_pretrained(model_id)
+        self.question, self.system = question, system
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
+        self._finder, self.device = None, "cuda" if torch.cuda.is_available() else "cpu"
 
-    def generate(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[str]:
+    uses_regions = Describer.uses_regions
+
+    def find_regions(self, images: Sequence[Image.Image]) -> list | None:
+        """Stage 1 for `images` when this describer takes regions (`Describer.find_regions`)."""
+        return Describer.find_regions(self, images)
+
+    def generate(self, images: Sequence[Image.Image], batch_size: int | None = None,
+                 regions: Sequence | None = None) -> list[str]:
         """Greedy answers in input order; vLLM schedules the whole list itself (`batch_size` unused)."""
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
+        if self.uses_regions and regions is None:
+            regions = self.find_regions(images)
         prefixes = self.guide.prefixes(images) if self.guide is not None else [""] * len(images)
-        requests = [{"prompt": self.prompt + p, "multi_modal_data": {"image": im.convert("RGB")}}
-                    for im, p in zip(images, prefixes)]
+        prompts, groups = generation_prompts(self.processor, images, self.question, self.system, prefixes, regions,
+                                             self.regions)
+        requests = [{"prompt": text, "multi_modal_data": {"image": [im.convert("RGB") for im in group]
+                                                          if len(group) > 1 else group[0].convert("RGB")}}
+                    for text, group in zip(prompts, groups)]
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
         params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
         outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         return [(p + o.outputs[0].text).strip() for p, o in zip(prefixes, outputs)]
 
-    def describe(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[Answer]:
-        return [parse_answer(t) for t in self.generate(images)]
+    def describe(self, images: Sequence[Image.Image], batch_size: int | None = None,
+                 regions: Sequence | None = None) -> list[Answer]:
+        return [parse_answer(t) for t in self.generate(images, regions=regions)]
 
     def close(self) -> None:
         """Stop vLLM's engine process now (instead of at interpreter exit, when logging is gone)."""
+        if self._finder is not None:
+            self._finder.close()
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
@@ -95,35 +117,45 @@ class SmallVllmEngine(VllmEngine):
     def __init__(self, model_id: str, adapter: str | Path | None = None, max_lora_rank: int = 64,
                  max_model_len: int = 1024, dtype: str = "auto", question: str = DEFAULT_QUESTION,
                  system: str | None = DEFAULT_SYSTEM, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                 verdict_guide: str | None = "auto", **llm_kwargs):
+                 verdict_guide: str | None = "auto", regions: RegionPrompt | str | None = "auto", **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
         model_id, adapter = resolve_describer(model_id, adapter)
         # The transformers model computes the prompt embeddings (vision, projector, token embeddings) and
         # holds the verdict guide.
-        self.encoder = Describer(model_id, adapter, question=question, system=system, verdict_guide=verdict_guide)
-        self.guide = self.encoder.guide
+        self.encoder = Describer(model_id, adapter, question=question, system=system, verdict_guide=verdict_guide,
+                                 regions=regions)
+        self.guide, self.regions, self._finder = self.encoder.guide, self.encoder.regions, None
+        self.device = self.encoder.device
         self.adapter = str(llama_adapter(adapter)) if adapter else None
         self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
                        max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
 
-    def generate(self, images: Sequence[Image.Image], batch_size: int | None = None) -> list[str]:
+    def close(self) -> None:
+        self.encoder.close()
+        super().close()
+
+    def generate(self, images: Sequence[Image.Image], batch_size: int | None = None,
+                 regions: Sequence | None = None) -> list[str]:
         import torch
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
         enc = self.encoder
+        if enc.uses_regions and regions is None:
+            regions = enc.find_regions(images)
         model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
         requests, prefixes = [], []
         for start in range(0, len(images), 8):
             batch = list(images[start:start + 8])
             given = enc.prefixes(batch)
             prefixes += given if given is not None else [""] * len(batch)
-            inputs = generation_inputs(enc.processor, batch, enc.question, enc.system, given)
+            inputs = generation_inputs(enc.processor, batch, enc.question, enc.system, given,
+                                       regions[start:start + 8] if regions is not None else None, enc.regions)
             with torch.no_grad():
-                embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
+                embeds = model.embed(inputs["input_ids"], inputs["pixel_values"], inputs.get("crop_values"))
             for row, mask in zip(embeds, inputs["attention_mask"].bool()):
                 requests.append({"prompt_embeds": row[mask].float().cpu()})
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from realness.boxes import strip_boxes
 from realness.core.configuration import CoreConfig
 
 
@@ -63,12 +64,13 @@ class CoreProcessor:
         return batch
 
     def tokenize(self, descriptions: Sequence[str]) -> dict[str, torch.Tensor]:
-        """`input_ids` and `attention_mask` for descriptions, cut at `max_text_tokens`."""
+        """`input_ids` and `attention_mask` for descriptions, cut at `max_text_tokens`; a grounded claim's box
+        (`realness.boxes`) is not read: CORE learnt from descriptions without boxes."""
         empty = [i for i, d in enumerate(descriptions) if not str(d).strip()]
         if empty:
             raise ValueError(f"empty description at batch position(s) {empty}")
         tokens = self.tokenizer(
-            [str(d) for d in descriptions],
+            [strip_boxes(str(d)) for d in descriptions],
             padding=True,
             truncation=True,
             max_length=self.config.max_text_tokens,

@@ -15,6 +15,12 @@ everything outside them, so the boxes come first and, within them, the most inco
 that names nothing locatable, or names a kind no detector found ("the hands look wrong" with no hand
 detected), is mapped by the artifact map alone. Claim maps combine as DREAM's do (`combine`).
 
+A claim that carries a box (`the face [412, 180, 590, 420] looks warped`, `realness.boxes`: a describer
+grounded in the regions it was shown) is mapped inside that box alone, whatever it names.
+
+Stage 1 (`EvidenceFinder.find`: the detectors and the artifact map, once per image) is shared: `realness run`
+gives its regions to the describer (`describe.prompt`) and its `Evidence` back to `map_batch`.
+
 A "No" answer claims nothing, but the map still shows where the artifact map looks, marked as such
 (`RealnessMap.note`), so a user can see what the model saw; with CLIP, "No" stays a flat map.
 """
@@ -23,10 +29,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from realness.boxes import find_boxes, strip_boxes
 from realness.dream.artifact import ArtifactMapModel
 from realness.dream.configuration import DreamConfig
 from realness.dream.maps import RealnessMap
@@ -63,8 +71,17 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(x)
 
 
-class EvidenceMapper:
-    """`DreamMapper`'s interface (`map`, `map_batch`) with the artifact map and region detectors instead of CLIP."""
+@dataclass
+class Evidence:
+    """Stage 1 for one image: the detected regions (each with its `suspicion`) and the raw artifact map."""
+
+    regions: list[Region]
+    artifact: np.ndarray  # (h, w) float32 at the map size
+    image_size: tuple[int, int]
+
+
+class EvidenceFinder:
+    """Stage 1: the region detectors and the artifact map, run once per image."""
 
     def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None):
         self.config = config or DreamConfig()
@@ -75,6 +92,58 @@ class EvidenceMapper:
     def close(self) -> None:
         self.detector.close()
 
+    def map_size(self, image: Image.Image) -> tuple[int, int]:
+        scale = min(1.0, self.config.map_long_side / max(image.width, image.height))
+        return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+
+    def find(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region] | None] | None = None) -> list[Evidence]:
+        """Each image's regions, `suspicion` set to the min-max-scaled artifact map's mean inside the box.
+        `regions` (per image, None for those to detect): regions found already (by another worker), which only
+        get their suspicion."""
+        sizes = [self.map_size(im) for im in images]
+        given = list(regions) if regions is not None else [None] * len(images)
+        out = []
+        for image, amap, known in zip(images, self.artifact.predict(images, sizes=sizes), given):
+            regions = list(known) if known is not None else self.detector.detect(image)
+            scaled = _minmax(amap)
+            for r in regions:
+                inside = box_mask([r], scaled.shape, image.size) > 0
+                r.suspicion = float(scaled[inside].mean()) if inside.any() else 0.0
+            out.append(Evidence(regions, amap.astype(np.float32), image.size))
+        return out
+
+
+def claim_map(phrase: str, regions: Sequence[Region], base: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """One claim's map and what grounded it: its own boxes if it carries any, else the regions of the kinds it
+    names, else the artifact map alone (`base`, min-max scaled)."""
+    boxes, _ = find_boxes(phrase)
+    text = strip_boxes(phrase)
+    named, hits = ground_claim(text, regions)
+    if boxes:
+        owned = [Region("claim", b.pixels(image_size), 1.0, "describer") for b in boxes]
+        inside = box_mask(owned, base.shape, image_size, soft=0.1)
+        info = {"claim": text, "names": named, "regions": [], "boxes": [list(b.grid) for b in boxes]}
+    elif hits:
+        inside = box_mask(hits, base.shape, image_size, soft=0.1)
+        info = {"claim": text, "names": named, "regions": [regions.index(h) for h in hits]}
+    else:
+        return base, {"claim": text, "names": named, "regions": []}
+    return inside * (1.0 + base) + (1 - inside) * 0.5 * base, info
+
+
+class EvidenceMapper:
+    """`DreamMapper`'s interface (`map`, `map_batch`) with the artifact map and region detectors instead of CLIP."""
+
+    def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None,
+                 finder: EvidenceFinder | None = None):
+        self.config = config or DreamConfig()
+        self.device = device
+        self.finder = finder or EvidenceFinder(self.config, device, artifact_model, detector)
+        self.artifact, self.detector = self.finder.artifact, self.finder.detector
+
+    def close(self) -> None:
+        self.finder.close()
+
     def info(self) -> dict:
         return {"source": "evidence", "artifact_model": self.config.artifact_model, "detectors": list(self.config.detectors),
                 "detectors_missing": dict(self.detector.missing), "placeholder": False}
@@ -82,19 +151,16 @@ class EvidenceMapper:
     def map(self, image: Image.Image, description: str):
         return self.map_batch([image], [description])[0]
 
-    def _map_size(self, image: Image.Image) -> tuple[int, int]:
-        scale = min(1.0, self.config.map_long_side / max(image.width, image.height))
-        return max(1, round(image.width * scale)), max(1, round(image.height * scale))
-
-    def map_batch(self, images: Sequence[Image.Image], descriptions: Sequence[str]) -> list:
+    def map_batch(self, images: Sequence[Image.Image], descriptions: Sequence[str],
+                  evidence: Sequence[Evidence] | None = None) -> list:
+        """Maps for `descriptions`; `evidence` (stage 1 run already, `EvidenceFinder.find`) spares a second pass."""
         if len(images) != len(descriptions):
             raise ValueError(f"{len(images)} images but {len(descriptions)} descriptions")
-        sizes = [self._map_size(im) for im in images]
-        artifact = self.artifact.predict(images, sizes=sizes)
+        evidence = evidence if evidence is not None else self.finder.find(images)
         results = []
         c = self.config
-        for image, description, _size, amap in zip(images, descriptions, sizes, artifact):
-            regions = self.detector.detect(image)
+        for image, description, found in zip(images, descriptions, evidence):
+            regions, amap = found.regions, found.artifact
             verdict, body = parse_verdict(description[:c.max_description_chars])
             body = body or description[:c.max_description_chars].strip()
             phrases = (split_phrases(body) if c.split_phrases else [body])[:c.max_phrases]
@@ -106,14 +172,11 @@ class EvidenceMapper:
             else:
                 maps, grounded = [], []
                 for phrase in phrases:
-                    named, hits = ground_claim(phrase, regions)
-                    if hits:
-                        inside = box_mask(hits, base.shape, image.size, soft=0.1)
-                        maps.append(inside * (1.0 + base) + (1 - inside) * 0.5 * base)
-                    else:
-                        maps.append(base)
-                    grounded.append({"claim": phrase, "names": named, "regions": [regions.index(h) for h in hits]})
+                    one, info = claim_map(phrase, regions, base, image.size)
+                    maps.append(one)
+                    grounded.append(info)
                 maps = np.stack(maps)
+                phrases = [g["claim"] for g in grounded]
             combined = maps.mean(0) if c.combine == "mean" else maps.max(0)
             results.append(RealnessMap(
                 map=_minmax(combined).astype(np.float32), phrases=list(phrases),

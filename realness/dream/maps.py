@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from realness.boxes import find_boxes, strip_boxes
 from realness.dream.clip import dense_embeddings, encode_crops, encode_texts, image_stats, load_clip
 from realness.dream.configuration import DreamConfig
 from realness.dream.text import parse_verdict, split_phrases
@@ -108,10 +109,21 @@ class RealnessMap:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         base = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
         out = Image.blend(base, self.heatmap(colormap, None if size == self.map.shape[::-1] else size), alpha)
-        return draw_regions(out, self.regions, image.size) if self.regions else out
+        shown = self.regions + self.claim_boxes()
+        return draw_regions(out, shown, image.size) if shown else out
+
+    def claim_boxes(self) -> list[dict]:
+        """The boxes grounded claims carry (`realness.boxes`), as regions labelled `claim` in image pixels."""
+        from realness.boxes import from_grid
+
+        if self.image_size is None:
+            return []
+        return [{"label": "claim", "box": [round(v, 1) for v in from_grid(b, self.image_size)], "claim": g["claim"]}
+                for g in self.grounding for b in g.get("boxes", ())]
 
 
-REGION_COLOURS = {"face": (0, 200, 255), "hand": (80, 255, 80), "person": (255, 80, 255), "text": (255, 220, 0)}
+REGION_COLOURS = {"face": (0, 200, 255), "hand": (80, 255, 80), "person": (255, 80, 255), "text": (255, 220, 0),
+                  "claim": (255, 40, 40)}
 
 
 def draw_regions(picture: Image.Image, regions: list[dict], image_size: tuple[int, int]) -> Image.Image:
@@ -131,7 +143,7 @@ def draw_regions(picture: Image.Image, regions: list[dict], image_size: tuple[in
         box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
         colour = REGION_COLOURS.get(r["label"], (255, 255, 255))
         draw.rectangle(box, outline=colour, width=width)
-        label = f"{r['label']} {r['score']:.2f}"
+        label = f"{r['label']} {r['score']:.2f}" if r.get("score") is not None else r["label"]
         tx, ty = box[0] + width, max(0, box[1] - font.size - 2 * width) if box[1] > font.size + 2 * width else box[1] + width
         bg = draw.textbbox((tx, ty), label, font=font)
         draw.rectangle(bg, fill=(0, 0, 0))
@@ -190,7 +202,7 @@ class DreamMapper:
                 todo.append(i)
         if not todo:
             return results
-        texts = sorted({p for i in todo for p in parsed[i][1]})
+        texts = sorted({strip_boxes(p) for i in todo for p in parsed[i][1]})
         emb = encode_texts(self.clip, self.tokenizer, texts + [self.config.neutral_prompt])
         index = {t: k for k, t in enumerate(texts)}
         neutral = emb[-1] if self.config.contrast else None
@@ -200,7 +212,7 @@ class DreamMapper:
             raw = [self._window(images[i]) for i in todo]
         for i, feats in zip(todo, raw):
             phrases = parsed[i][1]
-            text = emb[[index[p] for p in phrases]]
+            text = emb[[index[strip_boxes(p)] for p in phrases]]
             results[i] = self._finish(feats, text, neutral, images[i], parsed[i][0], phrases)
         return results
 
@@ -274,6 +286,15 @@ class DreamMapper:
             scores = total / count.clamp_min(1)
         w, h = self._map_size(image)
         scores = F.interpolate(scores[None].float().cpu(), size=(h, w), mode="bilinear", align_corners=False)[0]
+        for p, phrase in enumerate(phrases):  # a claim with its own box (realness.boxes) is mapped inside it
+            boxes, _ = find_boxes(phrase)
+            if boxes:
+                inside = torch.zeros(h, w, dtype=torch.bool)
+                for b in boxes:
+                    x0, y0, x1, y1 = b.pixels((w, h))
+                    inside[int(y0):max(int(y0) + 1, round(y1)), int(x0):max(int(x0) + 1, round(x1))] = True
+                scores[p] = torch.where(inside, scores[p], scores[p].min())
+        phrases = [strip_boxes(p) for p in phrases]
         combined = scores.mean(0) if self.config.combine == "mean" else scores.amax(0)
         return RealnessMap(
             map=_minmax(combined).numpy().astype(np.float32),

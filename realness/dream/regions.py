@@ -47,11 +47,15 @@ class Region:
     detector: str
     landmarks: list[list[float]] | None = None
     text: str | None = None
+    # How inconsistent the artifact map finds the region (its mean inside the box; `EvidenceFinder` fills it).
+    suspicion: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["box"] = [round(float(v), 1) for v in self.box]
         d["score"] = round(float(self.score), 4)
+        if self.suspicion is not None:
+            d["suspicion"] = round(float(self.suspicion), 4)
         if self.landmarks is not None:
             d["landmarks"] = [[round(float(a), 1), round(float(b), 1)] for a, b in self.landmarks]
         return {k: v for k, v in d.items() if v is not None}
@@ -59,7 +63,7 @@ class Region:
     @classmethod
     def from_dict(cls, d: dict) -> Region:
         return cls(label=d["label"], box=tuple(d["box"]), score=float(d["score"]), detector=d.get("detector", ""),
-                   landmarks=d.get("landmarks"), text=d.get("text"))
+                   landmarks=d.get("landmarks"), text=d.get("text"), suspicion=d.get("suspicion"))
 
     def normalised(self, size: tuple[int, int], scale: int = 1000) -> tuple[int, int, int, int]:
         """The box on a `scale` grid of the image's (width, height) `size` (Qwen2-VL's 0-1000 convention)."""
@@ -69,7 +73,31 @@ class Region:
 
     def scaled(self, factor: float) -> Region:
         lm = [[a * factor, b * factor] for a, b in self.landmarks] if self.landmarks else self.landmarks
-        return Region(self.label, tuple(v * factor for v in self.box), self.score, self.detector, lm, self.text)
+        return Region(self.label, tuple(v * factor for v in self.box), self.score, self.detector, lm, self.text,
+                      self.suspicion)
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+ORDERS = ("suspicion", "confidence", "area")
+
+
+def rank_regions(regions: Sequence[Region], order: str = "suspicion") -> list[Region]:
+    """Regions most worth a closer look first: `suspicion` (the artifact map's mean inside the box; regions
+    without one, after those with, by confidence), `confidence` (the detector's score) or `area` (largest first).
+    Ties keep the detectors' order."""
+    if order not in ORDERS:
+        raise ValueError(f"region order must be one of {list(ORDERS)}, got {order!r}")
+    if order == "confidence":
+        key = lambda r: -r.score  # noqa: E731
+    elif order == "area":
+        key = lambda r: -r.area  # noqa: E731
+    else:
+        key = lambda r: (r.suspicion is None, -(r.suspicion or 0.0), -r.score)  # noqa: E731
+    return sorted(regions, key=key)
 
 
 @contextlib.contextmanager

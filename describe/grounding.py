@@ -1,0 +1,126 @@
+"""Grounded training targets: RAISE-TD's GPT-4.1 sentences tied to the regions stage 1 found.
+
+Stage 1 (`realness.dream.evidence.EvidenceFinder`: face, hand, person and text detectors plus the artifact
+map) runs once over a dataset's images; `find_regions` keeps what it found in a JSONL file (one line per
+image: filename, size, regions), so training can stop and resume, and later runs reuse it.
+
+The rule (`ground_answer`), sentence by sentence (split at . ; ! ?): a sentence that names a detectable kind
+(the words of `realness.dream.evidence.GROUNDING`: face words for `face`, hand words for `hand`, body and
+person words for `person`, text and sign words for `text`) gets that kind's box written after its first
+word of the kind, when the prompt lists exactly one region of that kind. When it lists several, which one
+the sentence means is ambiguous and no box is written; when it lists none, there is nothing to tie. The
+counts of each case come back as `GroundingStats` (training/README.md has RAISE-TD's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from describe.prompt import RegionPrompt
+from realness.boxes import format_box, to_grid
+from realness.dream.configuration import DreamConfig
+from realness.dream.evidence import GROUNDING, EvidenceFinder
+from realness.dream.regions import Region, rank_regions
+from realness.files import one_writer
+from realness.images import ImageError, load_image
+
+logger = logging.getLogger(__name__)
+_SENTENCE = re.compile(r"[^.;!?]+[.;!?]*")
+
+
+@dataclass
+class GroundingStats:
+    """How the sentences of the targets were tied to regions."""
+
+    sentences: int = 0  # sentences naming a detectable kind (one count per kind named)
+    tied: int = 0  # ... whose kind the prompt lists exactly once: a box was written
+    ambiguous: int = 0  # ... whose kind it lists several times: no box
+    unseen: int = 0  # ... whose kind the detectors did not find: no box
+
+    def add(self, other: GroundingStats) -> None:
+        for k in ("sentences", "tied", "ambiguous", "unseen"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def to_dict(self) -> dict:
+        n = max(1, self.sentences)
+        return {"sentences": self.sentences, "tied": self.tied, "ambiguous": self.ambiguous, "unseen": self.unseen,
+                "tied_share": round(self.tied / n, 3), "ambiguous_share": round(self.ambiguous / n, 3),
+                "unseen_share": round(self.unseen / n, 3)}
+
+
+def shown_regions(regions: Sequence[Region], cfg: RegionPrompt) -> list[Region]:
+    """The regions a prompt lists (`describe.prompt.region_prompt`'s choice): ranked, at most `max_regions`."""
+    return rank_regions(regions, cfg.order)[:cfg.max_regions]
+
+
+def ground_answer(answer: str, regions: Sequence[Region], image_size: tuple[int, int],
+                  cfg: RegionPrompt) -> tuple[str, GroundingStats]:
+    """The answer with the box of the one listed region of each kind a sentence names written after the
+    sentence's first word of that kind (the module docstring's rule), and the counts."""
+    shown = shown_regions(regions, cfg)
+    stats = GroundingStats()
+    out = []
+    for m in _SENTENCE.finditer(answer):
+        sentence = m.group(0)
+        inserts = []
+        for label, vocab in GROUNDING.items():
+            word = re.search(r"\b(?:" + "|".join(map(re.escape, vocab)) + r")\b(?:'s)?", sentence, re.IGNORECASE)
+            if not word:
+                continue
+            stats.sentences += 1
+            kind = [r for r in shown if r.label == label]
+            if len(kind) == 1:
+                stats.tied += 1
+                inserts.append((word.end(), " " + format_box(to_grid(kind[0].box, image_size))))
+            elif kind:
+                stats.ambiguous += 1
+            else:
+                stats.unseen += 1
+        for at, box in sorted(inserts, reverse=True):
+            sentence = sentence[:at] + box + sentence[at:]
+        out.append(sentence)
+    return "".join(out) if out else answer, stats
+
+
+def find_regions(paths: Sequence[str | Path], cache: str | Path, config: DreamConfig | None = None,
+                 device: str = "cpu", progress: bool = True) -> dict[str, tuple[tuple[int, int], list[Region]]]:
+    """Stage 1 for every image, by file name: `(image size, regions)`. Images already in the `cache` JSONL are
+    not run again; new ones are appended as they are found (an interrupted run resumes). An unreadable image
+    is reported and gets no regions."""
+    from tqdm.auto import tqdm
+
+    cache = Path(cache)
+    found: dict[str, tuple[tuple[int, int], list[Region]]] = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                found[rec["filename"]] = (tuple(rec["size"]), [Region.from_dict(r) for r in rec["regions"]])
+    todo = [Path(p) for p in paths if Path(p).name not in found]
+    if not todo:
+        return found
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    finder = EvidenceFinder(config or DreamConfig(), device)
+    try:
+        with one_writer(cache, "stage 1 (describe.grounding.find_regions)"), cache.open("a") as fh, \
+                tqdm(todo, desc="stage 1: regions", unit="img", disable=not progress, file=sys.stderr) as bar:
+            for path in bar:
+                try:
+                    image = load_image(path)
+                except ImageError as err:
+                    logger.warning("%s", err)
+                    continue
+                evidence = finder.find([image])[0]
+                found[path.name] = (image.size, evidence.regions)
+                fh.write(json.dumps({"filename": path.name, "size": list(image.size),
+                                     "regions": [r.to_dict() for r in evidence.regions]}) + "\n")
+                fh.flush()
+    finally:
+        finder.close()
+    return found
