@@ -31,12 +31,12 @@ import numpy as np
 
 from describe.chat import prompt_parts
 from describe.engines import DEFAULT_DESCRIBER, load_describer
+from describe.grounding import TakesRegions
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt, saved_region_prompt
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
 from realness.cluster import RayOptions, connect, import_ray
 from realness.data import manifest_inputs
-from realness.dream.evidence import EvidenceFinder
 from realness.files import JsonlWriter, one_writer, read_jsonl, require_local_folder, sha256_file
 from realness.images import ImageError, load_image, scan_folder, skipped_note
 
@@ -148,7 +148,7 @@ def brief_regions(regions) -> list[dict]:
     return [{k: v for k, v in r.to_dict().items() if k != "landmarks"} for r in regions]
 
 
-class ServerClient:
+class ServerClient(TakesRegions):
     """Round-robin over servers, retrying a request on the next server after a backoff."""
 
     def __init__(self, cfg: ServerOptions, model: str, max_tokens: int, question: str = DEFAULT_QUESTION,
@@ -161,26 +161,10 @@ class ServerClient:
         self.http = httpx.Client(timeout=cfg.timeout, headers=headers, limits=limits)
         self.servers = itertools.cycle([s.rstrip("/") for s in cfg.server])
         self.lock = threading.Lock()
-        self.regions = cfg.region_prompt()
-        self._finder = None
-
-    @property
-    def uses_regions(self) -> bool:
-        return self.regions is not None and self.regions.enabled
-
-    def find_regions(self, images) -> list | None:
-        """Stage 1 here, for a describer served with regions (one finder, used under the lock: requests run in
-        threads)."""
-        if not self.uses_regions:
-            return None
-        with self.lock:
-            if self._finder is None:
-                self._finder = EvidenceFinder()
-            return [e.regions for e in self._finder.find(images)]
+        self.regions = cfg.region_prompt()  # stage 1 runs here, in the client, for a describer served with regions
 
     def close(self) -> None:
-        if self._finder is not None:
-            self._finder.close()
+        self.close_finder()
 
     def _next(self) -> str:
         with self.lock:

@@ -1,4 +1,7 @@
-"""Grounded training targets: RAISE-TD's GPT-4.1 sentences tied to the regions stage 1 found.
+"""Stage 1 for describers, and grounded training targets: RAISE-TD's GPT-4.1 sentences tied to its regions.
+
+`TakesRegions` is what every describer client (the transformers and vLLM engines, the server client) shares:
+whether it takes regions (`regions`: its `RegionPrompt`) and, when a caller gives none, finding them itself.
 
 Stage 1 (`realness.dream.evidence.EvidenceFinder`: face, hand, person and text detectors plus the artifact
 map) runs once over a dataset's images; `find_regions` keeps what it found in a JSONL file (one line per
@@ -18,6 +21,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,34 @@ from realness.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
 _SENTENCE = re.compile(r"[^.;!?]+[.;!?]*")
+_STAGE_ONE = threading.Lock()  # the detectors are not thread-safe; the server client calls from many threads
+
+
+class TakesRegions:
+    """A describer's stage-1 side: `regions` (its `RegionPrompt`, or None) and a finder made on first use."""
+
+    regions: RegionPrompt | None = None
+    device: str = "cpu"
+    _finder: EvidenceFinder | None = None
+
+    @property
+    def uses_regions(self) -> bool:
+        return self.regions is not None and self.regions.enabled
+
+    def find_regions(self, images) -> list | None:
+        """Stage 1 for `images` (each image's regions), or None when this describer takes no regions. Safe to
+        call from several threads (the server client's requests)."""
+        if not self.uses_regions:
+            return None
+        with _STAGE_ONE:
+            if self._finder is None:
+                self._finder = EvidenceFinder(device=self.device)
+            return [e.regions for e in self._finder.find(images)]
+
+    def close_finder(self) -> None:
+        if self._finder is not None:
+            self._finder.close()
+            self._finder = None
 
 
 @dataclass

@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from describe.engines.transformers import Describer
-from describe.grounding import find_regions
-from describe.prompt import parse_claims, strip_boxes
+from describe.grounding import find_regions, shown_regions
+from describe.prompt import RegionPrompt, parse_claims, saved_region_prompt, strip_boxes
 from realness.argparsing import parse_dataclasses
+from realness.boxes import to_grid
 from realness.data import load_descriptions
+from realness.dream.evidence import named_labels
 from realness.dream.regions import labels_found
 from realness.images import load_image
 from realness.mentions import CATEGORIES, DETECTABLE, hallucination_report, mention_report
@@ -70,6 +72,23 @@ def _table(report: dict) -> list[str]:
     return lines
 
 
+def _box_report(claims: list[list[dict]], stage1: list, prompt: RegionPrompt) -> dict:
+    """How the boxed claims sit: on a region the prompt listed (copied exactly), and naming that region's kind."""
+    listed = on_region = right_kind = 0
+    for image_claims, found in zip(claims, stage1):
+        if found is None:
+            continue
+        size, regions = found
+        shown = {to_grid(r.box, size): r.label for r in shown_regions(regions, prompt)}
+        for c in image_claims:
+            listed += 1
+            label = shown.get(tuple(c["box"]))
+            on_region += label is not None
+            right_kind += label is not None and label in named_labels(c["claim"])
+    return {"descriptions_with_a_box": sum(bool(c) for c in claims), "boxes": sum(map(len, claims)),
+            "boxes_checked": listed, "on_a_listed_region": on_region, "naming_its_kind": right_kind}
+
+
 def main(argv=None) -> dict:
     (a,) = parse_dataclasses([EvalMentionsConfig], argv, prog="python eval/eval_mentions.py", description=__doc__)
     held = json.loads((Path(a.run) / "split.json").read_text())["held_out"]
@@ -99,7 +118,8 @@ def main(argv=None) -> dict:
     claims = [parse_claims(c)[0] for c in cand]
     cand = [strip_boxes(c) for c in cand]
     report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand),
-              "grounded": {"descriptions_with_a_box": sum(bool(c) for c in claims), "boxes": sum(map(len, claims))}}
+              "grounded": _box_report(claims, [stage1.get(n) if stage1 else None for n in names],
+                                      saved_region_prompt(Path(a.run) / "adapter") or RegionPrompt())}
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
     if a.regions:
         found = ([{r.label for r in stage1[n][1]} for n in names] if stage1 is not None
@@ -111,6 +131,9 @@ def main(argv=None) -> dict:
         lines += ["", f"describer: hallucinated {h['hallucinated']:.1%}, missed {h['missed']:.1%} "
                       f"(per kind {h['per_kind']}); GPT-4.1 against the detectors alone: names an undetected kind "
                       f"{g['hallucinated']:.1%}; images with a detected face / hand / person / text: {report['detected']}"]
+    g = report["grounded"]
+    lines += ["", f"boxed claims: {g['boxes']} in {g['descriptions_with_a_box']} descriptions; of {g['boxes_checked']} "
+                  f"checked, {g['on_a_listed_region']} on a region the prompt listed, {g['naming_its_kind']} naming its kind"]
     (out / "mentions.json").write_text(json.dumps(report, indent=2))
     (out / "mentions.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

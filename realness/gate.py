@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from realness.answers import verdict_report
+from realness.boxes import find_boxes, strip_boxes
 from realness.core import CoreModel
 from realness.core.backbones import resolve_text_encoder
 from realness.core.configuration import OFFLINE_TEXT_ENCODER
@@ -219,6 +220,8 @@ def evaluate_describer(cfg: GateConfig) -> dict:
     FileNotFoundError (the command's exit 2)."""
 
     mos, ref, cand = read_truth(cfg.truth), load_descriptions(cfg.reference), load_descriptions(cfg.candidate)
+    boxed = sum(bool(find_boxes(t)[0]) for t in cand.values())
+    cand = {n: strip_boxes(t) for n, t in cand.items()}  # a grounded claim's box is not text to compare
     if not cand:
         raise ValueError(f"{cfg.candidate}: no descriptions")
     if bool(cfg.train_images) != bool(cfg.train_descriptions):
@@ -279,6 +282,7 @@ def evaluate_describer(cfg: GateConfig) -> dict:
                           "api_per_1000": cfg.api_price_per_1k}
     if cfg.regions:
         report["hallucination"] = hallucination_report(refs, cands, labels_found([p for p in paths if p.name in names]))
+    report["grounded_descriptions"] = boxed  # with at least one boxed claim (left out of every comparison)
     report["summary"] = summary(report)
     for folder in (cfg.out, cfg.save_to):
         if folder:

@@ -184,12 +184,16 @@ def test_small_describer_crops_fill_their_tokens_and_bad_counts_fail(small):
         model.embed(inputs["input_ids"], inputs["pixel_values"], inputs["crop_values"][:1])
 
 
-def test_the_shipped_small_describer_without_a_crop_token_says_so():
-    from describe.modeling import load_base
+def test_a_small_describer_built_without_a_crop_token_says_so():
+    from transformers import AutoTokenizer
 
-    _, processor = load_base("offline/small-describer")
-    if processor.has_crops:
-        pytest.skip("the shipped describer takes crops")
+    from describe.small import IMAGE_TOKEN, _config_classes, smollm2_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})  # as bases built before crops were
+    processor = _config_classes()[2](tokenizer)
+    assert not processor.has_crops
+    assert processor(text=["<image> hi"], images=[[_planted()]])["pixel_values"].shape == (1, 3, 384, 512)
     with pytest.raises(ValueError, match="has no <crop> token"):
         processor(text=["<image> <crop>"], images=[[_planted(), _planted()]])
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from describe.grounding import TakesRegions
 from describe.modeling import load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, RegionPrompt, saved_region_prompt
 from describe.small import resolve_describer
@@ -21,10 +22,9 @@ from describe.training import generate
 from describe.verdict import resolve_guide
 from realness.answers import Answer, parse_answer
 from realness.devices import resolve_device
-from realness.dream.evidence import EvidenceFinder
 
 
-class Describer:
+class Describer(TakesRegions):
     """Base model (+ adapter) that answers the realness question for images.
 
     Args:
@@ -47,7 +47,6 @@ class Describer:
         model_id, adapter = resolve_describer(model_id, adapter)
         self.guide = resolve_guide(verdict_guide, adapter, model_id if Path(model_id).is_dir() else None)
         self.regions = saved_region_prompt(adapter, model_id) if regions == "auto" else regions
-        self._finder = None
 
         self.device = device = resolve_device(device)
         if self.guide is not None:
@@ -66,21 +65,8 @@ class Describer:
         self.question, self.system, self.max_new_tokens = question, system, max_new_tokens
         self.min_new_tokens = min_new_tokens
 
-    @property
-    def uses_regions(self) -> bool:
-        return self.regions is not None and self.regions.enabled
-
-    def find_regions(self, images: Sequence[Image.Image]) -> list | None:
-        """Stage 1 for `images` (each image's regions), or None when this describer takes no regions."""
-        if not self.uses_regions:
-            return None
-        if self._finder is None:
-            self._finder = EvidenceFinder(device=self.device)
-        return [e.regions for e in self._finder.find(images)]
-
     def close(self) -> None:
-        if self._finder is not None:
-            self._finder.close()
+        self.close_finder()
 
     def generate(self, images: Sequence[Image.Image], batch_size: int = 8, regions: Sequence | None = None) -> list[str]:
         """Raw answers, greedy, in input order; `regions` (one list per image, stage 1's) when this describer

@@ -15,6 +15,7 @@ from PIL import Image
 
 from describe.chat import generation_inputs, generation_prompts
 from describe.engines.transformers import Describer
+from describe.grounding import TakesRegions
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, RegionPrompt, saved_region_prompt
 from describe.small import resolve_describer, smollm2_folder
 from describe.tiny import cache_dir
@@ -24,7 +25,7 @@ from realness.answers import Answer, parse_answer
 ADAPTER_NAME = "describer"
 
 
-class VllmEngine:
+class VllmEngine(TakesRegions):
     """Base model (+ one LoRA adapter) served in-process by vLLM.
 
     Args:
@@ -58,13 +59,7 @@ class VllmEngine:
         self.processor = AutoProcessor.from_pretrained(model_id)
         self.question, self.system = question, system
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
-        self._finder, self.device = None, "cuda" if torch.cuda.is_available() else "cpu"
-
-    uses_regions = Describer.uses_regions
-
-    def find_regions(self, images: Sequence[Image.Image]) -> list | None:
-        """Stage 1 for `images` when this describer takes regions (`Describer.find_regions`)."""
-        return Describer.find_regions(self, images)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def generate(self, images: Sequence[Image.Image], batch_size: int | None = None,
                  regions: Sequence | None = None) -> list[str]:
@@ -91,8 +86,7 @@ class VllmEngine:
 
     def close(self) -> None:
         """Stop vLLM's engine process now (instead of at interpreter exit, when logging is gone)."""
-        if self._finder is not None:
-            self._finder.close()
+        self.close_finder()
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
@@ -126,8 +120,7 @@ class SmallVllmEngine(VllmEngine):
         # holds the verdict guide.
         self.encoder = Describer(model_id, adapter, question=question, system=system, verdict_guide=verdict_guide,
                                  regions=regions)
-        self.guide, self.regions, self._finder = self.encoder.guide, self.encoder.regions, None
-        self.device = self.encoder.device
+        self.guide, self.regions, self.device = self.encoder.guide, self.encoder.regions, self.encoder.device
         self.adapter = str(llama_adapter(adapter)) if adapter else None
         self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
                        max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from realness.boxes import find_boxes, strip_boxes
+from realness.boxes import find_boxes, from_grid, strip_boxes
 from realness.dream.clip import dense_embeddings, encode_crops, encode_texts, image_stats, load_clip
 from realness.dream.configuration import DreamConfig
 from realness.dream.text import parse_verdict, split_phrases
@@ -114,8 +114,6 @@ class RealnessMap:
 
     def claim_boxes(self) -> list[dict]:
         """The boxes grounded claims carry (`realness.boxes`), as regions labelled `claim` in image pixels."""
-        from realness.boxes import from_grid
-
         if self.image_size is None:
             return []
         return [{"label": "claim", "box": [round(v, 1) for v in from_grid(b, self.image_size)], "claim": g["claim"]}
