@@ -37,7 +37,7 @@ from PIL import Image
 from realness.boxes import find_boxes, strip_boxes
 from realness.dream.artifact import ArtifactMapModel
 from realness.dream.configuration import DreamConfig
-from realness.dream.maps import RealnessMap
+from realness.dream.maps import RealnessMap, map_size
 from realness.dream.regions import LABELS, Region, RegionDetector, box_mask
 from realness.dream.text import parse_verdict, split_phrases
 from realness.mentions import DETECTABLE, MENTIONS
@@ -77,7 +77,6 @@ class Evidence:
 
     regions: list[Region]
     artifact: np.ndarray  # (h, w) float32 at the map size
-    image_size: tuple[int, int]
 
 
 class EvidenceFinder:
@@ -92,15 +91,11 @@ class EvidenceFinder:
     def close(self) -> None:
         self.detector.close()
 
-    def map_size(self, image: Image.Image) -> tuple[int, int]:
-        scale = min(1.0, self.config.map_long_side / max(image.width, image.height))
-        return max(1, round(image.width * scale)), max(1, round(image.height * scale))
-
     def find(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region] | None] | None = None) -> list[Evidence]:
         """Each image's regions, `suspicion` set to the min-max-scaled artifact map's mean inside the box.
         `regions` (per image, None for those to detect): regions found already (by another worker), which only
         get their suspicion."""
-        sizes = [self.map_size(im) for im in images]
+        sizes = [map_size(im, self.config.map_long_side) for im in images]
         given = list(regions) if regions is not None else [None] * len(images)
         out = []
         for image, amap, known in zip(images, self.artifact.predict(images, sizes=sizes), given):
@@ -109,7 +104,7 @@ class EvidenceFinder:
             for r in regions:
                 inside = box_mask([r], scaled.shape, image.size) > 0
                 r.suspicion = float(scaled[inside].mean()) if inside.any() else 0.0
-            out.append(Evidence(regions, amap.astype(np.float32), image.size))
+            out.append(Evidence(regions, amap.astype(np.float32)))
         return out
 
 

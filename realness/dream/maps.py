@@ -124,6 +124,12 @@ REGION_COLOURS = {"face": (0, 200, 255), "hand": (80, 255, 80), "person": (255, 
                   "claim": (255, 40, 40)}
 
 
+def map_size(image: Image.Image, long_side: int) -> tuple[int, int]:
+    """(w, h) of a map: the image's size, or smaller with the longer side at `long_side` (DreamConfig.map_long_side)."""
+    scale = min(1.0, long_side / max(image.width, image.height))
+    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+
+
 def draw_regions(picture: Image.Image, regions: list[dict], image_size: tuple[int, int]) -> Image.Image:
     """`picture` (the image, or an overlay at any size) with each region's box and "label score" drawn."""
     from PIL import ImageDraw, ImageFont
@@ -224,9 +230,7 @@ class DreamMapper:
         return verdict, (split_phrases(body) if c.split_phrases else [body])[:c.max_phrases]
 
     def _map_size(self, image: Image.Image) -> tuple[int, int]:
-        """(w, h) of the map: the image's size, or smaller with the longer side at `map_long_side`."""
-        scale = min(1.0, self.config.map_long_side / max(image.width, image.height))
-        return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+        return map_size(image, self.config.map_long_side)
 
     def _pixels(self, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
         """(3, h, w) normalised tensor of `image` resized to `size` = (w, h)."""
