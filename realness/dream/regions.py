@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from realness.boxes import to_grid
 from realness.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,10 @@ class Region:
         return cls(label=d["label"], box=tuple(d["box"]), score=float(d["score"]), detector=d.get("detector", ""),
                    landmarks=d.get("landmarks"), text=d.get("text"), suspicion=d.get("suspicion"))
 
-    def normalised(self, size: tuple[int, int], scale: int = 1000) -> tuple[int, int, int, int]:
-        """The box on a `scale` grid of the image's (width, height) `size` (Qwen2-VL's 0-1000 convention)."""
-        w, h = size
-        x0, y0, x1, y1 = self.box
-        return (round(x0 / w * scale), round(y0 / h * scale), round(x1 / w * scale), round(y1 / h * scale))
+    def normalised(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The box on the 0-1000 grid of the image's (width, height) `size` (Qwen2-VL's convention), as the
+        describers' prompts write it (`realness.boxes.to_grid`)."""
+        return to_grid(self.box, size)
 
     def scaled(self, factor: float) -> Region:
         lm = [[a * factor, b * factor] for a, b in self.landmarks] if self.landmarks else self.landmarks
