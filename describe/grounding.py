@@ -60,6 +60,10 @@ class TakesRegions:
                 self._finder = EvidenceFinder(device=self.device)
             return [e.regions for e in self._finder.find(images)]
 
+    def regions_for(self, images, regions: list | None) -> list | None:
+        """The regions a caller gave, else stage 1's (None when this describer takes no regions)."""
+        return regions if regions is not None else self.find_regions(images)
+
     def close_finder(self) -> None:
         if self._finder is not None:
             self._finder.close()

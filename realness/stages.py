@@ -155,13 +155,14 @@ class Models:
                             self._timed("regions", lambda: EvidenceFinder(self.dream_config, self.device)))
         return self._finder
 
+    def has_evidence(self, rec: dict) -> bool:
+        return rec["sha256"] in self._evidence
+
     def evidence(self, recs: list[dict], images: list) -> list:
         """Stage 1 for these records' images, run once per image (remembered by content hash for the chunk)."""
-        missing = [k for k, r in enumerate(recs) if r["sha256"] not in self._evidence]
+        missing = [k for k, r in enumerate(recs) if not self.has_evidence(r)]
         if missing:
-            start = time.perf_counter()
             found = self.finder().find([images[k] for k in missing])
-            split_time([recs[k] for k in missing], "regions", start)
             if len(self._evidence) > 4 * self.cfg.chunk_size:  # a chunk's worth is all that is ever reused
                 self._evidence.clear()
             self._evidence.update((recs[k]["sha256"], e) for k, e in zip(missing, found))
@@ -279,16 +280,10 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
 
 
 def regions_stage(todo: list[dict], idx: list[int], images, models: Models) -> list[int]:
-    """Stage 1 for the records `idx` (run once per image, `Models.evidence`); an image it fails on fails alone.
-    Returns the records still ok."""
-    try:
-        models.evidence([todo[i] for i in idx], [images[i] for i in idx])
-    except Exception:  # noqa: BLE001 - isolate the culprit below
-        for i in idx:
-            try:
-                models.evidence([todo[i]], [images[i]])
-            except Exception as err:  # noqa: BLE001 - one image's failure is recorded, the rest go on
-                fail(todo[i], "regions", err)
+    """Stage 1 for the records `idx` it has not run for yet (`Models.evidence`), timed and isolated like every
+    stage (`per_image`: an image it fails on fails alone). Returns the records still ok."""
+    new = [i for i in idx if not models.has_evidence(todo[i])]
+    per_image(new, todo, "regions", lambda j: models.evidence([todo[i] for i in j], [images[i] for i in j]))
     return [i for i in idx if todo[i]["status"] == "ok"]
 
 

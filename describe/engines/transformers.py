@@ -71,8 +71,7 @@ class Describer(TakesRegions):
     def generate(self, images: Sequence[Image.Image], batch_size: int = 8, regions: Sequence | None = None) -> list[str]:
         """Raw answers, greedy, in input order; `regions` (one list per image, stage 1's) when this describer
         takes them (found here if not given)."""
-        if self.uses_regions and regions is None:
-            regions = self.find_regions(images)
+        regions = self.regions_for(images, regions)
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             batch = list(images[start:start + batch_size])

@@ -67,8 +67,7 @@ class VllmEngine(TakesRegions):
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        if self.uses_regions and regions is None:
-            regions = self.find_regions(images)
+        regions = self.regions_for(images, regions)
         prefixes = self.guide.prefixes(images) if self.guide is not None else [""] * len(images)
         prompts, groups = generation_prompts(self.processor, images, self.question, self.system, prefixes, regions,
                                              self.regions)
@@ -137,8 +136,7 @@ class SmallVllmEngine(VllmEngine):
         from vllm.lora.request import LoRARequest
 
         enc = self.encoder
-        if enc.uses_regions and regions is None:
-            regions = enc.find_regions(images)
+        regions = enc.regions_for(images, regions)
         model = enc.model.get_base_model() if hasattr(enc.model, "get_base_model") else enc.model
         requests, prefixes = [], []
         for start in range(0, len(images), 8):
