@@ -288,7 +288,7 @@ def test_vllm_gives_the_transformers_greedy_text_on_region_inputs(tiny_vlm):
     regions = [_regions(), []]
     hf = create_engine("transformers", str(tiny_vlm), max_new_tokens=16, regions=ON, device="cpu")
     want = hf.generate(images, regions=regions)
-    with create_engine("vllm", str(tiny_vlm), max_model_len=2048, dtype="float32", max_new_tokens=16,
+    with create_engine("vllm", str(tiny_vlm), max_model_len=1024, dtype="float32", max_new_tokens=16,
                        regions=ON) as engine:
         got = engine.generate(images, regions=regions)
     assert [_same(a, b) for a, b in zip(got, want)] == [True, True]
