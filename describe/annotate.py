@@ -148,6 +148,13 @@ def brief_regions(regions) -> list[dict]:
     return [{k: v for k, v in r.to_dict().items() if k != "landmarks"} for r in regions]
 
 
+def shown_record(regions) -> dict:
+    """What a record keeps of what stage 1 showed the describer: `regions` (`brief_regions`) and, when the
+    describer was given aspects, `aspects`."""
+    aspects = getattr(regions, "aspects", None)
+    return {"regions": brief_regions(regions), **({"aspects": list(aspects)} if aspects is not None else {})}
+
+
 class ServerClient(TakesRegions):
     """Round-robin over servers, retrying a request on the next server after a backoff."""
 
@@ -328,7 +335,7 @@ class EngineAnnotator:
             if isinstance(text, Exception):
                 out[k] = description_record(path, sha, None, str(text), model=model)
             else:
-                extra = {"regions": brief_regions(regions[j])} if regions is not None else {}
+                extra = shown_record(regions[j]) if regions is not None else {}
                 out[k] = description_record(path, sha, text, model=model, engine=self.info["engine"], **extra)
         return [out[k] for k in range(len(items))]
 

@@ -34,7 +34,7 @@ def prompt_parts(image: Image.Image, regions, question: str = DEFAULT_QUESTION,
                  regions_cfg: RegionPrompt | None = None) -> tuple[str, list[Image.Image]]:
     """`(question, images)` for one image: the question with its regions and the image followed by its crops,
     or the plain question and the image alone (no regions, or regions not enabled)."""
-    if regions_cfg is None or not regions_cfg.enabled or not regions:
+    if regions_cfg is None or not regions_cfg.enabled or regions is None:
         return question, [image]
     text, cropped = region_prompt(question, regions, image.size, regions_cfg)
     return text, [image, *crop_regions(image, cropped, regions_cfg.crop_size, regions_cfg.crop_margin)]

@@ -4,8 +4,9 @@
 whether it takes regions (`regions`: its `RegionPrompt`) and, when a caller gives none, finding them itself.
 
 Stage 1 (`realness.dream.evidence.EvidenceFinder`: face, hand, person and text detectors plus the artifact
-map) runs once over a dataset's images; `find_regions` keeps what it found in a JSONL file (one line per
-image: filename, size, regions), so training can stop and resume, and later runs reuse it.
+map; for a describer trained with aspects, the aspect tagger too) runs once over a dataset's images;
+`find_regions` keeps what it found in a JSONL file (one line per image: filename, size, regions, aspects), so
+training can stop and resume, and later runs reuse it. `target_aspects` gives a training target's own aspects.
 
 The rule (`ground_answer`), sentence by sentence (split at . ; ! ?): a sentence that names a detectable kind
 (the words of `realness.dream.evidence.GROUNDING`: face words for `face`, hand words for `hand`, body and
@@ -27,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from describe.prompt import RegionPrompt
-from realness.boxes import format_box, to_grid
+from realness.boxes import format_box, strip_boxes, to_grid
 from realness.dream.configuration import DreamConfig
 from realness.dream.evidence import GROUNDING, EvidenceFinder
-from realness.dream.regions import Region, rank_regions
+from realness.dream.regions import Region, Regions, rank_regions
 from realness.files import one_writer
 from realness.images import ImageError, load_image
+from realness.mentions import CATEGORIES, mentions
 
 logger = logging.getLogger(__name__)
 _SENTENCE = re.compile(r"[^.;!?]+[.;!?]*")
@@ -57,7 +59,7 @@ class TakesRegions:
             return None
         with _STAGE_ONE:
             if self._finder is None:
-                self._finder = EvidenceFinder(device=self.device)
+                self._finder = EvidenceFinder(device=self.device, aspects=self.regions.aspects)
             return [e.regions for e in self._finder.find(images)]
 
     def regions_for(self, images, regions: list | None) -> list | None:
@@ -124,11 +126,20 @@ def ground_answer(answer: str, regions: Sequence[Region], image_size: tuple[int,
     return "".join(out) if out else answer, stats
 
 
+def target_aspects(answer: str) -> tuple[str, ...]:
+    """The aspects (mention categories, in `CATEGORIES` order) a description discusses: what a describer
+    trained with `RegionPrompt.aspects` is told its target discusses."""
+    found = mentions(strip_boxes(answer))
+    return tuple(c for c in CATEGORIES if c in found)
+
+
 def find_regions(paths: Sequence[str | Path], cache: str | Path, config: DreamConfig | None = None,
-                 device: str = "cpu", progress: bool = True) -> dict[str, tuple[tuple[int, int], list[Region]]]:
+                 device: str = "cpu", progress: bool = True,
+                 aspects: bool = False) -> dict[str, tuple[tuple[int, int], list[Region]]]:
     """Stage 1 for every image, by file name: `(image size, regions)`. Images already in the `cache` JSONL are
     not run again; new ones are appended as they are found (an interrupted run resumes). An unreadable image
-    is reported and gets no regions."""
+    is reported and gets no regions. With `aspects`, the aspect tagger runs too and the regions are `Regions`
+    carrying them (a cached line without aspects is run again; the later line wins on reading)."""
     from tqdm.auto import tqdm
 
     cache = Path(cache)
@@ -137,12 +148,15 @@ def find_regions(paths: Sequence[str | Path], cache: str | Path, config: DreamCo
         for line in cache.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
-                found[rec["filename"]] = (tuple(rec["size"]), [Region.from_dict(r) for r in rec["regions"]])
-    todo = [Path(p) for p in paths if Path(p).name not in found]
+                regions = [Region.from_dict(r) for r in rec["regions"]]
+                found[rec["filename"]] = (tuple(rec["size"]), Regions(regions, rec["aspects"]) if "aspects" in rec
+                                          else regions)
+    todo = [Path(p) for p in paths
+            if Path(p).name not in found or (aspects and getattr(found[Path(p).name][1], "aspects", None) is None)]
     if not todo:
         return found
     cache.parent.mkdir(parents=True, exist_ok=True)
-    finder = EvidenceFinder(config or DreamConfig(), device)
+    finder = EvidenceFinder(config or DreamConfig(), device, aspects=aspects)
     try:
         with one_writer(cache, "stage 1 (describe.grounding.find_regions)"), cache.open("a") as fh, \
                 tqdm(todo, desc="stage 1: regions", unit="img", disable=not progress, file=sys.stderr) as bar:
@@ -154,8 +168,11 @@ def find_regions(paths: Sequence[str | Path], cache: str | Path, config: DreamCo
                     continue
                 evidence = finder.find([image])[0]
                 found[path.name] = (image.size, evidence.regions)
-                fh.write(json.dumps({"filename": path.name, "size": list(image.size),
-                                     "regions": [r.to_dict() for r in evidence.regions]}) + "\n")
+                record = {"filename": path.name, "size": list(image.size),
+                          "regions": [r.to_dict() for r in evidence.regions]}
+                if getattr(evidence.regions, "aspects", None) is not None:
+                    record["aspects"] = list(evidence.regions.aspects)
+                fh.write(json.dumps(record) + "\n")
                 fh.flush()
     finally:
         finder.close()

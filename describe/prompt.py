@@ -18,7 +18,13 @@ and the first `crops` of them go in as zoomed views: square crops around the box
 on each side), resized to `crop_size`, as extra images after the image (Qwen2.5-VL / Qwen2-VL: a
 multi-image message; the small describer: extra image tokens from its own encoder, `describe.small`, whose
 processor resizes each crop once more to the encoder's own crop size, 224).
-An image with no regions gets today's prompt exactly. Box format and the parser of grounded claims
+An image with no regions gets today's prompt exactly.
+
+**Aspects** (`aspects`, off by default): stage 1's aspect tagger (`realness.dream.aspects`) also says which of
+the mention vocabulary's categories a description of the image should discuss (faces, hands, body and text only
+where their detector found one); they go in as one last line, `Aspects to discuss: lighting, skin.` (`none`
+when it flags none), and a describer trained with it is given, for each target, the categories that target
+discusses, so it learns to discuss what the line lists. Box format and the parser of grounded claims
 (`parse_claims`, `strip_boxes`): `realness.boxes`, a layer below so DREAM reads the same boxes.
 """
 
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -34,7 +40,7 @@ from PIL import Image
 from realness.boxes import GRID, BoxError, find_boxes, format_region, parse_box, strip_boxes, to_grid
 from realness.dream.regions import ORDERS, Region, rank_regions
 
-__all__ = ["DEFAULT_QUESTION", "DEFAULT_SYSTEM", "BoxError", "RegionPrompt", "build_messages", "crop_regions",
+__all__ = ["DEFAULT_QUESTION", "DEFAULT_SYSTEM", "BoxError", "RegionPrompt", "aspects_line", "build_messages", "crop_regions",
            "parse_box", "parse_claims", "region_prompt", "saved_region_prompt", "strip_boxes"]
 
 DEFAULT_SYSTEM = "You are a helpful assistant that describes images in detail."
@@ -59,6 +65,10 @@ class RegionPrompt:
     order: str = field(default="suspicion", metadata={"choices": ORDERS, "help": "Which regions come first: "
                                                       "suspicion (the artifact map's mean inside the box), "
                                                       "confidence, or area."})
+    aspects: bool = field(default=False, metadata={"help": "Also list the aspects stage 1's tagger flags "
+                                                           "(realness.dream.aspects), one line 'Aspects to discuss: "
+                                                           "lighting, skin.' ('none' when it flags none); trained "
+                                                           "with the aspects each target discusses."})
 
 
 REGIONS_FILE = "regions.json"  # beside an adapter trained with regions: its RegionPrompt
@@ -73,9 +83,20 @@ def saved_region_prompt(*folders) -> RegionPrompt | None:
     return None
 
 
+def aspects_line(aspects: Sequence[str]) -> str:
+    """The prompt's aspects line: `Aspects to discuss: lighting, skin.` (`none` for no aspects)."""
+    return f"Aspects to discuss: {', '.join(aspects) if aspects else 'none'}."
+
+
 def region_prompt(question: str, regions: Sequence[Region], image_size: tuple[int, int],
                   cfg: RegionPrompt) -> tuple[str, list[Region]]:
-    """`(question with the regions line, the regions to crop)`; with no regions, `question` unchanged."""
+    """`(question with the regions line, the regions to crop)`; with no regions, `question` unchanged. With
+    `cfg.aspects` and regions that carry aspects (`realness.dream.regions.Regions`), the aspects line comes
+    last, also when no region was found."""
+    aspects = getattr(regions, "aspects", None) if cfg.aspects else None
+    if aspects is not None:
+        text, cropped = region_prompt(question, list(regions), image_size, replace(cfg, aspects=False))
+        return f"{text}\n{aspects_line(aspects)}", cropped
     shown = rank_regions(regions, cfg.order)[:cfg.max_regions]
     if not shown:
         return question, []

@@ -24,11 +24,12 @@ import torch
 
 from describe.chat import TrainCollator, generation_inputs
 from describe.data import mix_sources, prefer_human_rows, split_by_image
-from describe.grounding import GroundingStats, find_regions, ground_answer
+from describe.grounding import GroundingStats, find_regions, ground_answer, target_aspects
 from describe.modeling import LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt
 from realness.argparsing import by_field_name
 from realness.data import load_manifest, load_raise
+from realness.dream.regions import Regions
 from realness.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -137,8 +138,9 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def attach_regions(cfg: DescriberTrainConfig, rows: list[dict]) -> GroundingStats | None:
-    """With regions enabled: stage 1 over the rows' images (cached in `regions_file`), each row's `regions`, and
-    its target grounded (`ground_targets`); the grounding counts, written beside the checkpoints."""
+    """With regions enabled: stage 1 over the rows' images (cached in `regions_file`), each row's `regions` (with
+    `regions.aspects`, carrying the aspects its target discusses), and its target grounded (`ground_targets`);
+    the grounding counts, written beside the checkpoints."""
     if not cfg.regions.enabled:
         return None
     cache = Path(cfg.regions_file or Path(cfg.output_dir) / "regions.jsonl")
@@ -146,7 +148,8 @@ def attach_regions(cfg: DescriberTrainConfig, rows: list[dict]) -> GroundingStat
     stats = GroundingStats()
     for r in rows:
         size, regions = found.get(Path(r["image"]).name, (None, []))
-        r["regions"] = regions
+        # With aspects: what this target discusses (at inference, what stage 1's aspect tagger flags).
+        r["regions"] = Regions(regions, target_aspects(r["description"])) if cfg.regions.aspects else regions
         if cfg.ground_targets and size is not None:
             r["description"], one = ground_answer(r["description"], regions, size, cfg.regions)
             stats.add(one)

@@ -4,7 +4,9 @@
 
 The run's `split.json` names the held-out images; its `adapter/` (on `--describer`) describes each of them
 (transformers engine, greedy; an adapter trained with regions gets each image's stage-1 regions and crops,
-from `--regions_file` when given), or `--candidate FILE` gives descriptions already written. Boxes of grounded
+from `--regions_file` when given; one trained with aspects also gets the aspects `--aspect_model` flags,
+cached in the same file, so give each tagger its own file), or `--candidate FILE` gives descriptions already
+written. Boxes of grounded
 claims are left out before mentions are counted. Then, against the
 RAISE-TD GPT-4.1 descriptions of the same images (`realness.mentions`):
 - per-category precision / recall / F1 of the describer's mentions and their macro-F1;
@@ -30,10 +32,11 @@ from describe.prompt import RegionPrompt, parse_claims, saved_region_prompt, str
 from realness.argparsing import parse_dataclasses
 from realness.boxes import to_grid
 from realness.data import load_descriptions
+from realness.dream.configuration import DreamConfig
 from realness.dream.evidence import named_labels
 from realness.dream.regions import labels_found
 from realness.images import load_image
-from realness.mentions import CATEGORIES, DETECTABLE, hallucination_report, mention_report
+from realness.mentions import CATEGORIES, DETECTABLE, MENTIONS, hallucination_report, mention_report, mentions
 
 RAISE = Path(os.environ.get("REALNESS_RAISE_DIR") or "../shared/data/raise-train")
 
@@ -54,6 +57,12 @@ class EvalMentionsConfig:
     batch_size: int = field(default=8, metadata={"help": "Images per generate call."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
     regions: bool = field(default=True, metadata={"help": "Run the region detectors for the hallucination shares."})
+    aspect_model: str = field(default="offline/aspect-tagger", metadata={"help": "The aspect tagger that gives an "
+                                                                               "adapter trained with aspects its "
+                                                                               "aspects (a folder from training/"
+                                                                               "train_aspect_tagger.py: for a "
+                                                                               "validation run, the tagger fitted on "
+                                                                               "the same training images)."})
     regions_file: str | None = field(default=None, metadata={"help": "Stage-1 regions JSONL (describe.grounding."
                                                                      "find_regions; written if missing): the regions "
                                                                      "a region-trained describer is given and the "
@@ -89,6 +98,17 @@ def _box_report(claims: list[list[dict]], stage1: list, prompt: RegionPrompt) ->
             "boxes_checked": listed, "on_a_listed_region": on_region, "naming_its_kind": right_kind}
 
 
+def _aspect_report(refs: list[str], cand: list[str], aspects: list) -> dict:
+    """The aspects line against GPT-4.1 (mention F1 of the tagger alone) and how closely the describer kept to it."""
+    as_text = [" ".join(MENTIONS[c][0] for c in x) for x in aspects]  # each category by one of its words
+    listed = sum(len(x) for x in aspects)
+    said = [mentions(c) for c in cand]
+    kept = sum(len(set(x) & m) for x, m in zip(aspects, said))
+    return {"tagger": mention_report(refs, as_text), "listed": listed,
+            "listed_discussed": kept / listed if listed else None,
+            "discussed_listed": kept / max(1, sum(map(len, said)))}
+
+
 def main(argv=None) -> dict:
     (a,) = parse_dataclasses([EvalMentionsConfig], argv, prog="python eval/eval_mentions.py", description=__doc__)
     held = json.loads((Path(a.run) / "split.json").read_text())["held_out"]
@@ -97,13 +117,17 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     seconds = None
-    stage1 = (find_regions([Path(a.images) / n for n in names], a.regions_file, progress=False)
-              if a.regions_file else None)
+    prompt = saved_region_prompt(Path(a.run) / "adapter") or RegionPrompt()
+    stage1 = (find_regions([Path(a.images) / n for n in names], a.regions_file, DreamConfig(aspect_model=a.aspect_model),
+                           progress=False, aspects=prompt.aspects) if a.regions_file else None)
     if a.candidate:
         given = load_descriptions(Path(a.candidate))
         cand = [given.get(n, "") for n in names]
     else:
         describer = Describer(a.describer, str(Path(a.run) / "adapter"), device="cpu", max_new_tokens=a.max_tokens)
+        if describer.uses_regions and describer.regions.aspects and stage1 is None:
+            raise SystemExit("an adapter trained with aspects needs --regions_file (stage 1 with the aspect tagger "
+                             "named by --aspect_model)")
         start, cand = time.perf_counter(), []
         for i in range(0, len(names), a.batch_size):
             batch = names[i:i + a.batch_size]
@@ -119,8 +143,15 @@ def main(argv=None) -> dict:
     cand = [strip_boxes(c) for c in cand]
     report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand),
               "grounded": _box_report(claims, [stage1.get(n) if stage1 else None for n in names],
-                                      saved_region_prompt(Path(a.run) / "adapter") or RegionPrompt())}
+                                      prompt)}
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
+    aspects = [getattr(stage1[n][1], "aspects", None) for n in names] if stage1 is not None else []
+    if aspects and all(x is not None for x in aspects):
+        report["aspects"] = _aspect_report(refs, cand, aspects)
+        g = report["aspects"]
+        lines += ["", f"aspects (the tagger alone, against GPT-4.1): macro-F1 {g['tagger']['macro_f1']:.2f}; the "
+                      f"describer discusses {g['listed_discussed']:.1%} of the aspects listed, and "
+                      f"{g['discussed_listed']:.1%} of what it discusses was listed"]
     if a.regions:
         found = ([{r.label for r in stage1[n][1]} for n in names] if stage1 is not None
                  else labels_found([Path(a.images) / n for n in names]))

@@ -38,18 +38,27 @@ VERDICT_ORDER = ("no", "somewhat", "yes")
 
 
 def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_new_tokens: int,
-              verdict_guide: str) -> tuple[list[str], dict]:
+              verdict_guide: str, regions_file: str | None = None,
+              aspect_model: str = "offline/aspect-tagger") -> tuple[list[str], dict]:
     from describe.engines.transformers import Describer
+    from describe.grounding import find_regions
+    from realness.dream.configuration import DreamConfig
     from realness.images import load_image
 
     start = time.perf_counter()
     describer = Describer(model, adapter, device="cpu", max_new_tokens=max_new_tokens, verdict_guide=verdict_guide)
     load_s = time.perf_counter() - start
+    stage1_s, regions = 0.0, None
+    if describer.uses_regions:  # stage 1 first, timed on its own (read from regions_file where it ran already)
+        start = time.perf_counter()
+        found = find_regions(paths, regions_file or str(Path(adapter).parent / "gate-regions.jsonl"),
+                             DreamConfig(aspect_model=aspect_model), progress=False, aspects=describer.regions.aspects)
+        regions, stage1_s = [found[p.name][1] for p in paths], time.perf_counter() - start
     start = time.perf_counter()
-    texts = describer.generate([load_image(p) for p in paths], batch_size)
+    texts = describer.generate([load_image(p) for p in paths], batch_size, regions)
     wall = time.perf_counter() - start
     return texts, {"load_s": round(load_s, 1), "images": len(paths), "batch_size": batch_size,
-                   "images_per_s": round(len(paths) / wall, 3),
+                   "images_per_s": round(len(paths) / wall, 3), "stage1_s": round(stage1_s, 1),
                    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
@@ -85,6 +94,13 @@ class GateSmallDescriberConfig:
         "choices": tuple(("none", "fit")),
         "help": "'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds fitted on a "
                 "cross-validation of the training images only; 'none': the describer's own"})
+    regions_file: str | None = field(default=None, metadata={
+        "default_help": "RUN/gate-regions.jsonl",
+        "help": "For a describer trained with regions: stage 1's JSONL (describe.grounding.find_regions; written if "
+                "missing). Its time is reported apart from the describer's (stage1_s)"})
+    aspect_model: str = field(default="offline/aspect-tagger", metadata={
+        "help": "For a describer trained with aspects: the aspect tagger (for held-out images, one fitted without "
+                "them: training/train_aspect_tagger.py's validation run)"})
     ship: str | None = field(default=None, metadata={
         "default_help": "none",
         "help": "Also write the short gate.json the run report shows into this folder"})
@@ -139,7 +155,7 @@ def main() -> None:
         speed = json.loads((out / "speed.json").read_text())
     else:
         texts, speed = _describe(a.model, a.adapter or str(Path(a.run) / "adapter"), paths, a.batch_size,
-                                 a.max_new_tokens, guide)
+                                 a.max_new_tokens, guide, a.regions_file, a.aspect_model)
         with cand_file.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["filename", "description"])

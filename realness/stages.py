@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from describe.annotate import ServerClient, ServerOptions, brief_regions, description_record
+from describe.annotate import ServerClient, ServerOptions, description_record, shown_record
 from describe.engines import DEFAULT_DESCRIBER, load_describer
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
@@ -250,6 +250,8 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
         if describer is not None:
             regions = None
             if getattr(describer, "uses_regions", False):  # stage 1 here, once: DREAM reuses it
+                if describer.regions.aspects:
+                    models.finder().use_aspects()
                 need = regions_stage(todo, need, images, models)
                 regions = [e.regions for e in models.evidence([todo[i] for i in need], [images[i] for i in need])]
             recs, imgs = [todo[i] for i in need], [images[i] for i in need]
@@ -260,7 +262,7 @@ def describe_stage(todo, images, cfg, models: Models, given, cached, described) 
             for k, (i, text) in enumerate(zip(need, texts)):
                 rec = todo[i]
                 err = text if isinstance(text, Exception) else None
-                shown = {"regions": brief_regions(regions[k])} if regions is not None else {}  # what it was shown
+                shown = shown_record(regions[k]) if regions is not None else {}  # what it was shown
                 written = record_text(described, rec, description_record(
                     Path(rec["image"]), rec["sha256"], None if err else text, str(err or ""),
                     model=models.info["describer"]["name"], source=source, **shown))

@@ -20,6 +20,7 @@ from describe.prompt import DEFAULT_QUESTION, RegionPrompt, crop_regions, parse_
 from realness.answers import parse_answer
 from realness.boxes import BoxError, find_boxes, from_grid, parse_box, strip_boxes, to_grid
 from realness.dream.regions import Region, rank_regions
+from realness.mentions import CATEGORIES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "realness" / "samples" / "images"
 ON = RegionPrompt(enabled=True, crop_size=56)
@@ -294,9 +295,11 @@ def test_vllm_gives_the_transformers_greedy_text_on_region_inputs(tiny_vlm):
     assert [_same(a, b) for a, b in zip(got, want)] == [True, True]
 
 
-def test_run_finds_regions_once_for_the_describer_and_dream(tmp_path, monkeypatch):
+@pytest.mark.parametrize("aspects", [False, True])
+def test_run_finds_regions_once_for_the_describer_and_dream(tmp_path, monkeypatch, aspects):
     """`realness run` with a describer trained with regions: stage 1 runs once per image, the describer is
-    prompted with its regions (kept in descriptions.jsonl) and the evidence maps use the same ones."""
+    prompted with its regions (kept in descriptions.jsonl) and the evidence maps use the same ones; trained
+    with aspects too, each record keeps the aspects the tagger gave (faces only where a face was found)."""
     from dataclasses import asdict
 
     from describe.small import build_small_describer
@@ -305,7 +308,7 @@ def test_run_finds_regions_once_for_the_describer_and_dream(tmp_path, monkeypatc
     from realness.samples import IMAGES_DIR
 
     base = build_small_describer(tmp_path / "describer")
-    (base / "regions.json").write_text(json.dumps(asdict(RegionPrompt(enabled=True))))
+    (base / "regions.json").write_text(json.dumps(asdict(RegionPrompt(enabled=True, aspects=aspects))))
     seen: list[tuple[int, int]] = []
     find = EvidenceFinder.find
 
@@ -324,3 +327,8 @@ def test_run_finds_regions_once_for_the_describer_and_dream(tmp_path, monkeypatc
     for name, rec in mapped.items():
         assert [(g["label"], g["box"]) for g in described[name]["regions"]] == [(g["label"], g["box"]) for g in rec["regions"]]
     assert any(g["label"] == "face" for g in described["portrait_warped_face.jpg"]["regions"])
+    for rec in described.values():
+        assert ("aspects" in rec) == aspects
+        if aspects:
+            assert set(rec["aspects"]) <= set(CATEGORIES)
+            assert ("faces" in rec["aspects"]) <= any(g["label"] == "face" for g in rec["regions"])

@@ -28,7 +28,7 @@ from torch import nn
 
 from realness.core.backbones import build_image_backbone
 from realness.core.configuration import OFFLINE_IMAGE_BACKBONE
-from realness.registry import BUNDLED_MAPS
+from realness.registry import BUNDLED_MAPS, resolve_bundled
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 BUNDLED = BUNDLED_MAPS
@@ -61,12 +61,7 @@ class ArtifactConfig:
 
 
 def resolve_artifact_map(name: str | Path) -> Path:
-    path = Path(name)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if str(name) in BUNDLED:
-        return BUNDLED[str(name)]
-    raise FileNotFoundError(f"{name}: no saved artifact map there and no bundled one of that name (bundled: {', '.join(BUNDLED)})")
+    return resolve_bundled(name, BUNDLED, "artifact map", CONFIG_NAME)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:

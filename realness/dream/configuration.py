@@ -32,6 +32,10 @@ class DreamConfig:
                                                                                   "`realness train-maps`)."})
     detectors: tuple[str, ...] = field(default=DETECTORS, metadata={"help": "Evidence maps: region detectors to run "
                                                                             "(face, hand, person, text)."})
+    aspect_model: str = field(default="offline/aspect-tagger", metadata={"help": "Stage 1 for a describer trained "
+                                                                                 "with aspects: the aspect tagger (a "
+                                                                                 "bundled name or a folder from "
+                                                                                 "training/train_aspect_tagger.py)."})
     model: str = field(default="ViT-B-32", metadata={
         "flag": "clip", "aliases": ("model",),
         "help": "open_clip architecture name."})

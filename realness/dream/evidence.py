@@ -18,7 +18,8 @@ detected), is mapped by the artifact map alone. Claim maps combine as DREAM's do
 A claim that carries a box (`the face [412, 180, 590, 420] looks warped`, `realness.boxes`: a describer
 grounded in the regions it was shown) is mapped inside that box alone, whatever it names.
 
-Stage 1 (`EvidenceFinder.find`: the detectors and the artifact map, once per image) is shared: `realness run`
+Stage 1 (`EvidenceFinder.find`: the detectors and the artifact map, once per image; for a describer trained
+with aspects, also the aspect tagger, `realness.dream.aspects`) is shared: `realness run`
 gives its regions to the describer (`describe.prompt`) and its `Evidence` back to `map_batch`.
 
 A "No" answer claims nothing, but the map still shows where the artifact map looks, marked as such
@@ -36,9 +37,10 @@ from PIL import Image
 
 from realness.boxes import find_boxes, strip_boxes
 from realness.dream.artifact import ArtifactMapModel
+from realness.dream.aspects import AspectTagger
 from realness.dream.configuration import DreamConfig
 from realness.dream.maps import RealnessMap, map_size
-from realness.dream.regions import LABELS, Region, RegionDetector, box_mask
+from realness.dream.regions import LABELS, Region, RegionDetector, Regions, box_mask
 from realness.dream.text import parse_verdict, split_phrases
 from realness.mentions import DETECTABLE, MENTIONS
 
@@ -73,20 +75,31 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Evidence:
-    """Stage 1 for one image: the detected regions (each with its `suspicion`) and the raw artifact map."""
+    """Stage 1 for one image: the detected regions (each with its `suspicion`; with an aspect tagger, a `Regions`
+    carrying the image's aspects) and the raw artifact map."""
 
     regions: list[Region]
     artifact: np.ndarray  # (h, w) float32 at the map size
 
 
 class EvidenceFinder:
-    """Stage 1: the region detectors and the artifact map, run once per image."""
+    """Stage 1: the region detectors and the artifact map, run once per image; with `aspects`, the aspect tagger
+    too (`realness.dream.aspects`, `config.aspect_model`), whose aspects the regions carry."""
 
-    def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None):
+    def __init__(self, config: DreamConfig | None = None, device: str = "cpu", artifact_model=None, detector=None,
+                 aspects: bool = False):
         self.config = config or DreamConfig()
         self.device = device
         self.artifact = artifact_model or ArtifactMapModel.from_pretrained(self.config.artifact_model, device=device)
         self.detector = detector or RegionDetector(self.config.detectors)
+        self.tagger = None
+        if aspects:
+            self.use_aspects()
+
+    def use_aspects(self) -> None:
+        """Load the aspect tagger (once), so that `find` also gives each image's aspects."""
+        if self.tagger is None:
+            self.tagger = AspectTagger.from_pretrained(self.config.aspect_model, device=self.device)
 
     def close(self) -> None:
         self.detector.close()
@@ -94,17 +107,23 @@ class EvidenceFinder:
     def find(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Region] | None] | None = None) -> list[Evidence]:
         """Each image's regions, `suspicion` set to the min-max-scaled artifact map's mean inside the box.
         `regions` (per image, None for those to detect): regions found already (by another worker), which only
-        get their suspicion."""
+        get their suspicion (and, with a tagger, their aspects when they carry none)."""
         sizes = [map_size(im, self.config.map_long_side) for im in images]
         given = list(regions) if regions is not None else [None] * len(images)
         out = []
         for image, amap, known in zip(images, self.artifact.predict(images, sizes=sizes), given):
-            regions = list(known) if known is not None else self.detector.detect(image)
+            regions = (Regions(known, getattr(known, "aspects", None)) if known is not None
+                       else self.detector.detect(image))
             scaled = _minmax(amap)
             for r in regions:
                 inside = box_mask([r], scaled.shape, image.size) > 0
                 r.suspicion = float(scaled[inside].mean()) if inside.any() else 0.0
             out.append(Evidence(regions, amap.astype(np.float32)))
+        untagged = [i for i, e in enumerate(out) if getattr(e.regions, "aspects", None) is None]
+        if self.tagger is not None and untagged:
+            tags = self.tagger.tag([images[i] for i in untagged], [out[i].regions for i in untagged])
+            for i, aspects in zip(untagged, tags):
+                out[i].regions = Regions(out[i].regions, aspects)
         return out
 
 

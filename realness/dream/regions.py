@@ -82,6 +82,16 @@ class Region:
         return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
+class Regions(list):
+    """An image's stage-1 regions (a list of `Region`, used as one) and the aspects stage 1 flags for it:
+    `aspects`, mention categories (`realness.mentions.CATEGORIES`) its aspect tagger expects a description of
+    the image to discuss (`realness.dream.aspects`), or None when no tagger ran."""
+
+    def __init__(self, regions: Sequence[Region] = (), aspects: Sequence[str] | None = None):
+        super().__init__(regions)
+        self.aspects = tuple(aspects) if aspects is not None else None
+
+
 ORDERS = ("suspicion", "confidence", "area")
 
 
