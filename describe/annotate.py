@@ -35,6 +35,7 @@ from describe.grounding import TakesRegions
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt, saved_region_prompt
 from describe.verdict import HELP as GUIDE_HELP
 from realness.answers import parse_answer
+from realness.boxes import drop_open_box
 from realness.cluster import RayOptions, connect, import_ray
 from realness.data import manifest_inputs
 from realness.files import JsonlWriter, one_writer, read_jsonl, require_local_folder, sha256_file
@@ -198,7 +199,7 @@ class ServerClient(TakesRegions):
             try:
                 r = self.http.post(f"{server}/v1/chat/completions", json=body)
                 if r.status_code == 200:
-                    text = r.json()["choices"][0]["message"]["content"] or ""
+                    text = drop_open_box(r.json()["choices"][0]["message"]["content"] or "")
                     if text.strip():
                         return text, server
                     # an empty or null answer is no description: a failure, retried like a 5xx

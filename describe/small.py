@@ -445,7 +445,8 @@ def bundled_gate() -> dict | None:
 def package_small_describer(base: str | Path, adapter: str | Path, out: str | Path, half: bool = True) -> Path:
     """A self-contained describer folder like the bundled one: the base's config and processor, and
     `adapter/` (LoRA + projector; float16 unless `half=False`, which halves its size and changes greedy
-    text rarely). The base's untrained projector is left out: the adapter carries the trained one."""
+    text rarely; and `regions.json`, the region prompt of an adapter trained with regions). The base's untrained
+    projector is left out: the adapter carries the trained one."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -461,4 +462,6 @@ def package_small_describer(base: str | Path, adapter: str | Path, out: str | Pa
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = SMALL_DESCRIBER
     (out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if (adapter / "regions.json").is_file():  # trained with regions (describe.prompt.REGIONS_FILE): prompt the same
+        shutil.copy(adapter / "regions.json", out / "adapter" / "regions.json")
     return out

@@ -112,6 +112,15 @@ def find_boxes(text: str) -> tuple[list[Box], list[str]]:
     return boxes, problems
 
 
+_OPEN_BOX = re.compile(r"\s*\[[\d\s,.]*$")
+
+
+def drop_open_box(text: str) -> str:
+    """`text` without a box that generation was cut off inside (a trailing `[` never closed, as a token cap
+    leaves it): what every engine returns, so a cut answer never ends in a broken box."""
+    return _OPEN_BOX.sub("", text.strip())
+
+
 def strip_boxes(text: str) -> str:
     """The text without its boxes (well-formed or not), as a reader should see it."""
     if not _BRACKET.search(text):

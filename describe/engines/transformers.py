@@ -21,6 +21,7 @@ from describe.small import resolve_describer
 from describe.training import generate
 from describe.verdict import resolve_guide
 from realness.answers import Answer, parse_answer
+from realness.boxes import drop_open_box
 from realness.devices import resolve_device
 
 
@@ -79,7 +80,7 @@ class Describer(TakesRegions):
                             min_new_tokens=self.min_new_tokens, prefixes=self.prefixes(batch),
                             regions=regions[start:start + batch_size] if regions is not None else None,
                             regions_cfg=self.regions)
-        return [t.strip() for t in out]
+        return [drop_open_box(t) for t in out]
 
     def prefixes(self, images: Sequence[Image.Image]) -> list[str] | None:
         """Each answer's given first word (the verdict guide's), or None when the model picks its own."""

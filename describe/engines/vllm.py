@@ -21,6 +21,7 @@ from describe.small import resolve_describer, smollm2_folder
 from describe.tiny import cache_dir
 from describe.verdict import resolve_guide
 from realness.answers import Answer, parse_answer
+from realness.boxes import drop_open_box
 
 ADAPTER_NAME = "describer"
 
@@ -77,7 +78,7 @@ class VllmEngine(TakesRegions):
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
         params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
         outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        return [(p + o.outputs[0].text).strip() for p, o in zip(prefixes, outputs)]
+        return [drop_open_box(p + o.outputs[0].text) for p, o in zip(prefixes, outputs)]
 
     def describe(self, images: Sequence[Image.Image], batch_size: int | None = None,
                  regions: Sequence | None = None) -> list[Answer]:
@@ -157,7 +158,7 @@ class SmallVllmEngine(VllmEngine):
             outputs = [self.llm.generate([r], params, lora_request=lora, use_tqdm=False)[0] for r in requests]
         else:
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        return [(p + o.outputs[0].text).strip() for p, o in zip(prefixes, outputs)]
+        return [drop_open_box(p + o.outputs[0].text) for p, o in zip(prefixes, outputs)]
 
 
 def llama_adapter(adapter: str | Path) -> Path:
