@@ -12,8 +12,16 @@ from conftest import colour_image
 from describe.chat import TrainCollator, prompt_parts
 from describe.grounding import find_regions, target_aspects
 from describe.prompt import DEFAULT_QUESTION, RegionPrompt, aspects_line
-from realness.dream.aspects import (KINDS, NEEDS, AspectConfig, AspectTagger, best_thresholds, detector_flags,
-                                    fit_aspect_tagger, grounded)
+from realness.dream.aspects import (
+    KINDS,
+    NEEDS,
+    AspectConfig,
+    AspectTagger,
+    best_thresholds,
+    detector_flags,
+    fit_aspect_tagger,
+    grounded,
+)
 from realness.dream.regions import Region, Regions
 from realness.mentions import CATEGORIES
 
