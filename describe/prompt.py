@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -93,19 +93,18 @@ def region_prompt(question: str, regions: Sequence[Region], image_size: tuple[in
     """`(question with the regions line, the regions to crop)`; with no regions, `question` unchanged. With
     `cfg.aspects` and regions that carry aspects (`realness.dream.regions.Regions`), the aspects line comes
     last, also when no region was found."""
+    text, cropped = question, []
+    shown = rank_regions(regions, cfg.order)[:cfg.max_regions]
+    if shown:
+        listed = "; ".join(format_region(r.label, to_grid(r.box, image_size), r.score) for r in shown)
+        cropped = shown[:cfg.crops]
+        example = format_region(shown[0].label, to_grid(shown[0].box, image_size))
+        text = (f"{question}\nRegions found (label [x0, y0, x1, y1] on a 0-{GRID} grid, confidence): {listed}.\n"
+                + (f"The images after the first zoom in on the first {len(cropped)} of them. " if cropped else "")
+                + f"If a claim is about one of them, write its box after the word, as in: the {example} looks warped.")
     aspects = getattr(regions, "aspects", None) if cfg.aspects else None
     if aspects is not None:
-        text, cropped = region_prompt(question, list(regions), image_size, replace(cfg, aspects=False))
-        return f"{text}\n{aspects_line(aspects)}", cropped
-    shown = rank_regions(regions, cfg.order)[:cfg.max_regions]
-    if not shown:
-        return question, []
-    listed = "; ".join(format_region(r.label, to_grid(r.box, image_size), r.score) for r in shown)
-    cropped = shown[:cfg.crops]
-    example = format_region(shown[0].label, to_grid(shown[0].box, image_size))
-    text = (f"{question}\nRegions found (label [x0, y0, x1, y1] on a 0-{GRID} grid, confidence): {listed}.\n"
-            + (f"The images after the first zoom in on the first {len(cropped)} of them. " if cropped else "")
-            + f"If a claim is about one of them, write its box after the word, as in: the {example} looks warped.")
+        text += f"\n{aspects_line(aspects)}"
     return text, cropped
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from describe.prompt import REGIONS_FILE
 from describe.tiny import cache_dir
 from realness.core.backbones import build_image_backbone
 from realness.registry import DESCRIBE_PRETRAINED, OFFLINE_IMAGE_BACKBONE, OFFLINE_LANGUAGE_MODEL, SMALL_DESCRIBER
@@ -462,6 +463,6 @@ def package_small_describer(base: str | Path, adapter: str | Path, out: str | Pa
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = SMALL_DESCRIBER
     (out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if (adapter / "regions.json").is_file():  # trained with regions (describe.prompt.REGIONS_FILE): prompt the same
-        shutil.copy(adapter / "regions.json", out / "adapter" / "regions.json")
+    if (adapter / REGIONS_FILE).is_file():  # trained with regions: prompt the same way
+        shutil.copy(adapter / REGIONS_FILE, out / "adapter" / REGIONS_FILE)
     return out

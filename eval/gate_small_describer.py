@@ -38,7 +38,7 @@ VERDICT_ORDER = ("no", "somewhat", "yes")
 
 
 def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_new_tokens: int,
-              verdict_guide: str, regions_file: str | None = None,
+              verdict_guide: str, regions_file: str,
               aspect_model: str = "offline/aspect-tagger") -> tuple[list[str], dict]:
     from describe.engines.transformers import Describer
     from describe.grounding import find_regions
@@ -51,7 +51,7 @@ def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_
     stage1_s, regions = 0.0, None
     if describer.uses_regions:  # stage 1 first, timed on its own (read from regions_file where it ran already)
         start = time.perf_counter()
-        found = find_regions(paths, regions_file or str(Path(adapter).parent / "gate-regions.jsonl"),
+        found = find_regions(paths, regions_file,
                              DreamConfig(aspect_model=aspect_model), progress=False, aspects=describer.regions.aspects)
         regions, stage1_s = [found[p.name][1] for p in paths], time.perf_counter() - start
     start = time.perf_counter()
@@ -95,7 +95,7 @@ class GateSmallDescriberConfig:
         "help": "'fit': image-only CORE sets the describer's verdicts (describe.verdict), its thresholds fitted on a "
                 "cross-validation of the training images only; 'none': the describer's own"})
     regions_file: str | None = field(default=None, metadata={
-        "default_help": "RUN/gate-regions.jsonl",
+        "default_help": "OUT/regions.jsonl",
         "help": "For a describer trained with regions: stage 1's JSONL (describe.grounding.find_regions; written if "
                 "missing). Its time is reported apart from the describer's (stage1_s)"})
     aspect_model: str = field(default="offline/aspect-tagger", metadata={
@@ -155,7 +155,7 @@ def main() -> None:
         speed = json.loads((out / "speed.json").read_text())
     else:
         texts, speed = _describe(a.model, a.adapter or str(Path(a.run) / "adapter"), paths, a.batch_size,
-                                 a.max_new_tokens, guide, a.regions_file, a.aspect_model)
+                                 a.max_new_tokens, guide, a.regions_file or str(out / "regions.jsonl"), a.aspect_model)
         with cand_file.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["filename", "description"])

@@ -26,7 +26,7 @@ from describe.data import split_by_image
 from describe.grounding import find_regions
 from realness.argparsing import parse_dataclasses
 from realness.data import load_raise
-from realness.dream.aspects import AspectConfig, AspectTagger, detector_flags, fit_aspect_tagger
+from realness.dream.aspects import AspectConfig, AspectTagger, detector_flags, f1_report, fit_aspect_tagger
 from realness.images import load_image
 from realness.mentions import CATEGORIES, mentions
 
@@ -48,17 +48,6 @@ class AspectTrainConfig:
     folds: int = field(default=5, metadata={"help": "Cross-validation folds on the training images."})
     cs: tuple[float, ...] = field(default=(0.003, 0.01, 0.03, 0.1), metadata={"help": "Inverse L2 strengths tried."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
-
-
-def f1_table(labels: np.ndarray, flagged: np.ndarray) -> dict:
-    """Per-category F1 and macro-F1 over the categories either side has (realness.mentions' convention)."""
-    per = {}
-    for j, c in enumerate(CATEGORIES):
-        y, p = labels[:, j], flagged[:, j]
-        if y.any() or p.any():
-            tp = int((y & p).sum())
-            per[c] = 2 * tp / (2 * tp + int((~y & p).sum()) + int((y & ~p).sum())) if tp else 0.0
-    return {"f1": per, "macro_f1": float(np.mean(list(per.values()))) if per else None}
 
 
 def main(argv=None) -> dict:
@@ -83,7 +72,7 @@ def main(argv=None) -> dict:
     report["train_images"], report["held_out_images"] = len(train), len(held)
     if held:
         hx, hflags, hlabels = arrays(held)
-        report["held_out"] = f1_table(hlabels, tagger.flag(hx, hflags))
+        report["held_out"] = f1_report(hlabels, tagger.flag(hx, hflags))
     out = Path(cfg.out)
     tagger.save_pretrained(out, {"c": report["c"], "train_images": len(train)})
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

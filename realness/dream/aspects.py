@@ -164,6 +164,14 @@ def _f1(y: np.ndarray, p: np.ndarray) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+def f1_report(labels: np.ndarray, flagged: np.ndarray, categories: Sequence[str] = CATEGORIES) -> dict:
+    """Per-category F1 of `flagged` against `labels` (both (n, categories) bool) and their macro-F1 over the
+    categories either side has (`realness.mentions`' convention; None when neither has any)."""
+    per = {c: _f1(labels[:, j], flagged[:, j]) for j, c in enumerate(categories)
+           if labels[:, j].any() or flagged[:, j].any()}
+    return {"f1": per, "macro_f1": float(np.mean(list(per.values()))) if per else None}
+
+
 def _logistic(c: float, seed: int):
     from sklearn.linear_model import LogisticRegression
 
@@ -221,11 +229,9 @@ def fit_aspect_tagger(features: np.ndarray, flags: np.ndarray, labels: np.ndarra
     for c in cs:
         oof = cross_validate(x, labels, c, folds, seed)
         thresholds, _ = best_thresholds(oof, labels)
-        flagged = grounded(oof >= thresholds, flags, config.categories)
-        per = {cat: _f1(labels[:, j], flagged[:, j]) for j, cat in enumerate(config.categories)}
-        scored = [per[cat] for j, cat in enumerate(config.categories) if labels[:, j].any() or flagged[:, j].any()]
-        macro = float(np.mean(scored)) if scored else 0.0
-        report["candidates"][str(c)] = {"macro_f1": macro, "f1": per}
+        scored = f1_report(labels, grounded(oof >= thresholds, flags, config.categories), config.categories)
+        macro = scored["macro_f1"] or 0.0
+        report["candidates"][str(c)] = {"macro_f1": macro, "f1": scored["f1"]}
         if best is None or macro > best[0]:
             best = (macro, c, thresholds)
     macro, c, thresholds = best
