@@ -24,7 +24,8 @@ An image with no regions gets today's prompt exactly.
 the mention vocabulary's categories a description of the image should discuss (faces, hands, body and text only
 where their detector found one); they go in as one last line, `Aspects to discuss: lighting, skin.` (`none`
 when it flags none), and a describer trained with it is given, for each target, the categories that target
-discusses, so it learns to discuss what the line lists. Box format and the parser of grounded claims
+discusses, so it learns to discuss what the line lists. `steer` holds the answer to the line at inference
+(`describe.steering`: a logit bias on a listed aspect's words until the answer names it). Box format and the parser of grounded claims
 (`parse_claims`, `strip_boxes`): `realness.boxes`, a layer below so DREAM reads the same boxes.
 """
 
@@ -69,6 +70,10 @@ class RegionPrompt:
                                                            "(realness.dream.aspects), one line 'Aspects to discuss: "
                                                            "lighting, skin.' ('none' when it flags none); trained "
                                                            "with the aspects each target discusses."})
+    steer: float = field(default=0.0, metadata={"help": "With aspects, at inference: logit bias towards each "
+                                                        "listed aspect the answer has not discussed yet "
+                                                        "(describe.steering); 0: plain greedy decoding. Training "
+                                                        "ignores it."})
 
 
 REGIONS_FILE = "regions.json"  # beside an adapter trained with regions: its RegionPrompt

@@ -27,6 +27,7 @@ from describe.data import mix_sources, prefer_human_rows, split_by_image
 from describe.grounding import GroundingStats, find_regions, ground_answer, target_aspects
 from describe.modeling import LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt
+from describe.steering import AspectSteering
 from realness.argparsing import by_field_name
 from realness.data import load_manifest, load_raise
 from realness.dream.regions import Regions
@@ -213,14 +214,22 @@ def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT
     """Greedy (default) descriptions for a batch of PIL images (`min_new_tokens` holds back the end token:
     benchmarks fix the output length with it). `prefixes`: each answer's given start, which the model
     continues; the returned text includes it. `regions` (a list per image) with an enabled `regions_cfg`:
-    the region-aware prompt and crops."""
+    the region-aware prompt and crops; with its aspects line and `steer` > 0, `describe.steering.AspectSteering`
+    holds each answer to its image's listed aspects."""
     was_training = model.training
     model.eval()
     inputs = generation_inputs(processor, images, question, system, prefixes, regions, regions_cfg)
     device = next(p for p in model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
+    extra = {}
+    if regions is not None and regions_cfg is not None and regions_cfg.enabled and regions_cfg.aspects \
+            and regions_cfg.steer:
+        from transformers import LogitsProcessorList
+
+        aspects = [getattr(r, "aspects", None) for r in regions]
+        extra["logits_processor"] = LogitsProcessorList([AspectSteering(processor.tokenizer, aspects, regions_cfg.steer)])
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
-                         do_sample=do_sample, pad_token_id=processor.tokenizer.pad_token_id)
+                         do_sample=do_sample, pad_token_id=processor.tokenizer.pad_token_id, **extra)
     model.train(was_training)
     texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return [p + t for p, t in zip(prefixes, texts)] if prefixes is not None else texts

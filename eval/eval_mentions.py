@@ -20,6 +20,7 @@ Writes `mentions.json`, `mentions.md` and `descriptions.csv` (the describer's te
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -56,6 +57,9 @@ class EvalMentionsConfig:
         "default_help": "$REALNESS_RAISE_DIR/images", "help": "Folder of the held-out images."})
     batch_size: int = field(default=8, metadata={"help": "Images per generate call."})
     max_tokens: int = field(default=64, metadata={"help": "Answer length cap in tokens."})
+    steer: float | None = field(default=None, metadata={"help": "Aspect steering: logit bias towards each listed "
+                                                                "aspect not yet discussed (describe.steering); 0: "
+                                                                "plain greedy. Default: the adapter's regions.json."})
     regions: bool = field(default=True, metadata={"help": "Run the region detectors for the hallucination shares."})
     aspect_model: str = field(default="offline/aspect-tagger", metadata={"help": "The aspect tagger that gives an "
                                                                                "adapter trained with aspects its "
@@ -124,7 +128,9 @@ def main(argv=None) -> dict:
         given = load_descriptions(Path(a.candidate))
         cand = [given.get(n, "") for n in names]
     else:
-        describer = Describer(a.describer, str(Path(a.run) / "adapter"), device="cpu", max_new_tokens=a.max_tokens)
+        given_prompt = dataclasses.replace(prompt, steer=a.steer) if a.steer is not None else "auto"
+        describer = Describer(a.describer, str(Path(a.run) / "adapter"), device="cpu", max_new_tokens=a.max_tokens,
+                              regions=given_prompt)
         if describer.uses_regions and describer.regions.aspects and stage1 is None:
             raise SystemExit("an adapter trained with aspects needs --regions_file (stage 1 with the aspect tagger "
                              "named by --aspect_model)")
@@ -141,7 +147,8 @@ def main(argv=None) -> dict:
     refs = [ref[n] for n in names]
     claims = [parse_claims(c)[0] for c in cand]
     cand = [strip_boxes(c) for c in cand]
-    report = {"run": a.run, "images": len(names), "describe_s": seconds, "mentions": mention_report(refs, cand),
+    report = {"run": a.run, "images": len(names), "steer": prompt.steer if a.steer is None else a.steer,
+              "describe_s": seconds, "mentions": mention_report(refs, cand),
               "grounded": _box_report(claims, [stage1.get(n) if stage1 else None for n in names],
                                       prompt)}
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]

@@ -58,3 +58,31 @@ def test_vllm_runs_the_small_describer_like_transformers():
     hf = create_engine("transformers", "offline/small-describer", max_new_tokens=24, device="cpu").generate(images)
     with create_engine("vllm", "offline/small-describer", dtype="float32", max_new_tokens=24) as engine:
         assert [_same(a, b) for a, b in zip(engine.generate(images), hf)] == [True] * 3
+
+
+@pytest.mark.slow
+def test_vllm_steers_the_small_describer_like_transformers():
+    """Aspect steering (describe.steering) on both engines: vLLM's per-request logits processor gives the
+    transformers engine's steered greedy text, and a strong bias makes each answer name its first listed aspect."""
+    import dataclasses
+    from pathlib import Path
+
+    from describe.engines import create_engine
+    from describe.prompt import saved_region_prompt
+    from describe.small import resolve_describer
+    from realness.images import load_image
+    from realness.mentions import mentions
+
+    model_id, adapter = resolve_describer("offline/small-describer", None)
+    prompt = dataclasses.replace(saved_region_prompt(adapter, model_id), steer=8.0)
+    samples = Path(__file__).resolve().parents[1] / "realness" / "samples" / "images"
+    images = [load_image(samples / n) for n in ("portrait.jpg", "landscape_flat.jpg")]
+    hf = create_engine("transformers", "offline/small-describer", max_new_tokens=24, device="cpu", regions=prompt,
+                       verdict_guide="none")
+    regions = hf.regions_for(images, None)
+    steered = hf.generate(images, regions=regions)
+    for text, found in zip(steered, regions):
+        assert found.aspects and found.aspects[0] in mentions(text), (found.aspects, text)
+    with create_engine("vllm", "offline/small-describer", dtype="float32", max_new_tokens=24, regions=prompt,
+                       verdict_guide="none") as engine:
+        assert [_same(a, b) for a, b in zip(engine.generate(images, regions=regions), steered)] == [True] * 2

