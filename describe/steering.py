@@ -3,10 +3,12 @@
 A describer trained with the aspects line (`describe.prompt.RegionPrompt.aspects`) discusses only about half of
 the aspects it is told to (eval/README.md, "Grounded descriptions, side by side"). Steering adds `bias` to the
 logits of the words of each listed aspect (`realness.mentions.MENTIONS`: "lighting" raises " light",
-" lighting", " shadows", ...) while the answer so far does not mention that aspect yet, and takes the bias off
-once it does, so an aspect is asked for, never repeated. A word counts when it is one token of the describer's
-tokenizer, with or without a leading space and capitalised or not; longer words are not nudged. With
-`bias` 0 (the default) decoding is plain greedy decoding.
+" lighting", " shadows", ...) while the answer so far holds none of them, and takes the bias off once it does,
+so an aspect is asked for, never repeated. A word counts when it is one token of the describer's tokenizer,
+with or without a leading space and capitalised or not; longer words are neither nudged nor counted. The rule
+reads token ids only (`steer_row`), so the transformers engine (`AspectSteering`) and the vLLM engine (its
+per-request logits processor, `describe.engines.vllm_steering`) steer alike. With `bias` 0 (the default)
+decoding is plain greedy decoding.
 
     from describe.steering import AspectSteering
     processor = AspectSteering(tokenizer, [("lighting",), ()], bias=2.0)
@@ -37,17 +39,21 @@ def aspect_token_ids(tokenizer, category: str) -> list[int]:
     return sorted(ids)
 
 
-def steering_ids(tokenizer, aspects: Sequence[str] | None) -> dict[str, list[int]]:
+def steers(prompt) -> bool:
+    """Whether a region prompt (`describe.prompt.RegionPrompt`) asks for steering: regions, aspects, `steer` > 0."""
+    return bool(prompt is not None and prompt.enabled and prompt.aspects and prompt.steer)
+
+
+def steering_ids(tokenizer, aspects: Sequence[str] | None) -> list[list[int]]:
     """Each listed aspect's word ids (`aspect_token_ids`); aspects with no single-token word are left out."""
-    ids = {c: aspect_token_ids(tokenizer, c) for c in aspects or ()}
-    return {c: v for c, v in ids.items() if v}
+    return [ids for ids in (aspect_token_ids(tokenizer, c) for c in aspects or ()) if ids]
 
 
-def steer_row(output_ids: Sequence[int], logits: torch.Tensor, wanted: dict[str, list[int]], bias: float) -> torch.Tensor:
-    """`logits` (vocabulary,) with `bias` added to the ids of every aspect in `wanted` none of whose ids is
-    among the answer's tokens so far (`output_ids`); in place, and returned."""
+def steer_row(output_ids: Sequence[int], logits: torch.Tensor, wanted: Sequence[Sequence[int]], bias: float) -> torch.Tensor:
+    """`logits` (vocabulary,) with `bias` added to the ids of every aspect in `wanted` (one id list each) none of
+    whose ids is among the answer's tokens so far (`output_ids`); in place, and returned."""
     said = set(output_ids)
-    for ids in wanted.values():
+    for ids in wanted:
         if not said.intersection(ids):
             logits[ids] += bias
     return logits

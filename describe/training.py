@@ -27,7 +27,7 @@ from describe.data import mix_sources, prefer_human_rows, split_by_image
 from describe.grounding import GroundingStats, find_regions, ground_answer, target_aspects
 from describe.modeling import LoraSettings, add_lora, load_base
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, REGIONS_FILE, RegionPrompt
-from describe.steering import AspectSteering
+from describe.steering import AspectSteering, steers
 from realness.argparsing import by_field_name
 from realness.data import load_manifest, load_raise
 from realness.dream.regions import Regions
@@ -222,8 +222,7 @@ def generate(model, processor, images, question=DEFAULT_QUESTION, system=DEFAULT
     device = next(p for p in model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     extra = {}
-    if regions is not None and regions_cfg is not None and regions_cfg.enabled and regions_cfg.aspects \
-            and regions_cfg.steer:
+    if regions is not None and steers(regions_cfg):
         from transformers import LogitsProcessorList
 
         aspects = [getattr(r, "aspects", None) for r in regions]

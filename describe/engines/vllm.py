@@ -18,7 +18,7 @@ from describe.engines.transformers import Describer
 from describe.grounding import TakesRegions
 from describe.prompt import DEFAULT_QUESTION, DEFAULT_SYSTEM, RegionPrompt, saved_region_prompt
 from describe.small import resolve_describer, smollm2_folder
-from describe.steering import STEERING_KEY, steering_ids
+from describe.steering import STEERING_KEY, steering_ids, steers
 from describe.tiny import cache_dir
 from describe.verdict import resolve_guide
 from realness.answers import Answer, parse_answer
@@ -166,11 +166,6 @@ class SmallVllmEngine(VllmEngine):
         return [drop_open_box(p + o.outputs[0].text) for p, o in zip(prefixes, outputs)]
 
 
-def steers(prompt: RegionPrompt | None) -> bool:
-    """Whether a region prompt asks for aspect steering (`describe.steering`)."""
-    return bool(prompt is not None and prompt.enabled and prompt.aspects and prompt.steer)
-
-
 def steering_kwargs(prompt: RegionPrompt | None) -> dict:
     """`vllm.LLM` arguments that register the aspect-steering logits processor when `prompt` steers."""
     if not steers(prompt):
@@ -186,11 +181,11 @@ def sampling_params(tokenizer, prompt: RegionPrompt | None, regions: Sequence | 
     def params(aspects) -> SamplingParams:
         extra = None
         if steers(prompt) and aspects:
-            extra = {STEERING_KEY: {"ids": list(steering_ids(tokenizer, aspects).values()), "bias": prompt.steer}}
+            extra = {STEERING_KEY: {"ids": steering_ids(tokenizer, aspects), "bias": prompt.steer}}
         return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, min_tokens=min_new_tokens,
                               extra_args=extra)
 
-    return [params(getattr(r, "aspects", None) if regions is not None else None) for r in (regions or [None] * n)]
+    return [params(getattr(r, "aspects", None)) for r in (regions if regions is not None else [None] * n)]
 
 
 def llama_adapter(adapter: str | Path) -> Path:

@@ -23,9 +23,6 @@ class AspectSteeringProcessor(AdapterLogitsProcessor):
         spec = (params.extra_args or {}).get(STEERING_KEY)
         if not spec or not spec.get("bias") or not spec.get("ids"):
             return None
-        wanted = {str(i): list(ids) for i, ids in enumerate(spec["ids"])}
-        return partial(_steer, wanted=wanted, bias=float(spec["bias"]))
-
-
-def _steer(output_ids, logits, wanted, bias):
-    return steer_row(output_ids, logits, wanted, bias)
+        # vLLM calls it with (output_ids, logits): the partial's signature has four parameters, not the three
+        # that would ask for the prompt's ids too.
+        return partial(steer_row, wanted=spec["ids"], bias=float(spec["bias"]))
