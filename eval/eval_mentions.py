@@ -23,9 +23,12 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from describe.engines.transformers import Describer
 from describe.grounding import find_regions, shown_regions
@@ -123,7 +126,7 @@ def main(argv=None) -> dict:
     seconds = None
     prompt = saved_region_prompt(Path(a.run) / "adapter") or RegionPrompt()
     stage1 = (find_regions([Path(a.images) / n for n in names], a.regions_file, DreamConfig(aspect_model=a.aspect_model),
-                           progress=False, aspects=prompt.aspects) if a.regions_file else None)
+                           aspects=prompt.aspects) if a.regions_file else None)
     if a.candidate:
         given = load_descriptions(Path(a.candidate))
         cand = [given.get(n, "") for n in names]
@@ -135,7 +138,7 @@ def main(argv=None) -> dict:
             raise SystemExit("an adapter trained with aspects needs --regions_file (stage 1 with the aspect tagger "
                              "named by --aspect_model)")
         start, cand = time.perf_counter(), []
-        for i in range(0, len(names), a.batch_size):
+        for i in tqdm(range(0, len(names), a.batch_size), desc="describing", unit="batch", file=sys.stderr):
             batch = names[i:i + a.batch_size]
             images = [load_image(Path(a.images) / n) for n in batch]
             given = [stage1[n][1] for n in batch] if stage1 is not None and describer.uses_regions else None

@@ -25,11 +25,13 @@ from __future__ import annotations
 import csv
 import json
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from realness.argparsing import parse_dataclasses
 
@@ -52,10 +54,12 @@ def _describe(model: str, adapter: str, paths: list[Path], batch_size: int, max_
     if describer.uses_regions:  # stage 1 first, timed on its own (read from regions_file where it ran already)
         start = time.perf_counter()
         found = find_regions(paths, regions_file,
-                             DreamConfig(aspect_model=aspect_model), progress=False, aspects=describer.regions.aspects)
+                             DreamConfig(aspect_model=aspect_model), aspects=describer.regions.aspects)
         regions, stage1_s = [found[p.name][1] for p in paths], time.perf_counter() - start
-    start = time.perf_counter()
-    texts = describer.generate([load_image(p) for p in paths], batch_size, regions)
+    start, texts = time.perf_counter(), []
+    for i in tqdm(range(0, len(paths), batch_size), desc="describing", unit="batch", file=sys.stderr):
+        texts += describer.generate([load_image(p) for p in paths[i:i + batch_size]], batch_size,
+                                    regions[i:i + batch_size] if regions is not None else None)
     wall = time.perf_counter() - start
     return texts, {"load_s": round(load_s, 1), "images": len(paths), "batch_size": batch_size,
                    "images_per_s": round(len(paths) / wall, 3), "stage1_s": round(stage1_s, 1),
@@ -69,7 +73,7 @@ def _train_core(manifest: Path, out: Path, mode: str, recipe: str, folds: int = 
 
     model = out / "ensemble" if folds == 0 else out
     if not (model / ("config.json" if folds == 0 else "summary.json")).is_file():
-        main(["train-core", "--config", recipe, "--data", str(manifest), "--output_dir", str(out), "--mode", mode,
+        main(["train-core", "--config", recipe, "--data", str(manifest), "--out", str(out), "--model.mode", mode,
               "--folds", str(folds), "--feature_cache", str(out.parent / "feature_cache")])
     return model
 

@@ -92,7 +92,7 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tiny_core_
     script = [sys.executable, str(REPO / "training" / "train_core.py")]
     killed = tmp_path / "killed"
     log = (tmp_path / "killed.log").open("w")
-    proc = subprocess.Popen(script + flags + ["--output_dir", str(killed)], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(script + flags + ["--out", str(killed)], env=env, stdout=log, stderr=log)
     state = killed / "seed42" / "fold0" / "checkpoint" / "state.json"
     deadline = time.time() + 300
     def checkpointed_epoch() -> int:
@@ -110,14 +110,14 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tiny_core_
     assert 1 <= len(done_epochs) < 6, done_epochs  # the log may lag the checkpoint by one epoch
     assert not (killed / "seed42" / "fold0" / "result.json").exists()
 
-    resumed = subprocess.run(script + flags + ["--output_dir", str(killed)], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(script + flags + ["--out", str(killed)], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout
     epochs = [json.loads(l)["epoch"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5, 6]  # nothing trained twice, nothing skipped
 
     straight = tmp_path / "straight"
-    subprocess.run(script + flags + ["--output_dir", str(straight)], env=env, check=True, capture_output=True)
+    subprocess.run(script + flags + ["--out", str(straight)], env=env, check=True, capture_output=True)
     a = list(csv.DictReader((killed / "seed42" / "fold0" / "predictions.csv").open()))
     b = list(csv.DictReader((straight / "seed42" / "fold0" / "predictions.csv").open()))
     assert [float(r["pred_z"]) for r in a] == pytest.approx([float(r["pred_z"]) for r in b], abs=1e-5)

@@ -70,7 +70,7 @@ def test_artifact_head_learns_to_point_at_a_planted_corruption(tmp_path, capsys)
         Image.fromarray((_photo(i) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
     (photos / "notes.txt").write_text("not a photo")
     out = tmp_path / "am"
-    assert main(["train-maps", "--photos", str(photos), "--output_dir", str(out), "--steps", "80", "--batch_size", "8",
+    assert main(["train-maps", "--photos", str(photos), "--out", str(out), "--steps", "80", "--batch_size", "8",
                  "--crop", "64", "--lr", "3e-3", "--eval_every", "80", "--num_workers", "0", "--val_fraction", "0.3",
                  "--val_per_image", "4", "--progress", "false", "--width", "16", "--hidden", "32", "--long_side", "128",
                  "--kinds", "color", "--min_area", "0.05", "--max_area", "0.15", "--max_regions", "1",

@@ -3,7 +3,7 @@
     REALNESS_RAISE_DIR=/path/to/raise-train accelerate launch training/train_artifact_map.py \
         --config training/configs/artifact_map.yaml
 
-Any flag overrides the YAML, e.g. `--kinds blur noise color --steps 500 --output_dir runs/am-small`.
+Any flag overrides the YAML, e.g. `--kinds blur noise color --steps 500 --out runs/am-small`.
 `python training/train_artifact_map.py --help` lists every flag with its default; `realness train-maps` is
 the same command.
 """

@@ -7,7 +7,7 @@ Several GPUs (data parallel; the batch size is per GPU):
     accelerate launch --config_file training/accelerate/multi_gpu.yaml training/train_core.py \
         --config training/configs/core_raise.yaml
 
-Any flag overrides the YAML, e.g. `--mode text --seeds 1 2 3 --output_dir runs/core-text`.
+Any flag overrides the YAML, e.g. `--model.mode text --seeds 1 2 3 --out runs/core-text`.
 `python training/train_core.py --help` lists every flag with its default.
 """
 
