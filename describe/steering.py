@@ -4,8 +4,10 @@ A describer trained with the aspects line (`describe.prompt.RegionPrompt.aspects
 the aspects it is told to (eval/README.md, "Grounded descriptions, side by side"). Steering adds `bias` to the
 logits of the words of each listed aspect (`realness.mentions.MENTIONS`: "lighting" raises " light",
 " lighting", " shadows", ...) while the answer so far holds none of them, and takes the bias off once it does,
-so an aspect is asked for, never repeated. A word counts when it is one token of the describer's tokenizer,
-with or without a leading space and capitalised or not; longer words are neither nudged nor counted. The rule
+so an aspect is asked for, never repeated. A word is nudged when it is one token of the describer's tokenizer
+with a leading space (" light", " Light"): the piece without one glues onto the word before it ("sky" + "light"
+made "skylight" in a sample). It counts as said in either spelling, capitalised or not; words longer than one
+token are neither nudged nor counted. The rule
 reads token ids only (`steer_row`), so the transformers engine (`AspectSteering`) and the vLLM engine (its
 per-request logits processor, `describe.engines.vllm_steering`) steer alike. With `bias` 0 (the default)
 decoding is plain greedy decoding.
@@ -28,11 +30,13 @@ from realness.mentions import MENTIONS
 STEERING_KEY = "aspect_steering"  # the vLLM engine's SamplingParams.extra_args entry (describe.engines.vllm_steering)
 
 
-def aspect_token_ids(tokenizer, category: str) -> list[int]:
-    """Ids of the single-token spellings (" word", "word", " Word", "Word") of `category`'s words."""
+def aspect_token_ids(tokenizer, category: str, spaced_only: bool = False) -> list[int]:
+    """Ids of the single-token spellings (" word", "word", " Word", "Word") of `category`'s words; with
+    `spaced_only`, of the space-led ones (" word", " Word") alone."""
     ids: set[int] = set()
     for word in MENTIONS[category]:
-        for spelling in (f" {word}", word, f" {word.capitalize()}", word.capitalize()):
+        spellings = [f" {word}", f" {word.capitalize()}"] + ([] if spaced_only else [word, word.capitalize()])
+        for spelling in spellings:
             tokens = tokenizer.encode(spelling, add_special_tokens=False)
             if len(tokens) == 1:
                 ids.add(tokens[0])
@@ -44,18 +48,22 @@ def steers(prompt) -> bool:
     return bool(prompt is not None and prompt.enabled and prompt.aspects and prompt.steer)
 
 
-def steering_ids(tokenizer, aspects: Sequence[str] | None) -> list[list[int]]:
-    """Each listed aspect's word ids (`aspect_token_ids`); aspects with no single-token word are left out."""
-    return [ids for ids in (aspect_token_ids(tokenizer, c) for c in aspects or ()) if ids]
+def steering_ids(tokenizer, aspects: Sequence[str] | None) -> list[list[list[int]]]:
+    """Each listed aspect's `[nudged, counted]` word ids: the space-led single-token spellings, and all of them
+    (`aspect_token_ids`); aspects with no space-led single-token word are left out."""
+    pairs = [[aspect_token_ids(tokenizer, c, spaced_only=True), aspect_token_ids(tokenizer, c)] for c in aspects or ()]
+    return [pair for pair in pairs if pair[0]]
 
 
-def steer_row(output_ids: Sequence[int], logits: torch.Tensor, wanted: Sequence[Sequence[int]], bias: float) -> torch.Tensor:
-    """`logits` (vocabulary,) with `bias` added to the ids of every aspect in `wanted` (one id list each) none of
-    whose ids is among the answer's tokens so far (`output_ids`); in place, and returned."""
+def steer_row(output_ids: Sequence[int], logits: torch.Tensor, wanted: Sequence[Sequence[Sequence[int]]],
+              bias: float) -> torch.Tensor:
+    """`logits` (vocabulary,) with `bias` added to the nudged ids of every aspect in `wanted` (`[nudged, counted]`
+    id lists each, `steering_ids`) none of whose counted ids is among the answer's tokens so far (`output_ids`);
+    in place, and returned."""
     said = set(output_ids)
-    for ids in wanted:
-        if not said.intersection(ids):
-            logits[ids] += bias
+    for nudged, counted in wanted:
+        if not said.intersection(counted):
+            logits[nudged] += bias
     return logits
 
 

@@ -40,7 +40,15 @@ from realness.dream.configuration import DreamConfig
 from realness.dream.evidence import named_labels
 from realness.dream.regions import labels_found
 from realness.images import load_image
-from realness.mentions import CATEGORIES, DETECTABLE, MENTIONS, hallucination_report, mention_report, mentions
+from realness.mentions import (
+    CATEGORIES,
+    DETECTABLE,
+    MENTIONS,
+    discussed,
+    hallucination_report,
+    mention_report,
+    mentions,
+)
 
 RAISE = Path(os.environ.get("REALNESS_RAISE_DIR") or "../shared/data/raise-train")
 
@@ -152,9 +160,13 @@ def main(argv=None) -> dict:
     cand = [strip_boxes(c) for c in cand]
     report = {"run": a.run, "images": len(names), "steer": prompt.steer if a.steer is None else a.steer,
               "describe_s": seconds, "mentions": mention_report(refs, cand),
+              "mentions_discussed": mention_report(refs, cand, reader=discussed),
               "grounded": _box_report(claims, [stage1.get(n) if stage1 else None for n in names],
                                       prompt)}
-    lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"])]
+    d = report["mentions_discussed"]
+    lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"]), "",
+             f"discussed (blanket lists left out, realness.mentions): macro-F1 {d['macro_f1']:.2f}; descriptions with a "
+             f"blanket list: describer {d['blanket_lists']['candidate']:.1%}, GPT-4.1 {d['blanket_lists']['reference']:.1%}"]
     aspects = [getattr(stage1[n][1], "aspects", None) for n in names] if stage1 is not None else []
     if aspects and all(x is not None for x in aspects):
         report["aspects"] = _aspect_report(refs, cand, aspects)

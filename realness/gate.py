@@ -42,7 +42,7 @@ from realness.dream.regions import labels_found
 from realness.evaluation import read_truth
 from realness.files import sha256_file, write_text_atomic
 from realness.images import list_images, load_image
-from realness.mentions import hallucination_report, mention_report
+from realness.mentions import discussed, hallucination_report, mention_report
 from realness.metrics import plcc, srocc
 from realness.scoring import score_images
 
@@ -269,6 +269,7 @@ def evaluate_describer(cfg: GateConfig) -> dict:
         "bootstrap": paired_bootstrap(y, rows, "candidate", "reference", cfg.n_boot, cfg.seed) | {"n_boot": cfg.n_boot},
         "verdicts": verdicts,
         "mentions": mention_report(refs, cands),
+        "mentions_discussed": mention_report(refs, cands, reader=discussed),
         "text": {"rouge_l": float(np.mean([rouge_l(r, c) for r, c in zip(refs, cands)])),
                  "embedding_similarity": embedding_similarity(refs, cands, encoder)},
         "thresholds": {"beat": floors, "min_kappa": cfg.min_kappa},
@@ -321,6 +322,9 @@ def format_gate(report: dict) -> str:
               f"quadratic kappa {v['kappa_quadratic']:.3f}, no verdict {v['no_verdict_share']:.1%}",
               f"mentions against the reference: macro-F1 {_num(report['mentions']['macro_f1'])} over "
               f"{report['mentions']['categories_scored']} categories"
+              + (f" (discussed, blanket lists left out: {_num(report['mentions_discussed']['macro_f1'])}; "
+                 f"{report['mentions_discussed']['blanket_lists']['candidate']:.0%} of descriptions hold one)"
+                 if "mentions_discussed" in report else "")
               + (f"; hallucinated {report['hallucination']['hallucinated']:.1%}, missed "
                  f"{report['hallucination']['missed']:.1%} (faces, hands, people, text)" if "hallucination" in report
                  else ""),

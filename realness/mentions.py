@@ -22,6 +22,19 @@ The first four categories with the face's eye words are what the region detector
 face, hand, person, text); DREAM's evidence maps place a claim in the boxes of the kinds it names with the
 same words (`realness.dream.evidence.GROUNDING` is built from these sets).
 
+A *blanket list* is a sentence whose subject lists words of two or more categories and whose predicate is an
+all-clear, with nothing about any one of them: "The skin, geometry, and transitions all appear natural", "The
+person's face, hands, and body appear natural and proportionate". `blanket_lists` finds them: the subject is two
+or more items joined by commas, "and" or "or", each at most three words besides determiners with at most one
+outside the vocabulary, naming two categories or more; the verb is appear(s) / look(s) / seem(s) / is / are /
+remain(s), with at most "all" / "both" (before or after it) and one adverb; then natural, realistic, consistent,
+normal, proportionate, plausible, believable, convincing, correct, accurate or coherent, and nothing after it but
+more adjectives ("and proportionate"; "consistent with the lighting" says something more and is not blanket).
+A description that reads the aspects it was told back as such a list names them without discussing them, and a
+word-level count rewards it. `discussed` is what a text mentions outside its blanket lists;
+`mention_report(..., reader=discussed)` scores that (the *discussed* macro-F1, reported beside the plain one; the
+same rule reads the reference).
+
 Metrics (`mention_report`): per category precision, recall and F1 of the candidate's mentions against the
 reference's on the same images (precision undefined when the candidate never mentions it, recall when the
 reference never does; F1 is 0 when both are defined and zero), and macro-F1 over the categories either
@@ -34,7 +47,7 @@ candidate does not name.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "faces": ("face", "faces", "facial", "mouth", "teeth", "tooth", "nose", "lips", "lip", "smile", "expression",
@@ -84,6 +97,43 @@ def mentions(text: str) -> set[str]:
     return {_INDEX[w] for w in _WORD.findall((text or "").lower()) if w in _INDEX}
 
 
+_SENTENCE = re.compile(r"[^.;!?\n]+")
+_ALL_CLEAR = re.compile(
+    r"^(?P<subject>.+?)\s+(?:all\s+|both\s+)?(?:appears?|looks?|seems?|is|are|remains?)\s+(?:all\s+|both\s+)?(?:[a-z]+ly\s+)?"
+    r"(?:natural|realistic|consistent|normal|proportionate|plausible|believable|convincing|correct|accurate|coherent)(?:(?:\s*,\s*|\s+and\s+)[a-z-]+)*$")
+_ITEMS = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+")
+_DETERMINERS = frozenset("the a an its his her their this that these those overall".split())
+
+
+def _is_list(subject: str) -> bool:
+    """Two items or more ("A, B and C"), each a short noun phrase: at most three words once determiners go,
+    at most one of them outside the vocabulary ("the person's face", "transitions"), and two categories named."""
+    items = [i for i in _ITEMS.split(subject) if _WORD.sub("", i) != i and i.strip() not in _DETERMINERS]
+    if len(items) < 2 or len(mentions(subject)) < 2:
+        return False
+    for item in items:
+        words = [w for w in _WORD.findall(item.replace("'s", "")) if w not in _DETERMINERS]
+        if len(words) > 3 or sum(w not in _INDEX for w in words) > 1:
+            return False
+    return True
+
+
+def blanket_lists(text: str) -> list[str]:
+    """The sentences of `text` that list two or more categories under one all-clear (see the module docstring)."""
+    found = []
+    for sentence in _SENTENCE.findall((text or "").lower()):
+        m = _ALL_CLEAR.match(sentence.strip())
+        if m and _is_list(m["subject"]):
+            found.append(sentence.strip())
+    return found
+
+
+def discussed(text: str) -> set[str]:
+    """The categories `text` mentions outside its blanket lists."""
+    blanket = set(blanket_lists(text))
+    return set().union(*(mentions(s) for s in _SENTENCE.findall((text or "").lower()) if s.strip() not in blanket))
+
+
 def named_kinds(text: str) -> set[str]:
     """The detector labels (face, hand, person, text) `text` names."""
     found = mentions(text)
@@ -94,13 +144,15 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def mention_report(references: Sequence[str], candidates: Sequence[str]) -> dict:
+def mention_report(references: Sequence[str], candidates: Sequence[str],
+                   reader: Callable[[str], set[str]] = mentions) -> dict:
     """Per-category precision / recall / F1 of the candidates' mentions against the references', paired by
-    position, and macro-F1 over the categories either side mentions."""
+    position, and macro-F1 over the categories either side mentions; `reader` (`mentions` or `discussed`) reads
+    both sides."""
     if len(references) != len(candidates):
         raise ValueError(f"{len(references)} references but {len(candidates)} candidates")
-    ref = [mentions(t) for t in references]
-    cand = [mentions(t) for t in candidates]
+    ref = [reader(t) for t in references]
+    cand = [reader(t) for t in candidates]
     per: dict[str, dict] = {}
     for c in CATEGORIES:
         tp = sum(c in r and c in k for r, k in zip(ref, cand))
@@ -111,7 +163,13 @@ def mention_report(references: Sequence[str], candidates: Sequence[str]) -> dict
         per[c] = {"precision": p, "recall": r, "f1": f1, "reference": tp + fn, "candidate": tp + fp, "both": tp}
     scored = [v["f1"] for v in per.values() if v["f1"] is not None]
     return {"n": len(ref), "categories": per, "macro_f1": sum(scored) / len(scored) if scored else None,
-            "categories_scored": len(scored)}
+            "categories_scored": len(scored),
+            "blanket_lists": {"candidate": _share(candidates), "reference": _share(references)}}
+
+
+def _share(texts: Sequence[str]) -> float | None:
+    """The share of `texts` with at least one blanket list."""
+    return sum(bool(blanket_lists(t)) for t in texts) / len(texts) if texts else None
 
 
 def hallucination_report(references: Sequence[str], candidates: Sequence[str],

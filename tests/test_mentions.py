@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from realness.mentions import CATEGORIES, hallucination_report, mention_report, mentions, named_kinds
+from realness.mentions import (
+    CATEGORIES,
+    blanket_lists,
+    discussed,
+    hallucination_report,
+    mention_report,
+    mentions,
+    named_kinds,
+)
 
 
 def test_mentions_are_whole_words_of_one_category_each():
@@ -32,6 +40,31 @@ def test_mention_report_counts_precision_recall_and_macro_f1():
     assert mention_report(refs, refs)["macro_f1"] == 1.0
     with pytest.raises(ValueError):
         mention_report(refs, cands[:2])
+
+
+@pytest.mark.parametrize("text, blanket, left", [
+    ("The skin, geometry, and transitions all appear natural.", 1, set()),  # the aspects line read back
+    ("The person's face, hands, and body all appear natural and proportionate.", 1, set()),
+    ("Overall, the face and the lighting are entirely consistent.", 1, set()),
+    ("The woman's skin texture and the background both look realistic; her fingers are fused.", 1, {"hands"}),
+    ("The lighting and shadows appear natural.", 0, {"lighting"}),  # one category: a claim, not a list
+    ("The building appears natural.", 0, {"objects"}),
+    ("The face and hands look slightly warped.", 0, {"faces", "hands"}),  # not an all-clear
+    ("The hands have six fingers, and the face appears natural.", 0, {"hands", "faces"}),  # a clause, not a list
+    ("The sky and the car are consistent with the lighting.", 0, {"background", "objects", "lighting"}),
+])
+def test_blanket_lists_name_without_discussing(text, blanket, left):
+    assert len(blanket_lists(text)) == blanket
+    assert discussed(text) == left and discussed(text) <= mentions(text)
+
+
+def test_discussed_macro_f1_leaves_the_lists_out():
+    refs = ["The face is distorted and the lighting is flat.", "The hands have six fingers."]
+    cands = ["The face, the hands and the lighting all appear natural.", "The fingers are fused."]
+    plain, kept = mention_report(refs, cands), mention_report(refs, cands, reader=discussed)
+    assert plain["categories"]["faces"]["both"] == 1 and kept["categories"]["faces"]["both"] == 0
+    assert kept["categories"]["hands"]["f1"] == 1.0 and kept["macro_f1"] < plain["macro_f1"]
+    assert kept["blanket_lists"] == {"candidate": 0.5, "reference": 0.0}
 
 
 def test_hallucination_names_what_neither_detectors_nor_reference_saw():

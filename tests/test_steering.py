@@ -23,6 +23,10 @@ def test_token_ids_are_the_category_words(tokenizer):
     assert {"lighting", "shadows", "light"} <= words
     assert words <= set(MENTIONS["lighting"])
     assert not set(ids) & set(aspect_token_ids(tokenizer, "background"))
+    spaced = aspect_token_ids(tokenizer, "lighting", spaced_only=True)
+    assert spaced and set(spaced) < set(ids)
+    assert all(tokenizer.decode([i]).startswith(" ") for i in spaced)
+    assert tokenizer.encode("light", add_special_tokens=False)[0] in set(ids) - set(spaced)
 
 
 def test_bias_only_on_rows_and_aspects_not_yet_said(tokenizer):
@@ -32,15 +36,18 @@ def test_bias_only_on_rows_and_aspects_not_yet_said(tokenizer):
     vocab = len(tokenizer)
     scores = torch.zeros(2, vocab)
     first = steer(torch.tensor([prompt, prompt]), scores)  # the first step records the prompt's length
-    light, back = aspect_token_ids(tokenizer, "lighting"), aspect_token_ids(tokenizer, "background")
+    light, back = (aspect_token_ids(tokenizer, c, spaced_only=True) for c in ("lighting", "background"))
     assert torch.all(first[0, light] == 3.0) and torch.all(first[0, back] == 3.0)
-    assert torch.count_nonzero(first[0]) == len(light) + len(back)
+    assert torch.count_nonzero(first[0]) == len(light) + len(back)  # only space-led words: no "sky"+"light"
     assert torch.count_nonzero(first[1]) == 0  # a row with no aspects is left alone
     assert torch.count_nonzero(scores) == 0  # the input scores are not changed in place
     later = steer(torch.tensor([prompt + said, prompt + said]), torch.zeros(2, vocab))
     assert torch.all(later[0, light] == 0.0) and torch.all(later[0, back] == 3.0)  # lighting said: its bias is off
     unsaid = steer(torch.tensor([prompt + said[:1], prompt + said[:1]]), torch.zeros(2, vocab))
     assert torch.all(unsaid[0, light] == 3.0)  # " The" alone says nothing
+    glued = prompt + tokenizer.encode("Light", add_special_tokens=False)
+    assert len(glued) == len(prompt) + 1  # one token with no leading space: not nudged, but it counts as said
+    assert torch.all(steer(torch.tensor([glued, glued]), torch.zeros(2, vocab))[0, light] == 0.0)
     assert torch.count_nonzero(AspectSteering(tokenizer, [("lighting",)], 0.0)(torch.tensor([prompt]),
                                                                               torch.zeros(1, vocab))) == 0
     with pytest.raises(ValueError, match="bias"):

@@ -1,6 +1,6 @@
 """Aspect steering (`describe.steering`) as a vLLM logits processor: the same token-id rule as the transformers
 engine's, applied per request. A request steers when its `SamplingParams.extra_args` carry
-`{STEERING_KEY: {"ids": [[id, ...], ...], "bias": b}}` (one id list per listed aspect, from
+`{STEERING_KEY: {"ids": [[[nudged id, ...], [counted id, ...]], ...], "bias": b}}` (one pair per listed aspect, from
 `describe.steering.steering_ids`); the engine registers the class with `vllm.LLM(logits_processors=[...])` only
 when its region prompt steers. Imports vLLM, so only the vLLM engine imports this module."""
 
