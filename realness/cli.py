@@ -318,7 +318,9 @@ def _quiet_libraries(verbose: bool) -> None:
         logging.getLogger(own).setLevel(logging.INFO)
     if verbose:
         return
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "timm", "bitsandbytes", "peft", "accelerate"):
+    # "kernels": bitsandbytes, on CPUs with AVX512-BF16, asks it for a hub kernel at import and it warns offline.
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "timm", "bitsandbytes", "kernels", "peft",
+                  "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # open_clip logs through the root logger an ERROR for weights it cannot download, though the command
     # then falls back or fails with its own one-line message.

@@ -105,3 +105,16 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     (tmp_path / "bad.yaml").write_text("data: x\nepoch: 3\n")
     with pytest.raises(SystemExit):
         parse_dataclasses([CoreTrainConfig], ["--config", str(tmp_path / "bad.yaml")])
+
+
+def test_library_warnings_stay_off_the_console_and_verbose_brings_them_back():
+    """What bitsandbytes sets off at import on an AVX512-BF16 CPU offline (the `kernels` package warning that it
+    skips a hub trust check) is a library's chatter about a fallback: the console shows only the run's own lines."""
+    code = ("import logging, sys; from realness.cli import _quiet_libraries; _quiet_libraries(sys.argv[1] == 'v'); "
+            "logging.getLogger('kernels._internals.hf_hub').warning('Skipping publisher trust check'); "
+            "logging.getLogger('bitsandbytes.backends').warning('Failed to load CPU gemm_4bit_forward'); "
+            "logging.getLogger('realness.pipeline').warning('own line')")
+    quiet = subprocess.run([sys.executable, "-c", code, "q"], capture_output=True, text=True, check=True).stderr
+    assert quiet.splitlines() == ["WARNING own line"]
+    loud = subprocess.run([sys.executable, "-c", code, "v"], capture_output=True, text=True, check=True).stderr
+    assert "Skipping publisher trust check" in loud and "gemm_4bit_forward" in loud and "own line" in loud
