@@ -14,6 +14,8 @@ RAISE-TD GPT-4.1 descriptions of the same images (`realness.mentions`):
   neither the detectors nor GPT-4.1 saw (hallucinated), and the share leaving out one both saw (missed);
 - the same two shares for GPT-4.1's own text against the detectors alone (what the detectors miss or invent
   shows up there as GPT-4.1 "hallucinating").
+- with `--baseline FILE` (another describer's descriptions of the same images), the difference of the two
+  macro-F1s, plain and discussed, with 95 % paired bootstrap intervals over the images.
 Writes `mentions.json`, `mentions.md` and `descriptions.csv` (the describer's text) in `--out`.
 """
 
@@ -48,6 +50,7 @@ from realness.mentions import (
     hallucination_report,
     mention_report,
     mentions,
+    paired_comparison,
 )
 
 RAISE = Path(os.environ.get("REALNESS_RAISE_DIR") or "../shared/data/raise-train")
@@ -62,6 +65,10 @@ class EvalMentionsConfig:
     describer: str = field(default="runs/small-base", metadata={"help": "The base the run's adapter goes on."})
     candidate: str | None = field(default=None, metadata={"help": "Descriptions already written for the held-out "
                                                                   "images, instead of describing them."})
+    baseline: str | None = field(default=None, metadata={"help": "Another describer's descriptions of the same "
+                                                                 "images (e.g. the ungrounded retrain's): the "
+                                                                 "macro-F1 difference with a 95 % paired bootstrap "
+                                                                 "interval (realness.mentions.paired_comparison)."})
     reference: str = field(default=str(RAISE / "descriptions_gpt41.csv"), metadata={
         "default_help": "$REALNESS_RAISE_DIR/descriptions_gpt41.csv", "help": "The reference descriptions."})
     images: str = field(default=str(RAISE / "images"), metadata={
@@ -167,6 +174,18 @@ def main(argv=None) -> dict:
     lines = [f"{len(names)} held-out images of {a.run}", "", *_table(report["mentions"]), "",
              f"discussed (blanket lists left out, realness.mentions): macro-F1 {d['macro_f1']:.2f}; descriptions with a "
              f"blanket list: describer {d['blanket_lists']['candidate']:.1%}, GPT-4.1 {d['blanket_lists']['reference']:.1%}"]
+    if a.baseline:
+        given = load_descriptions(Path(a.baseline))
+        if missing := [n for n in names if n not in given]:
+            raise SystemExit(f"{a.baseline}: no description of {len(missing)} held-out images (first: {missing[0]})")
+        base = [strip_boxes(given[n]) for n in names]
+        report["versus_baseline"] = {"baseline": a.baseline, "mentions": paired_comparison(refs, cand, base),
+                                     "mentions_discussed": paired_comparison(refs, cand, base, reader=discussed)}
+        for key, what in (("mentions", "macro-F1"), ("mentions_discussed", "discussed macro-F1")):
+            v = report["versus_baseline"][key]
+            lines += ["", f"against {a.baseline}: {what} {v['candidate']:.3f} vs {v['baseline']:.3f}, difference "
+                          f"{v['difference']:+.3f} (95 % paired bootstrap {v['ci'][0]:+.3f} to {v['ci'][1]:+.3f}; "
+                          f"not ahead in {v['not_ahead']:.1%} of resamples)"]
     aspects = [getattr(stage1[n][1], "aspects", None) for n in names] if stage1 is not None else []
     if aspects and all(x is not None for x in aspects):
         report["aspects"] = _aspect_report(refs, cand, aspects)

@@ -12,6 +12,7 @@ from realness.mentions import (
     mention_report,
     mentions,
     named_kinds,
+    paired_comparison,
 )
 
 
@@ -100,3 +101,23 @@ def test_eval_mentions_script_scores_given_descriptions(tmp_path):
                    str(tmp_path / "out"), "--no_regions"])
     assert report["images"] == 6 and report["mentions"]["macro_f1"] == 1.0 and "hallucination" not in report
     assert "macro-F1" in (tmp_path / "out" / "mentions.md").read_text()
+
+
+def test_the_paired_comparison_scores_like_mention_report_and_its_interval_can_exclude_zero():
+    refs = ["The hand has six fingers.", "Shadows fall the wrong way.", "The sign's letters are garbled.",
+            "The dog's fur is smudged.", "The sky is flat."] * 8
+    good = list(refs)
+    good[0] = "The lighting is odd."  # one miss
+    bad = ["The background looks fine."] * len(refs)
+    r = paired_comparison(refs, good, bad, n_boot=500)
+    assert r["candidate"] == pytest.approx(mention_report(refs, good)["macro_f1"])
+    assert r["baseline"] == pytest.approx(mention_report(refs, bad)["macro_f1"])
+    assert r["difference"] == pytest.approx(r["candidate"] - r["baseline"])
+    assert 0 < r["ci"][0] <= r["difference"] <= r["ci"][1] and r["not_ahead"] == 0.0
+    same = paired_comparison(refs, good, good, n_boot=200)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["not_ahead"] == 1.0
+    kept = paired_comparison(refs, good, bad, reader=discussed, n_boot=0)
+    assert kept["candidate"] == pytest.approx(mention_report(refs, good, reader=discussed)["macro_f1"])
+    assert kept["ci"] == [None, None]
+    with pytest.raises(ValueError, match="pair up"):
+        paired_comparison(refs, good, bad[:3])
