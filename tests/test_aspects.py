@@ -18,9 +18,11 @@ from realness.dream.aspects import (
     AspectConfig,
     AspectTagger,
     best_thresholds,
+    cross_validate,
     detector_flags,
     fit_aspect_tagger,
     grounded,
+    repeated_cv_thresholds,
 )
 from realness.dream.regions import Region, Regions
 from realness.mentions import CATEGORIES
@@ -52,6 +54,24 @@ def test_thresholds_are_the_best_f1_cut_of_the_out_of_fold_probabilities():
     assert never[0] > 1  # a category never discussed is never flagged
 
 
+def test_repeated_cross_validation_pools_its_shuffles_for_the_thresholds():
+    rng = np.random.default_rng(1)
+    n = 60
+    labels = np.zeros((n, len(CATEGORIES)), bool)
+    labels[:, CATEGORIES.index("skin")] = rng.random(n) < 0.4
+    x = rng.normal(size=(n, 8)) + 1.5 * labels[:, [CATEGORIES.index("skin")]]
+    flags = np.zeros((n, 4), np.float32)
+    one, report = repeated_cv_thresholds(x, labels, flags, 1.0, folds=3, repeats=1, seed=7)
+    single, _ = best_thresholds(cross_validate(x, labels, 1.0, 3, 7), labels)
+    assert np.array_equal(one, single) and len(report["macro_f1_per_shuffle"]) == 1  # one shuffle: today's rule
+    pooled, report = repeated_cv_thresholds(x, labels, flags, 1.0, folds=3, repeats=3, seed=7)
+    oofs = np.concatenate([cross_validate(x, labels, 1.0, 3, 7 + r) for r in range(3)])
+    assert np.array_equal(pooled, best_thresholds(oofs, np.concatenate([labels] * 3))[0])
+    assert len(report["macro_f1_per_shuffle"]) == 3
+    assert report["macro_f1"] == pytest.approx(np.mean(report["macro_f1_per_shuffle"]))
+    assert report["f1"]["skin"] > 0.6  # the planted signal is found by every shuffle
+
+
 def test_a_fitted_tagger_finds_a_planted_signal_and_reloads_exactly(tmp_path):
     rng = np.random.default_rng(0)
     n, dim = 240, 1280 * 2 + 320 * 2  # EfficientNet-Lite0's two top stages, mean and std
@@ -61,8 +81,10 @@ def test_a_fitted_tagger_finds_a_planted_signal_and_reloads_exactly(tmp_path):
     labels[:, CATEGORIES.index("lighting")] = rng.random(n) < 0.3
     x[:, :100] += labels[:, [CATEGORIES.index("lighting")]]  # a hundred features carry lighting
     labels[:, CATEGORIES.index("faces")] = flags[:, 0] > 0  # faces: where a face was detected
-    tagger, report = fit_aspect_tagger(x[:200], flags[:200], labels[:200], AspectConfig(), cs=(0.1, 1.0), folds=3)
-    assert set(report["candidates"]) == {"0.1", "1.0"} and report["c"] in (0.1, 1.0)
+    tagger, report = fit_aspect_tagger(x[:200], flags[:200], labels[:200], AspectConfig(), cs=(0.1, 1.0), folds=3,
+                                       repeats=2)
+    assert set(report["candidates"]) == {"0.1", "1.0"} and report["c"] in (0.1, 1.0) and report["repeats"] == 2
+    assert report["cv_macro_f1"] == max(v["macro_f1"] for v in report["candidates"].values())
     held = tagger.flag(x[200:], flags[200:])
     for c in ("lighting", "faces"):
         j = CATEGORIES.index(c)

@@ -8,7 +8,8 @@ frozen EfficientNet-Lite0's pooled maps and the detector flags of stage 1 (`--re
 grounded describer's training writes; resumable). The held-out images are the describer's (`split_by_image`
 with the same `--val_fraction` and `--seed`), so a validation run's tagger never saw the images
 `eval/eval_mentions.py` scores. The inverse L2 strength and the thresholds are chosen by 5-fold
-cross-validation on the training images only. Writes the tagger (`config.json`, `model.safetensors`) and
+cross-validation on the training images only, repeated over 5 shuffles (`--repeats`) and pooled. Writes
+the tagger (`config.json`, `model.safetensors`) and
 `report.json` (cross-validated and, with held-out images, held-out per-category F1) to `--out`.
 """
 
@@ -46,7 +47,9 @@ class AspectTrainConfig:
                                                                "on all."})
     seed: int = field(default=42, metadata={"help": "Split and cross-validation seed."})
     folds: int = field(default=5, metadata={"help": "Cross-validation folds on the training images."})
-    cs: tuple[float, ...] = field(default=(0.003, 0.01, 0.03, 0.1), metadata={"help": "Inverse L2 strengths tried."})
+    repeats: int = field(default=5, metadata={"help": "Cross-validation shuffles pooled for the thresholds."})
+    cs: tuple[float, ...] = field(default=(0.0003, 0.001, 0.003, 0.01, 0.03),
+                                  metadata={"help": "Inverse L2 strengths tried."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
@@ -68,7 +71,8 @@ def main(argv=None) -> dict:
         return np.stack(feats), flags, labels
 
     x, flags, labels = arrays(train)
-    tagger, report = fit_aspect_tagger(x, flags, labels, AspectConfig(), cfg.cs, cfg.folds, cfg.seed)
+    tagger, report = fit_aspect_tagger(x, flags, labels, AspectConfig(), cfg.cs, cfg.folds, cfg.seed,
+                                       repeats=cfg.repeats)
     report["train_images"], report["held_out_images"] = len(train), len(held)
     if held:
         hx, hflags, hlabels = arrays(held)
