@@ -199,7 +199,6 @@ def hallucination_report(references: Sequence[str], candidates: Sequence[str],
             "per_kind": per}
 
 
-
 def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """Macro-F1 (`mention_report`'s) of (..., n, categories) bool mention matrices, over the leading axes:
     per category F1 = 2tp / (2tp + fp + fn), averaged over the categories either side mentions."""
@@ -218,8 +217,11 @@ def paired_comparison(references: Sequence[str], candidates: Sequence[str], base
     if not len(references) == len(candidates) == len(baseline):
         raise ValueError(f"{len(references)} references, {len(candidates)} candidates, {len(baseline)} baseline "
                          "descriptions: they must pair up")
-    as_matrix = lambda texts: np.array([[c in reader(t) for c in CATEGORIES] for t in texts], bool).reshape(  # noqa: E731
-        len(texts), len(CATEGORIES))
+
+    def as_matrix(texts: Sequence[str]) -> np.ndarray:
+        rows = [[c in reader(t) for c in CATEGORIES] for t in texts]
+        return np.array(rows, bool).reshape(len(texts), len(CATEGORIES))
+
     ref, cand, base = as_matrix(references), as_matrix(candidates), as_matrix(baseline)
     ours, theirs = float(_macro_f1(ref, cand)), float(_macro_f1(ref, base))
     out = {"n": len(ref), "candidate": ours, "baseline": theirs, "difference": ours - theirs,

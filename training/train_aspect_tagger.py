@@ -8,9 +8,9 @@ frozen EfficientNet-Lite0's pooled maps and the detector flags of stage 1 (`--re
 grounded describer's training writes; resumable). The held-out images are the describer's (`split_by_image`
 with the same `--val_fraction` and `--seed`), so a validation run's tagger never saw the images
 `eval/eval_mentions.py` scores. The inverse L2 strength and the thresholds are chosen by 5-fold
-cross-validation on the training images only, repeated over 5 shuffles (`--repeats`) and pooled. Writes
-the tagger (`config.json`, `model.safetensors`) and
-`report.json` (cross-validated and, with held-out images, held-out per-category F1) to `--out`.
+cross-validation on the training images only, repeated over 5 shuffles (`--repeats`) and pooled. Writes the
+tagger (`config.json`, `model.safetensors`) and `report.json` (cross-validated and, with held-out images,
+held-out per-category F1) to `--out`.
 """
 
 from __future__ import annotations
