@@ -175,6 +175,12 @@ def test_realness_run_through_the_server(server, folder, tiny_clip, tmp_path):
     assert rows["pair1.png"]["verdict"] == "no"
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """A suite started in the background (`bash .ci/run &`) inherits SIGINT ignored, and a Python started with
+    SIGINT ignored never raises KeyboardInterrupt; the command under test gets the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm, tmp_path):
     """vLLM's start-up failure (69 lines and two tracebacks before) is one line naming the log that has them;
     a missing model folder fails before vLLM starts; Ctrl-C during start-up exits 130, as for every command."""
@@ -196,7 +202,7 @@ def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm
     assert "Traceback" in log.read_text()  # the details are kept, in the file the line names
     proc = subprocess.Popen([*cli, "--describer", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
                              "--log", str(tmp_path / "s2.log")], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_from_a_terminal)
     assert "starting vLLM" in proc.stderr.readline()
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
