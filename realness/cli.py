@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     _quiet_libraries(verbose)
+    restore_sigterm = _stop_on_sigterm()
     try:
         return COMMANDS[argv[0]][0](argv[1:])
     except KeyboardInterrupt:
@@ -368,6 +369,22 @@ def main(argv: list[str] | None = None) -> int:
         elif not _expected(err):
             print("  (an unexpected error: rerun with --verbose for the traceback, and please report it)", file=sys.stderr)
         return EXIT_NOTHING_DONE
+    finally:
+        restore_sigterm()
+
+
+def _stop_on_sigterm():
+    """SIGTERM (`kill`, `docker stop`, a scheduler's stop) is handled as Ctrl-C is: the command's clean-up runs
+    (a vLLM server it started is stopped, not orphaned; what was written is kept) and it exits 130. Python's
+    default would end the process at once. Returns what puts the previous handler back (commands also run
+    in-process, from tests and notebooks); a no-op off the main thread, where handlers cannot be set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return lambda: previous is not None and signal.signal(signal.SIGTERM, previous)  # None: set outside Python
 
 
 def _expected(err: Exception) -> bool:

@@ -205,12 +205,16 @@ def test_rerun_skips_done_images_and_retries_failures(run_out, folder, tiny_vlm,
     assert len((run_out / "results.jsonl").read_text().splitlines()) == lines + 1
 
 
-def test_resume_after_sigkill_completes_without_duplicates(folder, tiny_vlm, tiny_clip, given_csv, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_resume_after_a_kill_or_sigterm_completes_without_duplicates(folder, tiny_vlm, tiny_clip, given_csv, tmp_path, stop):
+    """Killed outright, or stopped by SIGTERM (`kill`, `docker stop`), which the command handles as Ctrl-C: exit
+    130 with its one line. Either way the rerun does only what is left, each image once."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "realness.cli", *_args(folder, out, tiny_vlm, tiny_clip, given_csv)]
     cmd[cmd.index("--chunk_size") + 1] = "1"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    err = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     results = out / "results.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -218,8 +222,14 @@ def test_resume_after_sigkill_completes_without_duplicates(folder, tiny_vlm, tin
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if stop == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    else:  # to the command's own process, as a supervisor does
+        proc.send_signal(stop)
+        assert proc.wait(timeout=120) == 130
+        assert "interrupted; rerun the same command" in (tmp_path / "stderr.txt").read_text()
+    err.close()
     done_before = len(results.read_text().splitlines())
     assert 3 <= done_before < 8 and not (out / "scores.csv").exists()
 

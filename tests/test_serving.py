@@ -182,8 +182,10 @@ def _sigint_as_from_a_terminal() -> None:
 
 
 def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm, tmp_path):
+    psutil = pytest.importorskip("psutil")  # vLLM's own dependency
     """vLLM's start-up failure (69 lines and two tracebacks before) is one line naming the log that has them;
-    a missing model folder fails before vLLM starts; Ctrl-C during start-up exits 130, as for every command."""
+    a missing model folder fails before vLLM starts; Ctrl-C or SIGTERM during start-up exits 130, as for every
+    command, and stops the vLLM server it started."""
     root = Path(__file__).resolve().parent.parent
     cli = [sys.executable, "-m", "realness.cli", "serve", "--port", str(_free_port())]
     missing = subprocess.run([*cli, "--describer", str(tmp_path / "nope")], cwd=root, capture_output=True, text=True,
@@ -200,10 +202,16 @@ def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm
     assert len(lines) <= 3 and "Traceback" not in failed.stderr, failed.stderr
     assert f"full log: {log}" in lines[-1] and "before it was ready" in lines[-1]
     assert "Traceback" in log.read_text()  # the details are kept, in the file the line names
-    proc = subprocess.Popen([*cli, "--describer", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
-                             "--log", str(tmp_path / "s2.log")], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_from_a_terminal)
-    assert "starting vLLM" in proc.stderr.readline()
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C; a supervisor's stop (`kill`, `docker stop`)
+        proc = subprocess.Popen([*cli, "--describer", str(tiny_vlm), "--dtype", "float32", "--max_model_len", "1024",
+                                 "--log", str(tmp_path / f"{stop.name}.log")], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_from_a_terminal)
+        assert "starting vLLM" in proc.stderr.readline()
+        time.sleep(2)
+        vllm = psutil.Process(proc.pid).children(recursive=True)
+        assert vllm, "the vLLM server process has started"
+        proc.send_signal(stop)
+        assert proc.wait(timeout=120) == 130, stop.name
+        assert "the server is stopped" in proc.stderr.read()
+        _, alive = psutil.wait_procs(vllm, timeout=30)
+        assert not alive, f"{stop.name} left vLLM running: {alive}"  # its own session: nothing else stops it
