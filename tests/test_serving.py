@@ -182,10 +182,10 @@ def _sigint_as_from_a_terminal() -> None:
 
 
 def test_a_failed_start_is_one_line_naming_its_log_and_ctrl_c_exits_130(tiny_vlm, tmp_path):
-    psutil = pytest.importorskip("psutil")  # vLLM's own dependency
     """vLLM's start-up failure (69 lines and two tracebacks before) is one line naming the log that has them;
     a missing model folder fails before vLLM starts; Ctrl-C or SIGTERM during start-up exits 130, as for every
     command, and stops the vLLM server it started."""
+    psutil = pytest.importorskip("psutil")  # vLLM's own dependency
     root = Path(__file__).resolve().parent.parent
     cli = [sys.executable, "-m", "realness.cli", "serve", "--port", str(_free_port())]
     missing = subprocess.run([*cli, "--describer", str(tmp_path / "nope")], cwd=root, capture_output=True, text=True,
