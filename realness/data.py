@@ -8,6 +8,12 @@ Every loader returns a `datasets.Dataset` with the same columns:
     description  text describing the image's visual inconsistencies ("" when not known)
     source       who wrote the description: "gpt", "human" or ""
     split        a split name from the manifest ("" when not given)
+    generator    which generator made the image ("real" for a photograph, "" when not known)
+    prompt       the prompt the image was generated from ("" when not known)
+
+Rated sets (`RATED_SETS`, `load_rated`) name the datasets with human scores the project trains and validates on:
+each knows its MOS scale, how its rows group (AGIQA-3K: by prompt, so no prompt is on both sides of a split) and the
+environment variable that points at it.
 
 Validation never drops a row silently: every problem (missing image, NaN score, empty description,
 duplicate file name, missing column) is collected with the file and row it concerns and raised together
@@ -21,6 +27,7 @@ import io
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     import datasets
 
 logger = logging.getLogger(__name__)
-COLUMNS = ("filename", "image", "mos", "description", "source", "split")
+COLUMNS = ("filename", "image", "mos", "description", "source", "split", "generator", "prompt")
 SOURCES = ("gpt", "human", "")
 
 
@@ -174,9 +181,11 @@ def _to_dataset(records: list[dict]) -> datasets.Dataset:
             "description": datasets.Value("string"),
             "source": datasets.Value("string"),
             "split": datasets.Value("string"),
+            "generator": datasets.Value("string"),
+            "prompt": datasets.Value("string"),
         }
     )
-    return datasets.Dataset.from_list([{c: r[c] for c in COLUMNS} for r in records], features=features)
+    return datasets.Dataset.from_list([{c: r.get(c, "") for c in COLUMNS} for r in records], features=features)
 
 
 def load_raise(
@@ -217,6 +226,7 @@ def load_raise(
                 "description": text,
                 "source": source,
                 "split": "",
+                "generator": "real" if row["filename"].startswith("r") else "",
             }
         )
     validate_records(records, str(root), require_description=require_description)
@@ -230,15 +240,17 @@ def load_manifest(
     require_mos: bool = True,
     require_description: bool = True,
 ) -> datasets.Dataset:
-    """Load a user manifest (CSV or JSONL) with columns `image, mos, description[, source, split]`.
+    """Load a user manifest (CSV or JSONL) with columns `image, mos, description[, source, split, generator, prompt]`.
 
-    `image` is a path, relative to `image_root` (default: the manifest's folder) unless absolute.
+    `image` (or `filename`) is a path, relative to `image_root` (default: the manifest's folder) unless absolute.
     `mos` may be left out when `require_mos=False` (scoring new images).
     """
     path = Path(path)
     rows = read_table(path)
     if not rows:
         raise DataError(str(path), ["no rows"])
+    if "image" not in rows[0] and "filename" in rows[0]:
+        rows = [{**r, "image": r["filename"]} for r in rows]
     required = ["image"] + (["mos"] if require_mos else []) + (["description"] if require_description else [])
     _require_columns(path, rows, required)
     base = Path(image_root) if image_root else path.parent
@@ -254,6 +266,8 @@ def load_manifest(
                 "description": str(row.get("description") or "").strip(),
                 "source": str(row.get("source") or "").strip().lower(),
                 "split": str(row.get("split") or "").strip(),
+                "generator": str(row.get("generator") or "").strip(),
+                "prompt": str(row.get("prompt") or "").strip(),
             }
         )
     validate_records(records, str(path), require_mos=require_mos, require_description=require_description)
@@ -350,3 +364,105 @@ def manifest_splits(ds: datasets.Dataset, train: str = "train", val: str = "val"
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"manifest needs rows with split={train!r} and split={val!r}")
     return Fold(0, tr, va)
+
+
+def group_kfold(groups: Sequence[str], k: int = 5, seed: int = 42) -> list[Fold]:
+    """Deterministic k-fold split in which every group (an AGIQA-3K prompt, a RAISE image) lies on one side only:
+    the groups are shuffled by `seed` and dealt into `k` folds, largest first, each to the fold with fewest rows."""
+    groups = np.asarray(groups)
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if k < 2 or k > len(names):
+        raise ValueError(f"k must be in [2, {len(names)}] (the number of groups), got {k}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    fold_of, sizes = np.empty(len(names), dtype=int), np.zeros(k, dtype=int)
+    for g in order:
+        fold_of[g] = int(np.argmin(sizes))
+        sizes[fold_of[g]] += counts[g]
+    row_fold = fold_of[inverse]
+    return [Fold(i, np.flatnonzero(row_fold != i), np.flatnonzero(row_fold == i)) for i in range(k)]
+
+
+@dataclass(frozen=True)
+class RatedSet:
+    """A dataset of images with human opinion scores: where it is, its scale and how its rows group."""
+
+    name: str
+    env: str  # the environment variable naming its folder
+    mos_range: tuple[float, float]
+    group_by: str  # the column no split may cut across: "prompt" or "filename"
+    what: str  # what its scores measure
+    how_to_get: str
+    licence: str
+
+
+RATED_SETS: dict[str, RatedSet] = {
+    "raise": RatedSet(
+        "raise", "REALNESS_RAISE_DIR", (0.0, 100.0), "filename",
+        "realness, 0-100 (single stimulus); 411 generated images and 99 real photographs (r*)",
+        "the RAISE authors' release (arXiv 2505.19233): a folder with images/, ratings.csv, descriptions_gpt41.csv",
+        "non-commercial research only",
+    ),
+    "agiqa3k": RatedSet(
+        "agiqa3k", "REALNESS_AGIQA3K_DIR", (0.0, 5.0), "prompt",
+        "perceptual quality, 0-5 (mos_quality); 2,982 images of 6 generators for 300 prompts, no photographs",
+        "the official lcysyzxdxc/AGIQA-3k-Database links, or the copy in github.com/qiyan111/AIGC (data/ACGIQA-3K/ "
+        "and data/data.csv); point the variable at the folder holding data.csv",
+        "no licence stated: research only",
+    ),
+}
+
+AGIQA_GENERATORS = {"attngan": "AttnGAN", "dalle2": "DALL-E 2", "glide": "GLIDE", "midjourney": "Midjourney",
+                    "sd1.5": "SD 1.5", "xl2.2": "SDXL"}
+
+
+def load_agiqa3k(root: str | Path) -> datasets.Dataset:
+    """AGIQA-3K (Li et al., 2023): `data.csv` (`name, prompt, ..., mos_quality, ..., mos_align`) and the images in
+    `ACGIQA-3K/` (spelled so) or `images/`. `mos` is the quality MOS; the generator comes from the file name
+    (`<generator>_<setting>_<nnn>.jpg`), the prompt from the table."""
+    root = Path(root)
+    table = root / "data.csv"
+    rows = read_table(table)
+    _require_columns(table, rows, ("name", "prompt", "mos_quality"))
+    folder = next((root / d for d in ("ACGIQA-3K", "AGIQA-3K", "images") if (root / d).is_dir()), root / "ACGIQA-3K")
+    records = []
+    for row in rows:
+        name = row["name"]
+        family = name.split("_", 1)[0].lower()
+        records.append({"filename": name, "image": str((folder / name).resolve()), "mos": _to_float(row["mos_quality"]),
+                        "description": "", "source": "", "split": "",
+                        "generator": AGIQA_GENERATORS.get(family, family), "prompt": (row["prompt"] or "").strip()})
+    validate_records(records, str(table), require_description=False)
+    return _to_dataset(records)
+
+
+def rated_set_folder(name: str) -> Path:
+    """The folder of a named rated set, from its environment variable; a clear error saying how to get it."""
+    spec = RATED_SETS[name]
+    folder = os.environ.get(spec.env)
+    if not folder:
+        raise FileNotFoundError(f"{name}: set ${spec.env} to its folder (get it from {spec.how_to_get})")
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{name}: ${spec.env}={folder} is not a folder")
+    return Path(folder)
+
+
+def load_rated(name: str, require_description: bool = False) -> tuple[RatedSet, datasets.Dataset]:
+    """A rated set by name (`raise`, `agiqa3k`: found through its environment variable) or a manifest path
+    (`filename, mos[, generator, prompt, split, description]`; its scale is the range of its scores, its groups its
+    prompts where it gives them, else its images)."""
+    if name in RATED_SETS:
+        folder = rated_set_folder(name)
+        ds = load_agiqa3k(folder) if name == "agiqa3k" else load_raise(folder, require_description=require_description)
+        return RATED_SETS[name], ds
+    ds = load_manifest(name, require_description=require_description)
+    mos = np.asarray(ds["mos"], dtype=float)
+    group_by = "prompt" if all(ds["prompt"]) else "filename"
+    spec = RatedSet(Path(name).stem, "", (float(mos.min()), float(mos.max())), group_by, "scores of the manifest",
+                    str(name), "the manifest's own")
+    return spec, ds
+
+
+def rated_folds(spec: RatedSet, ds: datasets.Dataset, k: int = 5, seed: int = 42) -> list[Fold]:
+    """k folds of a rated set that respect its grouping (AGIQA-3K: no prompt on both sides)."""
+    return group_kfold(ds[spec.group_by], k, seed)

@@ -68,8 +68,8 @@ from realness.stages import (
 )
 
 logger = logging.getLogger(__name__)
-SCORE_FIELDS = ("filename", "score_z", "score_mos", "verdict", "description", "description_source", "mos",
-                "overlay", "status", "error")
+SCORE_FIELDS = ("filename", "score_z", "score_mos", "novelty", "warning", "verdict", "description",
+                "description_source", "mos", "overlay", "status", "error")
 
 
 def _inputs(images: str, out: str | None = None) -> tuple[list[Path], dict[str, str], dict[str, float], list[Path]]:
@@ -330,7 +330,7 @@ def _check_same_run(path: Path, cfg: RunConfig, dream_config: DreamConfig) -> No
 def _new_record(path: Path, sha: str, mos: float | None) -> dict:
     return {"filename": path.name, "image": str(path), "sha256": sha, "status": "ok", "stage": "", "error": "",
             "description": "", "verdict": "", "description_source": "", "contract_ok": None, "score_z": None,
-            "score_mos": None, "mos": mos, "map": "", "overlay": "", "thumb": "", "overlay_thumb": "",
+            "score_mos": None, "novelty": None, "warning": "", "mos": mos, "map": "", "overlay": "", "thumb": "", "overlay_thumb": "",
             "map_flat": None, "seconds": {}}
 
 

@@ -18,6 +18,7 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { margin-bottom: .2em; } .muted { color: #666; }
 .warn { background: #fff3cd; border: 1px solid #e0b252; padding: .6em 1em; margin: 1em 0; }
+.warned { background: #fff3cd; font-weight: bold; }
 .note { background: #e8f1fb; border: 1px solid #7aa7d6; padding: .6em 1em; margin: 1em 0; }
 .stats td, .stats th { padding: .15em .8em .15em 0; text-align: left; }
 .plots img { max-width: 48%; margin-right: 1%; }
@@ -124,6 +125,12 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
     core = (summary.get("models") or {}).get("core") or {}
     if core.get("chosen"):
         parts.append(f'<div class="note"><b>Image-only scores.</b> CORE: {_e(core["chosen"])}.</div>')
+    warned = [r for r in records if r.get("warning")]
+    if warned:
+        parts.append(f'<div class="warn"><b>{len(warned)} image(s) unlike the images CORE learned from.</b> Their '
+                     f'novelty (0-100: how far an image lies from the training images, as a percentile of the training '
+                     f'images\' own distances) is above the warning line, so their scores may not hold: '
+                     f'{_e(", ".join(r["filename"] for r in warned[:10]))}{" ..." if len(warned) > 10 else ""}.</div>')
     rows = [("images", len(records)), ("scored", summary.get("ok", 0)), ("failed", len(summary.get("failed", {})))]
     if stats:
         rows += [(f"{k} ({stats['column']})", f"{stats[k]:.3f}") for k in ("mean", "median", "std", "min", "max")]
@@ -143,6 +150,9 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         parts.append('<div class="plots">' + "".join(_img(f, k) for k, f in plots.items()) + "</div>")
     score_head = "score (0-100)" if has_mos_scale else "score (z)"
     heads = [("", "", "image"), ("filename", "text", "file"), ("score", "num", score_head), ("z", "num", "z-score")]
+    has_novelty = any(r.get("novelty") is not None for r in records)
+    if has_novelty:
+        heads.append(("novelty", "num", "novelty (0-100)"))
     if has_truth:
         heads.append(("mos", "num", "human MOS"))
     heads += [("verdict", "num", "verdict"), ("", "", "description"), ("", "", "realness map"),
@@ -156,6 +166,9 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
         cells = [f'<td>{_img(r.get("thumb", ""), r["filename"])}</td>',
                  f'<td class="name" data-v="{_e(r["filename"])}">{_e(r["filename"])}</td>',
                  _num(score, 1 if has_mos_scale else 3), _num(r.get("score_z"), 3)]
+        if has_novelty:
+            cells.append(_num(r.get("novelty"), 0).replace('class="num"', 'class="num warned"' if r.get("warning")
+                                                          else 'class="num"'))
         if has_truth:
             cells.append(_num(r.get("mos"), 1))
         verdict = r.get("verdict") or ""

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from realness.core import CoreModel
+from realness.core.processing import tensor_views
 from realness.devices import resolve_device
 from realness.images import load_image
 
@@ -83,11 +84,10 @@ class RealnessReward(torch.nn.Module):
         return self.core.config.n_heads
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W in [0, 1] -> CORE's normalised input at its image size (differentiable)."""
+        """B x 3 x H x W in [0, 1] -> CORE's normalised input: its views at its image size (differentiable)."""
         images = as_batch(images).to(self.device)
-        height, width = self.core.config.image_size
-        if images.shape[-2:] != (height, width):
-            images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        c = self.core.config
+        images = tensor_views(images, c.image_views, c.image_size, c.n_views)
         if self.quantize:  # 8 bits, as CORE saw in training and `predict` feeds it; the gradient passes straight through
             images = images + ((images.clamp(0, 1) * 255).round() / 255 - images).detach()
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from realness.files import atomic_path
 from realness.images import PIXEL_BUDGET, scan_folder, skipped_note, skipped_reasons
 
 logger = logging.getLogger(__name__)
-FIELDS = ("filename", "score_z", "score_mos", "description", "error")
+FIELDS = ("filename", "score_z", "score_mos", "novelty", "warning", "description", "error")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class CoreScore:
     score_mos: float | None
     description: str
     error: str = ""
+    novelty: float | None = None  # percentile 0-100 of how unlike the model's training images it is
+    warning: str = ""
 
 
 @dataclass
@@ -83,15 +86,18 @@ def score_images(
         for index, value in predict_stream(model, paths if model.config.uses_image else None,
                                            texts if model.config.uses_text else None, batch_size,
                                            min(workers, max(0, len(paths) // max(1, batch_size))), max_pixels,
-                                           names=[str(p) for p in paths]):
+                                           names=[str(p) for p in paths], fn=model.score_and_novelty):
             name, text = paths[index].name, texts[index]
             bar.update(1)
             if isinstance(value, str):
                 logger.warning("%s", value if value.startswith(str(paths[index])) else f"{paths[index]}: {value}")
                 yield CoreScore(name, None, None, text, value)
                 continue
-            mos = model.to_mos(value)
-            yield CoreScore(name, value, None if mos is None else float(mos), text)
+            z, novelty = float(value[0]), float(value[1])
+            mos = model.to_mos(z)
+            novelty = None if math.isnan(novelty) else novelty
+            yield CoreScore(name, z, None if mos is None else float(mos), text, novelty=novelty,
+                            warning=model.novelty_warning(novelty))
 
 
 def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, dict[str, str]]:
@@ -108,7 +114,8 @@ def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, di
         w.writerow(FIELDS)
         for r in results:
             w.writerow([r.filename, "" if r.score_z is None else f"{r.score_z:.6f}",
-                        "" if r.score_mos is None else f"{r.score_mos:.4f}", r.description, r.error])
+                        "" if r.score_mos is None else f"{r.score_mos:.4f}",
+                        "" if r.novelty is None else f"{r.novelty:.1f}", r.warning, r.description, r.error])
             if r.error:
                 failed[r.filename] = r.error
             else:

@@ -13,6 +13,7 @@ on the chunk is rerun image by image. `Models` loads each model on first use and
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -369,12 +370,14 @@ def _score(models: Models, images: list, recs: list[dict]) -> None:
     core = models.core()
     batch = default_batch_size(models.device)
     workers = models.cfg.num_workers if models.cfg.num_workers is not None else default_num_workers(models.device)
-    z = core.predict(images if core.config.uses_image else None,
-                     [r["description"] for r in recs] if core.config.uses_text else None,
-                     batch_size=batch, num_workers=min(workers, len(images) // batch))
-    for rec, value in zip(recs, z.tolist()):
+    out = core.predict(images if core.config.uses_image else None,
+                       [r["description"] for r in recs] if core.config.uses_text else None,
+                       batch_size=batch, num_workers=min(workers, len(images) // batch), with_novelty=True)
+    for rec, (value, novelty) in zip(recs, out.tolist()):
         mos = core.to_mos(value)
-        rec.update(score_z=float(value), score_mos=None if mos is None else float(mos))
+        novelty = None if math.isnan(novelty) else round(novelty, 1)
+        rec.update(score_z=float(value), score_mos=None if mos is None else float(mos), novelty=novelty,
+                   warning=core.novelty_warning(novelty))
 
 
 OUTPUT_KEYS = ("map", "overlay", "overlay_thumb", "thumb")

@@ -34,7 +34,8 @@ def raise_dir(tmp_path):
 
 def test_load_raise_columns_and_values(raise_dir):
     ds = load_raise(raise_dir)
-    assert ds.column_names == ["filename", "image", "mos", "description", "source", "split"]
+    assert ds.column_names == ["filename", "image", "mos", "description", "source", "split", "generator", "prompt"]
+    assert ds["generator"] == ["", "", "real"]  # RAISE names its photographs r*
     assert ds["filename"] == ["f1.png", "f2.png", "r1.png"]
     assert ds["mos"] == [40.0, 70.0, 85.5]
     assert ds["source"] == ["gpt"] * 3

@@ -19,6 +19,7 @@ from realness.registry import OFFLINE_IMAGE_BACKBONE, OFFLINE_IMAGE_BACKBONES, O
 
 MODES = ("fusion", "image", "text")
 POOLINGS = ("pooler", "mean", "cls")
+IMAGE_VIEWS = ("resize", "crops", "native")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -79,13 +80,26 @@ class CoreConfig:
     )
     freeze_image: bool = field(default=False, metadata={"help": "Keep the image backbone's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
-    image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height and width in pixels."})
+    image_size: tuple[int, int] = field(default=(384, 512), metadata={"help": "Input height and width in pixels (of each "
+                                                                              "view, with image_views crops or native)."})
+    image_views: str = field(
+        default="resize", metadata={"help": "How an image becomes the backbone's input: resize (squashed to image_size, "
+                                            "whatever its shape), crops (shorter side to image_size's height, n_views "
+                                            "crops of image_size along the longer side: the shape kept) or native "
+                                            "(n_views crops of image_size at the image's own resolution, upscaled only "
+                                            "when smaller). Views' features are averaged."}
+    )
+    n_views: int = field(default=1, metadata={"help": "Crops per image with image_views crops or native, evenly spaced "
+                                                      "from the top-left to the bottom-right corner."})
     image_mean: tuple[float, float, float] | None = field(
         default=None, metadata={"help": "Normalisation mean; default: the backbone's own."}
     )
     image_std: tuple[float, float, float] | None = field(
         default=None, metadata={"help": "Normalisation std; default: the backbone's own."}
     )
+    novelty_rows: int = field(default=0, metadata={"help": "Training images whose features the model keeps to say "
+                                                           "how unlike them a new image is (set when fitted; 0: none)."})
+    novelty_components: int = field(default=64, metadata={"help": "Principal components of those features kept."})
     mos_mean: float | None = field(default=None, metadata={"help": "Training MOS mean (set by training)."})
     mos_std: float | None = field(default=None, metadata={"help": "Training MOS std (set by training)."})
     mos_range: tuple[float, float] | None = field(
@@ -103,8 +117,14 @@ class CoreConfig:
             raise ValueError(f"head_hidden must be 0 (linear head) or positive, got {self.head_hidden}")
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be at least 1, got {self.n_heads}")
+        if self.image_views not in IMAGE_VIEWS:
+            raise ValueError(f"image_views must be one of {IMAGE_VIEWS}, got {self.image_views!r}")
+        if self.n_views < 1 or (self.image_views == "resize" and self.n_views != 1):
+            raise ValueError(f"n_views must be 1 with image_views resize and at least 1 otherwise, got {self.n_views}")
         if self.train_image_stages < 0:
             raise ValueError(f"train_image_stages must be 0 or positive, got {self.train_image_stages}")
+        if self.train_image_stages and self.image_views != "resize":
+            raise ValueError("train_image_stages needs image_views resize (its cached maps are one view per image)")
         if self.train_image_stages and self.uses_image and not (self.freeze_image and self.image_levels == 1):
             raise ValueError("train_image_stages trains the top of a frozen image backbone read at one level: "
                              "set freeze_image and image_levels 1")
@@ -140,6 +160,11 @@ class CoreConfig:
     def text_lora(self) -> bool:
         """Whether the text branch carries a trainable LoRA adapter."""
         return self.uses_text and self.text_lora_rank > 0
+
+    @property
+    def views(self) -> int:
+        """Views the image branch reads per image (crops; a mirror image with flip_tta is on top of these)."""
+        return self.n_views if self.image_views != "resize" else 1
 
     def to_dict(self) -> dict:
         return asdict(self)

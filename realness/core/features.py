@@ -36,6 +36,8 @@ def _image_key(model, records) -> str:
         parts.update(levels=c.image_levels, pooling=c.image_pooling)
     if c.flip_tta:
         parts.update(flip=True)
+    if c.image_views != "resize":
+        parts.update(views=c.image_views, n_views=c.n_views)
     return "image-" + _key(parts)
 
 
@@ -80,7 +82,7 @@ def cached_features(model, records: list[dict], cache_dir: str | Path, batch_siz
     model.eval()
     image_feats = text_feats = None
     if model.config.uses_image and image:
-        encode_images = _encode_views(model, records, model.image_backbone)
+        encode_images = _encode_views(model, records, model.image_features)
         image_feats = _cached(cache_dir / f"{_image_key(model, records)}.safetensors",
                               lambda: _compute(encode_images, len(records), batch_size, "image features", progress))
     if model.config.uses_text and text:

@@ -16,6 +16,7 @@ from torch import nn
 from realness.core.backbones import build_image_backbone, build_text_encoder, image_stages
 from realness.core.configuration import PRESETS, CoreConfig
 from realness.core.loading import predict_stream
+from realness.core.novelty import Novelty
 from realness.core.processing import CoreProcessor
 from realness.registry import BUNDLED_CORE
 
@@ -73,6 +74,9 @@ class CoreModel(nn.Module):
             )
             width += self.text_encoder.dim
         self.head = CoreHead(width, config.head_hidden, config.dropout, config.n_heads, config.standardize_features)
+        self.novelty = None
+        if config.novelty_rows and config.uses_image:
+            self.novelty = Novelty(config.novelty_rows, image_dim, config.novelty_components)
         for module, frozen in ((self.image_backbone, config.freeze_image), (self.text_encoder, config.freeze_text)):
             if module is not None and frozen:
                 module.requires_grad_(False)
@@ -111,12 +115,42 @@ class CoreModel(nn.Module):
         `flip_tta` (B, 2, D), the second row of each image from its mirror image."""
         image = text = None
         if self.image_backbone is not None:
-            image = self.image_backbone(pixel_values).float()
+            image = self.image_features(pixel_values)
             if self.config.flip_tta:
-                image = torch.stack([image, self.image_backbone(pixel_values.flip(-1)).float()], dim=1)
+                image = torch.stack([image, self.image_features(pixel_values.flip(-1))], dim=1)
         if self.text_encoder is not None:
             text = self.text_encoder(input_ids, attention_mask).float()
         return join_features(image, text)
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled image features (B, Di); several views of each image (B, V, 3, H, W) are averaged."""
+        if pixel_values.dim() == 5:
+            b, v = pixel_values.shape[:2]
+            return self.image_backbone(pixel_values.flatten(0, 1)).float().view(b, v, -1).mean(1)
+        return self.image_backbone(pixel_values).float()
+
+    def set_novelty(self, image_features: torch.Tensor, components: int | None = None) -> None:
+        """Keep the training images' image features (N, Di) so every score can say how unlike them an image is."""
+        components = components or self.config.novelty_components
+        self.novelty = Novelty.fit(image_features, components)
+        self.config.novelty_rows, self.config.novelty_components = len(image_features), self.novelty.basis.shape[1]
+
+    def score_and_novelty(self, pixel_values=None, input_ids=None, attention_mask=None) -> torch.Tensor:
+        """(B, 2): the z-score and the novelty percentile (0-100; NaN when the model keeps no training features)."""
+        features = self.features(pixel_values, input_ids, attention_mask)
+        z = self.score_features(features)
+        if self.novelty is None:
+            return torch.stack([z, torch.full_like(z, float("nan"))], dim=1)
+        image = features[..., :self.novelty.mean.shape[0]]
+        return torch.stack([z, self.novelty(image).to(z)], dim=1)
+
+    def novelty_warning(self, novelty: float | None) -> str:
+        """The plain warning a score carries when its image is unlike the images the model learned from ("" when
+        it is not, or when the model keeps no training features)."""
+        if novelty is None or self.novelty is None or novelty < self.novelty.warn_at:
+            return ""
+        return (f"unlike the images this model learned from (novelty {novelty:.0f} of 100: further from them than "
+                f"{min(novelty, 100.0):.0f} % of its training images are from the rest); the score may not hold")
 
     def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
         """Every head's z-scores, (B, n_heads); views of one image (B, 2, D) are averaged."""
@@ -137,12 +171,15 @@ class CoreModel(nn.Module):
             mos = mos.clamp(*c.mos_range) if torch.is_tensor(mos) else min(max(mos, c.mos_range[0]), c.mos_range[1])
         return mos
 
-    def predict(self, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0) -> torch.Tensor:
+    def predict(self, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0,
+                with_novelty: bool = False) -> torch.Tensor:
         """Z-scores for images (PIL images or file paths) and/or description strings, in batches, without
         augmentation. `num_workers` DataLoader workers prepare the batches while the model runs
         (`realness.core.loading`); the scores do not depend on it. Raises ValueError for an input that
-        cannot be used (`realness.core.loading.predict_stream` yields those instead, per item)."""
-        return self._batched(self, images, descriptions, batch_size, num_workers)
+        cannot be used (`realness.core.loading.predict_stream` yields those instead, per item). With
+        `with_novelty`, (N, 2): each z-score beside its novelty percentile (`score_and_novelty`)."""
+        return self._batched(self.score_and_novelty if with_novelty else self, images, descriptions, batch_size,
+                             num_workers)
 
     def predict_features(self, images=None, descriptions=None, batch_size: int = 16, num_workers: int = 0) -> torch.Tensor:
         """The head's input features (`features()`) for images and/or description strings, in batches."""

@@ -12,6 +12,53 @@ from realness.boxes import strip_boxes
 from realness.core.configuration import CoreConfig
 
 
+def image_views(img: Image.Image, how: str, size: tuple[int, int], n: int = 1) -> list[Image.Image]:
+    """What the image backbone sees of one image.
+
+    `resize`: the whole image squashed to `size` (height, width), whatever its shape (the paper's input).
+    `crops`: the image scaled, its shape kept, so that it just covers `size`, then `n` crops of `size` evenly spaced
+    from the top-left to the bottom-right corner (a 4:3 photo and a square both keep their geometry; with two
+    crops a 4:3 image is read whole).
+    `native`: `n` crops of `size` from the image at its own resolution (scaled up only when smaller than `size`),
+    so fine detail reaches the backbone unchanged and memory does not grow with the image.
+    """
+    height, width = size
+    if how == "resize":
+        return [img.resize((width, height), Image.Resampling.BILINEAR)]
+    w, h = img.size
+    scale = max(height / h, width / w) if how == "crops" else max(1.0, height / h, width / w)
+    if scale != 1.0:
+        w, h = max(width, round(w * scale)), max(height, round(h * scale))
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+    return [img.crop((x0, y0, x0 + width, y0 + height))
+            for x0, y0 in ((round((w - width) * t), round((h - height) * t)) for t in spots)]
+
+
+def tensor_views(images: torch.Tensor, how: str, size: tuple[int, int], n: int = 1) -> torch.Tensor:
+    """`image_views` on a batch of equal-sized images (B, 3, H, W), differentiably (the reward's path): (B, 3, h, w)
+    for `resize`, else (B, n, 3, h, w)."""
+    import torch.nn.functional as F
+
+    height, width = size
+    h, w = images.shape[-2:]
+
+    def scaled(x, new_h, new_w):
+        if (new_h, new_w) == (h, w):
+            return x
+        return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+
+    if how == "resize":
+        return scaled(images, height, width)
+    scale = max(height / h, width / w) if how == "crops" else max(1.0, height / h, width / w)
+    new_h, new_w = (max(height, round(h * scale)), max(width, round(w * scale))) if scale != 1.0 else (h, w)
+    images = scaled(images, new_h, new_w)
+    spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+    crops = [images[..., y0:y0 + height, x0:x0 + width]
+             for x0, y0 in ((round((new_w - width) * t), round((new_h - height) * t)) for t in spots)]
+    return torch.stack(crops, dim=1)
+
+
 class CoreProcessor:
     """Resize + normalise images and tokenise descriptions the way a given `CoreConfig` expects.
 
@@ -38,11 +85,14 @@ class CoreProcessor:
         return ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)(img)
 
     def image_tensor(self, img: Image.Image, augment: bool = False) -> torch.Tensor:
-        """One RGB PIL image as a normalised (3, H, W) float tensor."""
-        height, width = self.config.image_size
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
+        """One RGB PIL image as a normalised (3, H, W) float tensor, or (V, 3, H, W) for several views."""
         if augment:
             img = self._augment(img)
+        views = [self._normalise(v) for v in image_views(img, self.config.image_views, self.config.image_size,
+                                                          self.config.n_views)]
+        return views[0] if self.config.image_views == "resize" else torch.stack(views)
+
+    def _normalise(self, img: Image.Image) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - self._mean) / self._std
 
