@@ -42,12 +42,21 @@ def target_modules_regex(settings: LoraSettings) -> str:
     return pattern
 
 
+# What QLoRA leaves unquantised: the vision tower and its projector (as the common Qwen-VL QLoRA recipes keep the ViT
+# in bf16: an adapter trained on NF4 vision features would be served on the bf16 tower) and the output layer. Names
+# as transformers 5 nests them under `model.` and as 4.x had them at the top; listing any skip module replaces
+# transformers' own defaults, so `lm_head` is named too.
+QLORA_SKIP_MODULES = ("lm_head", "model.visual", "visual", "model.vision_model", "model.vision_tower",
+                      "vision_tower", "model.multi_modal_projector", "multi_modal_projector", "model.connector")
+
+
 def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
-    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute."""
+    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute, the language model alone quantised
+    (`QLORA_SKIP_MODULES` stay in `compute_dtype`)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=list(QLORA_SKIP_MODULES))
 
 
 def load_base(model_id: str, quantize_4bit: bool = False, dtype: str = "auto", device_map=None,

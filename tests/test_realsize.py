@@ -63,3 +63,33 @@ def test_qwen25_vl_3b_loads_through_from_pretrained_and_runs_one_forward(tmp_pat
         logits = model(**inputs).logits
     assert logits.shape == (1, inputs["input_ids"].shape[1], 151_936) and torch.isfinite(logits).all()
     assert int(inputs["image_grid_thw"].prod()) == 6 * 8  # 84x112 pixels -> 6x8 patches of 14
+
+
+def test_qlora_quantises_the_language_model_alone_at_real_size():
+    """Qwen2.5-VL-3B built from its real configuration on the meta device, converted as `from_pretrained` converts
+    it under `describe.modeling.quantization_config`: the 252 language-model projections become NF4, the 162
+    Linear layers of the vision tower and the output layer stay in bf16 (transformers' defaults alone quantise the
+    tower: issue #43)."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+    import torch
+    from transformers.integrations import replace_with_bnb_linear
+    from transformers.quantizers.base import HfQuantizer
+
+    from describe.modeling import quantization_config
+    from describe.realsize import _config, _model_class
+
+    config = _config("qwen2.5-vl-3b")
+    with torch.device("meta"):
+        model = _model_class(config)._from_config(config)
+        q = quantization_config()
+        skip = HfQuantizer.get_modules_to_not_convert(model, q.llm_int8_skip_modules, model._keep_in_fp32_modules)
+        model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=q)
+
+    def nf4(prefix):
+        return sum(isinstance(m, bnb.nn.Linear4bit) for name, m in model.named_modules() if name.startswith(prefix))
+
+    assert nf4("model.language_model") == 252
+    assert nf4("model.visual") == 0 and nf4("lm_head") == 0
+    assert sum(isinstance(m, torch.nn.Linear) and not isinstance(m, bnb.nn.Linear4bit)
+               for name, m in model.named_modules() if name.startswith("model.visual")) == 162
