@@ -3,6 +3,7 @@
     python eval/bench_core.py                      # CPU: offline preset and the paper's architecture
     python eval/bench_core.py --device cuda --batch-sizes 1 32 128 256 --amp bf16
     python eval/bench_core.py --models offline --image-sizes 384x512 576x768   # cost of a larger input
+    python eval/bench_core.py --models offline-image-raise offline-image        # one model against another
 
 The paper's architecture (ResNet-50 + bert-base-uncased) runs with random weights built from its published
 configuration (`realness.core.realsize`) when its pretrained weights cannot be fetched: speed does not
@@ -120,7 +121,8 @@ class BenchCoreConfig:
     """Options of `python eval/bench_core.py` (the same parser as every `realness` command)."""
 
     models: list[str] = field(default_factory=lambda: ["offline", "paper"], metadata={
-        "help": "offline, offline-flip (test-time flips), paper, or a saved CORE model's folder"})
+        "help": "offline, offline-flip (test-time flips), paper, or a saved CORE model's folder or bundled name; with "
+                "several, each is also given as a ratio to the first"})
     images: int = field(default=32, metadata={"help": "Images per measurement"})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata={
         "help": "Batch sizes to time; the first is the baseline"})
@@ -172,6 +174,14 @@ def main(argv=None) -> dict:
                     print(f"{key:8s} from files, batch {bs}: " + "  ".join(
                         f"{w} workers {r:7.1f}/s ({r / alone[bs]:.2f}x model alone, {r / per[a.workers[0]]:.2f}x "
                         f"{a.workers[0]} workers)" for w, r in per.items()))
+    measured = list(results["models"].items())
+    if len({k.split("@")[0] for k, _ in measured}) > 1:  # several models: each against the first, same run
+        first = measured[0][1]["images_per_s"]
+        for key, r in measured[1:]:
+            r["ratio_vs_first_model"] = {bs: rate / first[bs] for bs, rate in r["images_per_s"].items()}
+            print(f"{key} vs {measured[0][0]}: " + "  ".join(
+                f"batch {bs}: {ratio:.2f}x the images/s ({1 / ratio:.2f}x the time per image)"
+                for bs, ratio in r["ratio_vs_first_model"].items()))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     return results

@@ -4,13 +4,13 @@
     python eval/eval_generalization.py --variants today crops2-levels8   # a subset; the table keeps earlier ones
 
 Every variant is a frozen image backbone read one way (CORE config fields, VARIANTS below) and a ridge head fitted in
-closed form (`realness.core.multiset`), its penalty chosen by grouped cross-validation inside the training rows. The
+closed form (`realness.core.multiset`), its penalty chosen by closed-form leave-one-out inside the training rows. The
 cells, each SROCC and PLCC with a 95 % bootstrap interval:
 
 - **own CV**: 5-fold within each set, grouped (RAISE by image, AGIQA-3K by prompt: no prompt on both sides);
 - **A -> B**: fitted on all of A, scored on all of B (RAISE -> AGIQA-3K and back);
 - **both -> B**: fitted on B's training folds plus all of the other set, scores z-aligned within each set
-  (`--align`), scored on B's held-out folds;
+  (`--align`), each set weighing alike (`--balance`), scored on B's held-out folds;
 - **leave one generator out** (AGIQA-3K): for each generator G and prompt fold f, fitted on the other generators'
   images of the other prompts (with `--logo_with_raise`, and all of RAISE), scored on G's images of f's prompts;
   SROCC within G, and the mean over generators;
@@ -18,12 +18,14 @@ cells, each SROCC and PLCC with a 95 % bootstrap interval:
   percentile tells that set's held-out images from the other set's (AUROC), and the Spearman correlation of the
   percentile with the absolute error of the within-set predictions.
 
-Features are computed once per variant and set and cached under OUT/features/. Writes OUT/generalization.{json,md}.
+Features are computed once per variant and set (CORE's feature cache, `--feature_cache`). The `today` variant also
+scores the bundled `offline-image-raise` (the `offline-image` shipped before, MLP heads trained on all of RAISE) on
+the other sets. Writes
+OUT/generalization.{json,md}.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -55,7 +57,9 @@ VARIANTS: dict[str, dict] = {
 class GeneralizationConfig:
     """Options of `python eval/eval_generalization.py` (the same parser as every `realness` command)."""
 
-    out: str = field(default="eval/out/generalization", metadata={"help": "Where features, tables and JSON go"})
+    out: str = field(default="eval/out/generalization", metadata={"help": "Where the tables and JSON go"})
+    feature_cache: str = field(default="runs/feature_cache", metadata={
+        "help": "CORE's feature cache (shared with training/train_core_multiset.py)"})
     variants: list[str] = field(default_factory=lambda: ["today"], metadata={
         "help": f"Feature settings to measure, of {list(VARIANTS)}; the table keeps variants measured by earlier calls",
         "choices": tuple(VARIANTS)})
@@ -63,6 +67,8 @@ class GeneralizationConfig:
         "help": "Rated sets (names found through $REALNESS_RAISE_DIR / $REALNESS_AGIQA3K_DIR, or manifests)"})
     align: str = field(default="z", metadata={"help": "How scores of several sets are put on one scale",
                                               "choices": ("z", "rank", "none")})
+    balance: bool = field(default=True, metadata={"help": "In fits on several sets, every set weighs alike (each row "
+                                                          "by 1 / its set's size)"})
     logo_with_raise: bool = field(default=True, metadata={"help": "Leave-one-generator-out fits also see all of RAISE"})
     folds: int = field(default=5, metadata={"help": "Folds of the within-set cross-validation"})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the intervals"})
@@ -87,12 +93,12 @@ def _auroc(inside, outside) -> float:
 
 
 def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str = "z", folds: int = 5,
-             logo_with_raise: bool = True, n_boot: int = 1000, seed: int = 42) -> dict:
+             logo_with_raise: bool = True, n_boot: int = 1000, seed: int = 42, balance: bool = False) -> dict:
     """Every cell of the protocol for one feature setting. `sets[name]` holds `mos`, `groups` and `generator`
     arrays (rows in the order of `features[name]`)."""
     from scipy import stats
 
-    from realness.core.multiset import align_scores, fit_ridge
+    from realness.core.multiset import DEFAULT_ALPHAS, align_scores, fit_ridge
     from realness.core.novelty import Novelty
     from realness.data import group_kfold
 
@@ -101,12 +107,11 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
     target = {n: (z[n] if align != "none" else np.asarray(sets[n]["mos"], dtype=float)) for n in names}
     split = {n: group_kfold(sets[n]["groups"], folds, seed) for n in names}
 
-    def fit(parts):  # parts: list of (set name, row indices)
+    def fit(parts, alphas=DEFAULT_ALPHAS):  # parts: list of (set name, row indices)
         x = np.concatenate([features[n][i] for n, i in parts])
         y = np.concatenate([target[n][i] for n, i in parts])
-        g = np.concatenate([np.char.add(f"{n}:", np.asarray(sets[n]["groups"])[i].astype(str)) for n, i in parts])
         s = np.concatenate([[n] * len(i) for n, i in parts])
-        return fit_ridge(x, y, g, sets=s)
+        return fit_ridge(x, y, alphas, sets=s, balance=balance)
 
     out: dict = {"own_cv": {}, "cross": {}, "both": {}, "logo": {}, "novelty": {}}
     oof_own = {}
@@ -133,16 +138,18 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
         if len({g for g in gens if g and g != "real"}) < 3:
             continue
         groups = np.asarray(sets[n]["groups"])
+        extra = [(o, np.arange(len(target[o]))) for o in names if o != n and logo_with_raise]
         per = {}
         for g in sorted(set(gens)):
             pred, rows = np.full(len(gens), np.nan), gens == g
+            # one penalty for this generator's folds, chosen by CV on the other generators' rows alone
+            alpha = fit([(n, np.flatnonzero(~rows)), *extra]).alpha
             for fold in split[n]:
                 held = np.isin(groups, groups[fold.val])
                 train = np.flatnonzero(~rows & ~held)
-                extra = [(o, np.arange(len(target[o]))) for o in names if o != n and logo_with_raise]
                 test = np.flatnonzero(rows & held)
                 if len(test):
-                    pred[test] = fit([(n, train), *extra]).predict(features[n][test])
+                    pred[test] = fit([(n, train), *extra], [alpha]).predict(features[n][test])
             per[g] = _cell(pred[rows], np.asarray(sets[n]["mos"])[rows], n_boot)
         out["logo"][n] = {"per_generator": per, "mean_srocc": float(np.mean([c["srocc"] for c in per.values()])),
                           "with": [o for o in names if o != n] if logo_with_raise else []}
@@ -164,28 +171,28 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
     return out
 
 
-def _features(variant: str, spec, ds, out: Path, batch_size: int, progress: bool) -> np.ndarray:
-    """Frozen features of one set under one variant, cached by the variant's options and the set's file list."""
-    import torch
-    from tqdm.auto import tqdm
-
+def _features(variant: str, ds, cache: str, batch_size: int, progress: bool) -> np.ndarray:
+    """Frozen features of one set under one variant, from CORE's feature cache (`realness.core.features`, keyed by
+    the variant's options and every file), shared with `training/train_core_multiset.py`."""
     from realness.core import create_core
+    from realness.core.features import cached_features
 
-    options = VARIANTS[variant]
-    key = hashlib.sha1(json.dumps([options, ds["filename"]], sort_keys=True).encode()).hexdigest()[:12]
-    path = out / "features" / f"{variant}-{spec.name}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    model = create_core("offline", mode="image", freeze_image=True, **options).eval()
-    torch.set_grad_enabled(False)
-    chunks, paths = [], list(ds["image"])
-    for i in tqdm(range(0, len(paths), 64), desc=f"{variant} / {spec.name}", disable=not progress, unit_scale=64):
-        feats = model.predict_features(paths[i:i + 64], batch_size=batch_size)
-        chunks.append((feats.mean(1) if feats.dim() == 3 else feats).numpy())
-    x = np.concatenate(chunks).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, x)
-    return x
+    model = create_core("offline", mode="image", freeze_image=True, **VARIANTS[variant]).eval()
+    records = [{"image": p} for p in ds["image"]]
+    return cached_features(model, records, cache, batch_size, progress, text=False).numpy()
+
+
+def _bundled(feats: dict, meta: dict, n_boot: int) -> dict:
+    """The bundled `offline-image-raise` (the `offline-image` shipped before issue #42: MLP heads trained on all of
+    RAISE) on every other set, from the `today` features it reads."""
+    import torch
+
+    from realness.core import CoreModel
+
+    core = CoreModel.from_pretrained("offline-image-raise")
+    with torch.no_grad():
+        return {n: _cell(core.score_features(torch.as_tensor(x)).numpy(), meta[n]["mos"], n_boot)
+                for n, x in feats.items() if n != "raise"}
 
 
 def _fmt(c: dict) -> str:
@@ -205,10 +212,12 @@ def table(results: dict) -> str:
         cols.append((f"both → {n}", lambda r, n=n: _fmt(r["both"][n])))
     for n in first["logo"]:
         cols.append((f"{n} leave-one-generator-out (mean SROCC)", lambda r, n=n: f"{r['logo'][n]['mean_srocc']:.3f}"))
-    lines = ["| variant | " + " | ".join(c for c, _ in cols) + " | features s/image |",
-             "|---|" + "---|" * (len(cols) + 1)]
+    lines = ["| variant | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f(r["cells"]) for _, f in cols) + f" | {r['s_per_image']:.3f} |")
+        lines.append(f"| {name} | " + " | ".join(f(r["cells"]) for _, f in cols) + " |")
+    for r in results.values():
+        for n, c in (r.get("bundled") or {}).items():
+            lines += ["", f"The RAISE-only `offline-image-raise` (MLP heads on all of RAISE) on {n}: {_fmt(c)}."]
     lines += ["", "Cells: SROCC [95 % bootstrap interval] / PLCC. Leave-one-generator-out, per generator:", "",
               "| variant | " + " | ".join(next(iter(first["logo"].values()), {}).get("per_generator", {})) + " |",
               "|---|" + "---|" * len(next(iter(first["logo"].values()), {}).get("per_generator", {}))]
@@ -241,19 +250,17 @@ def main(argv=None) -> dict:
         loaded[spec.name] = (spec, ds)
     results = json.loads((out / "generalization.json").read_text()) if (out / "generalization.json").is_file() else {}
     for variant in a.variants:
-        start, n_images = time.perf_counter(), 0
-        feats = {}
-        for name, (spec, ds) in loaded.items():
-            cached = any((out / "features").glob(f"{variant}-{spec.name}-*.npy"))
-            feats[name] = _features(variant, spec, ds, out, a.batch_size, a.progress)
-            n_images += 0 if cached else len(ds)
+        start = time.perf_counter()
+        feats = {name: _features(variant, ds, a.feature_cache, a.batch_size, a.progress)
+                 for name, (spec, ds) in loaded.items()}
         seconds = time.perf_counter() - start
         meta = {n: {"mos": np.asarray(ds["mos"], dtype=float), "groups": np.asarray(ds[spec.group_by]),
                     "generator": np.asarray(ds["generator"])} for n, (spec, ds) in loaded.items()}
-        cells = evaluate(feats, meta, a.align, a.folds, a.logo_with_raise, a.n_boot)
-        previous = results.get(variant, {}).get("s_per_image", float("nan"))
-        results[variant] = {"options": VARIANTS[variant], "align": a.align, "cells": cells,
-                            "s_per_image": seconds / n_images if n_images else previous}
+        cells = evaluate(feats, meta, a.align, a.folds, a.logo_with_raise, a.n_boot, balance=a.balance)
+        results[variant] = {"options": VARIANTS[variant], "align": a.align, "balance": a.balance, "cells": cells,
+                            "features_s": round(seconds, 1)}
+        if variant == "today":  # the bundled model as shipped reads these very features: its own transfer
+            results[variant]["bundled"] = _bundled(feats, meta, a.n_boot)
         logger.info("%s done", variant)
         print(f"{variant}: " + ", ".join(f"{k} {v['srocc']:.3f}" for k, v in
                                          {**cells["own_cv"], **cells["cross"]}.items()), flush=True)

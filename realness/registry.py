@@ -31,6 +31,7 @@ DEFAULT_DESCRIBER = "Qwen/Qwen2.5-VL-3B-Instruct"
 SMALL_DESCRIBER = "offline/small-describer"
 PLACEHOLDER_DESCRIBER = "tiny-qwen2vl"
 BUNDLED_CORE = {"offline": PRETRAINED / "core-offline", "offline-image": PRETRAINED / "core-offline-image",
+                "offline-image-raise": PRETRAINED / "core-offline-image-raise",
                 "offline-audit": PRETRAINED / "core-offline-audit"}
 ARTIFACT_MAP = "offline/artifact-map"
 BUNDLED_MAPS = {ARTIFACT_MAP: PRETRAINED / "artifact-map"}
@@ -84,9 +85,18 @@ def _entries() -> list[ModelEntry]:
         ModelEntry("offline", "core", "bundled", "CORE fusion model: image (EfficientNet-Lite0) + description "
                    "(all-MiniLM-L6-v2), three seeds' heads averaged", str(BUNDLED_CORE["offline"]), "",
                    "5-fold CV on RAISE-train SROCC 0.656 / PLCC 0.727; independent held-out 0.68 with GPT-4.1's text"),
-        ModelEntry("offline-image", "core", "bundled", "CORE from the image alone: the score with no describer "
-                   "(`--core auto` picks it when the describer fails its gate)", str(BUNDLED_CORE["offline-image"]), "",
-                   "independent held-out SROCC 0.63"),
+        ModelEntry("offline-image", "core", "bundled", "CORE from the image alone (the score with no describer; "
+                   "`--core auto` picks it when the describer fails its gate): EfficientNet-Lite0's eight stages, the "
+                   "image's shape kept, a ridge head fitted on RAISE-train and AGIQA-3K; every score carries its "
+                   "novelty", str(BUNDLED_CORE["offline-image"]), "",
+                   "held-out SROCC: RAISE 0.54, AGIQA-3K's unseen prompts 0.76, an unseen generator 0.45 (eval/README.md, "
+                   "'Generalization beyond RAISE'); a model fitted on one of the two sets ranks the other at about 0, "
+                   "so beyond them the score is unmeasured (its novelty says when)"),
+        ModelEntry("offline-image-raise", "core", "bundled", "the image-only CORE shipped before #42 (three MLP heads "
+                   "on RAISE-train alone, 448x597 squashed), kept for comparison and for rewards measured with it",
+                   str(BUNDLED_CORE["offline-image-raise"]), "",
+                   "independent held-out SROCC 0.63 on RAISE's test images; about 0.1 on rated sets of other "
+                   "generators' images"),
         ModelEntry("offline-audit", "core", "bundled", "a second CORE (EfficientNet-Lite2, other seeds) that "
                    "`realness reward-audit` checks a reward against; never the reward itself",
                    str(BUNDLED_CORE["offline-audit"])),

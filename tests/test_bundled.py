@@ -36,7 +36,8 @@ def test_bundled_offline_model_scores_the_samples(tmp_path):
     assert all(real > float(rows[n]["score_z"]) for n in rows if n.startswith("portrait_"))
 
 
-# Recorded when the image-only heads were trained (runs/core-offline-image-final/ensemble, `--mode image --folds 0`, 448x597).
+# Recorded when the RAISE-only image heads were trained (runs/core-offline-image-final/ensemble, `--mode image --folds 0`,
+# 448x597): the bundled `offline-image-raise`, the `offline-image` before #42.
 EXPECTED_IMAGE_ONLY = {
     "landscape_flat.jpg": 1.260775,
     "landscape_textured.jpg": 0.549603,
@@ -51,14 +52,39 @@ def test_bundled_image_only_model_scores_without_descriptions(tmp_path):
     from realness.core import CoreModel
 
     out = tmp_path / "scores.csv"
-    assert main(["score-core", "--model", "offline-image", "--images", str(IMAGES_DIR), "--out", str(out),
+    assert main(["score-core", "--model", "offline-image-raise", "--images", str(IMAGES_DIR), "--out", str(out),
                  "--no-progress"]) == 0
     rows = {r["filename"]: r for r in csv.DictReader(out.open())}
     for name, z in EXPECTED_IMAGE_ONLY.items():
         assert float(rows[name]["score_z"]) == pytest.approx(z, abs=0.02)
-    model = CoreModel.from_pretrained("offline-image")
+    assert all(r["novelty"] == "" for r in rows.values())  # a model without training features says nothing
+    model = CoreModel.from_pretrained("offline-image-raise")
     assert model.config.mode == "image" and model.text_encoder is None
-    # both bundled models are three seeds' heads in one model, trained with the rank term
-    for name in ("offline", "offline-image"):
+    # both RAISE-only bundled models are three seeds' heads in one model, trained with the rank term
+    for name in ("offline", "offline-image-raise"):
         config = CoreModel.from_pretrained(name).config
         assert config.n_heads == 3 and config.mos_mean is not None and config.image_size == (448, 597)
+
+
+# Recorded when the multi-set image model was fitted (training/configs/core_multiset.yaml, issue #42): z-scores and
+# novelty percentiles of the bundled `offline-image`.
+EXPECTED_MULTISET = {
+    "landscape_flat.jpg": (0.057380, 84),
+    "landscape_textured.jpg": (-0.124378, 98),
+    "portrait.jpg": (0.587609, 24),
+    "portrait_cloned_patch.jpg": (0.620089, 43),
+    "portrait_plastic_skin.jpg": (0.046239, 42),
+    "portrait_warped_face.jpg": (0.568522, 24),
+}
+
+
+def test_bundled_offline_image_scores_the_samples_with_their_novelty(tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["score-core", "--core", "offline-image", "--images", str(IMAGES_DIR), "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = {r["filename"]: r for r in csv.DictReader(out.open())}
+    for name, (z, novelty) in EXPECTED_MULTISET.items():
+        assert float(rows[name]["score_z"]) == pytest.approx(z, abs=0.02)
+        assert float(rows[name]["novelty"]) == pytest.approx(novelty, abs=3)
+        assert bool(rows[name]["warning"]) == (novelty >= 95)
+    assert float(rows["portrait.jpg"]["score_z"]) > float(rows["portrait_plastic_skin.jpg"]["score_z"]) + 0.3

@@ -172,7 +172,7 @@ def test_protocol_learns_a_planted_signal_in_both_sets_and_a_broken_alignment_fa
         assert good["own_cv"][name]["srocc"] > 0.9
         assert good["both"][name]["srocc"] > 0.8
     assert good["cross"]["a->b"]["srocc"] > 0.9 and good["cross"]["b->a"]["srocc"] > 0.9
-    assert good["logo"]["b"]["mean_srocc"] > 0.9 and set(good["logo"]["b"]["per_generator"]) == {"g0", "g1", "g2", "g3"}
+    assert good["logo"]["b"]["mean_srocc"] > 0.85 and set(good["logo"]["b"]["per_generator"]) == {"g0", "g1", "g2", "g3"}
     broken = ev.evaluate(feats, sets, align="none", n_boot=0)
     # raw scales pooled: the between-set contrast (b better along w, yet lower numbers) wins and inverts the ranking
     assert broken["both"]["a"]["srocc"] < 0.0 and broken["both"]["b"]["srocc"] < 0.0
@@ -254,3 +254,28 @@ def _descriptions(tmp_path: Path, folder: Path) -> Path:
         for p in sorted(folder.iterdir()):
             w.writerow([p.name, "No, nothing looks unreal."])
     return path
+
+
+@pytest.mark.dataset
+def test_bundled_offline_image_is_the_documented_recipe():
+    """The bundled `offline-image` loads by name, is the recipe training/configs/core_multiset.yaml documents, and
+    was fitted on RAISE's images read exactly as scoring reads them: each lies in its novelty bank (distance ~0)."""
+    import yaml
+    from conftest import RAISE_DIR
+
+    from realness.core import CoreModel
+
+    core = CoreModel.from_pretrained("offline-image")
+    recipe = yaml.safe_load((ROOT / "training" / "configs" / "core_multiset.yaml").read_text())
+    for key, value in recipe["model"].items():
+        assert getattr(core.config, key) == (tuple(value) if isinstance(value, list) else value), key
+    assert core.config.mode == "image" and core.config.head_hidden == 0 and core.config.mos_range == (0.0, 100.0)
+    assert core.config.novelty_rows == 510 + 2982 and core.novelty is not None
+    if not RAISE_DIR.is_dir():
+        pytest.skip(f"RAISE not found at {RAISE_DIR}")
+    paths = sorted((RAISE_DIR / "images").glob("*.png"))[:3]
+    feats = core.predict_features(paths)
+    distance = core.novelty.distance(feats)
+    assert (distance < 0.05 * core.novelty.reference.float().median()).all(), distance
+    z_and_novelty = core.predict(paths, with_novelty=True)
+    assert (z_and_novelty[:, 1] <= 5).all()  # nearer than almost every training image is to the rest

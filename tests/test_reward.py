@@ -19,7 +19,8 @@ SAMPLES = sorted((ROOT / "realness" / "samples" / "images").iterdir())
 
 @pytest.fixture(scope="module")
 def reward():
-    return RealnessReward("offline-image")
+    """Three heads (the RAISE-only image model), so the heads' aggregates are exercised."""
+    return RealnessReward("offline-image-raise")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,10 @@ def photos():
     return [Image.open(p).convert("RGB") for p in SAMPLES]
 
 
-def test_reward_equals_predict_with_augmentations_off(reward, photos):
+@pytest.mark.parametrize("name", ["offline-image-raise", "offline-image"])
+def test_reward_equals_predict_with_augmentations_off(name, photos):
+    """Both bundled image models, the squashed input and the shape-keeping crops (`tensor_views`)."""
+    reward = RealnessReward(name)
     h, w = reward.core.config.image_size
     sized = [im.resize((w, h), Image.Resampling.BILINEAR) for im in photos]
     with torch.no_grad():
@@ -55,10 +59,10 @@ def test_scales_and_aggregates(reward, photos):
         heads = reward.heads(x)
         assert heads.shape == (2, reward.n_heads) and reward.n_heads == 3
         torch.testing.assert_close(reward(x), heads.mean(-1))
-        mos = RealnessReward("offline-image", scale="mos")(x)
+        mos = RealnessReward("offline-image-raise", scale="mos")(x)
         c = reward.core.config
         torch.testing.assert_close(mos, heads.mean(-1) * c.mos_std + c.mos_mean)
-        assert (RealnessReward("offline-image", aggregate="min")(x) <= heads.mean(-1) + 1e-6).all()
+        assert (RealnessReward("offline-image-raise", aggregate="min")(x) <= heads.mean(-1) + 1e-6).all()
     with pytest.raises(ValueError, match="aggregate"):
         RealnessReward("offline-image", aggregate="median")
 
@@ -68,7 +72,7 @@ def test_adapters_give_the_documented_shapes_and_types(reward, photos):
     tensors = as_batch([im.resize((128, 96)) for im in photos[:3]])
     rewards, meta = fn(tensors, ["a photo"] * 3, [{}] * 3)
     assert isinstance(rewards, np.ndarray) and rewards.dtype == np.float32 and rewards.shape == (3,)
-    assert meta["realness_model"] == "offline-image"
+    assert meta["realness_model"] == "offline-image-raise"
     nhwc = (tensors.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     np.testing.assert_allclose(fn(nhwc, None, None)[0], rewards, atol=1e-4)
     order, values = best_of_n(reward, tensors, k=2)

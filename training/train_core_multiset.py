@@ -34,6 +34,8 @@ class MultisetTrainConfig:
         "help": "The image branch (`CoreConfig`, from the offline preset); YAML: a `model:` mapping"})
     align: str = field(default="z", metadata={"help": "How the sets' scores meet on one scale",
                                               "choices": ("z", "rank")})
+    balance: bool = field(default=True, metadata={"help": "Every set weighs alike in the fit (each row by 1 / its "
+                                                          "set's size)"})
     scale: str = field(default="raise", metadata={"help": "The set whose MOS scale score_mos reports"})
     novelty_components: int = field(default=64, metadata={"help": "Principal components kept for novelty"})
     feature_cache: str = field(default="runs/feature_cache", metadata={"help": "Where frozen features are cached"})
@@ -54,7 +56,7 @@ def main(argv=None) -> dict:
         sets.append(RatedRows(spec.name, list(ds["image"]), np.asarray(ds["mos"], dtype=float),
                               np.asarray(ds[spec.group_by]), spec.mos_range))
     core, report = fit_on_sets(cfg.model, sets, cfg.feature_cache, cfg.align, cfg.scale,
-                               novelty_components=cfg.novelty_components, progress=cfg.progress)
+                               novelty_components=cfg.novelty_components, progress=cfg.progress, balance=cfg.balance)
     out = Path(cfg.out)
     core.save_pretrained(out, include_frozen=False, dtype=torch.float16 if cfg.save_dtype == "float16" else None)
     report["options"] = {**asdict(cfg), "model": asdict(cfg.model)}

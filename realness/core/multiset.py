@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
+
+from realness.core.features import cached_features
+from realness.core.modeling import CoreModel
 
 logger = logging.getLogger(__name__)
 
@@ -73,48 +76,56 @@ class RidgeHead:
             linear.bias.fill_(float(self.bias))
 
 
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(0)
-    std = x.std(0)
-    return mean, np.where(std > 1e-6, std, 1.0)
+def _decompose(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`x` (standardised) as `u`, the squared singular values `s2` and `vt`: by one SVD when it has more rows than
+    columns, else by one eigendecomposition of its Gram matrix (`vt` None: the dual form, where thousands of
+    multi-stage features cost what the row count costs)."""
+    if x.shape[0] >= x.shape[1]:
+        u, s, vt = np.linalg.svd(x, full_matrices=False)
+        return u, s ** 2, vt
+    s2, u = np.linalg.eigh(x @ x.T)
+    return u, np.clip(s2, 0.0, None), None
 
 
-def _ridge_path(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Ridge weights for every alpha at once (columns), by one SVD of the centred design."""
-    y_mean = y.mean()
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
-    uty = u.T @ (y - y_mean)
-    shrink = s[:, None] / (s[:, None] ** 2 + np.asarray(alphas)[None, :])
-    return vt.T @ (shrink * uty[:, None]), y_mean, 0.0
-
-
-def fit_ridge(features: np.ndarray, target: np.ndarray, groups: Sequence[str] | None = None,
-              alphas: Sequence[float] = DEFAULT_ALPHAS, folds: int = 5, seed: int = 0,
-              sets: Sequence[str] | None = None) -> RidgeHead:
-    """A ridge head whose penalty is chosen by grouped k-fold cross-validation on these rows alone (the mean
-    within-set SROCC of the out-of-fold predictions, so a set's scale cannot pick it), then refitted on all."""
-    from realness.data import group_kfold
-    from realness.metrics import srocc
-
-    x, y = np.asarray(features, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    groups = np.asarray(groups if groups is not None else np.arange(len(y)).astype(str))
+def fit_ridge(features: np.ndarray, target: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS,
+              sets: Sequence[str] | None = None, balance: bool = False) -> RidgeHead:
+    """A ridge head on standardised features whose penalty is chosen on these rows alone: the closed-form
+    leave-one-out predictions of every penalty, scored by their squared error averaged within each set first (so
+    the larger set does not pick it alone); one decomposition of the design for the whole grid and the final fit.
+    With `balance`, every set weighs as much as every other in the fit (each row by 1 / its set's size)."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
     sets = np.asarray(sets if sets is not None else np.zeros(len(y), dtype=int).astype(str))
+    names, inverse, counts = np.unique(sets, return_inverse=True, return_counts=True)
+    w = (len(y) / (len(names) * counts))[inverse] if balance else np.ones(len(y))
+    mean = np.average(x, axis=0, weights=w)
+    std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
+    std = np.where(std > 1e-6, std, 1.0)
+    root = np.sqrt(w)[:, None]
+    x = (x - mean) / std * root
+    y_mean = float(np.average(y, weights=w))
+    yc = (y - y_mean) * root[:, 0]
+    u, s2, vt = _decompose(x)
+    uty = u.T @ yc
     alphas = list(alphas)
+    best = 0
     if len(alphas) > 1:
-        oof = np.zeros((len(y), len(alphas)))
-        for fold in group_kfold(groups, min(folds, len(np.unique(groups))), seed):
-            mean, std = _standardise(x[fold.train])
-            weights, y_mean, _ = _ridge_path((x[fold.train] - mean) / std, y[fold.train], alphas)
-            oof[fold.val] = ((x[fold.val] - mean) / std) @ weights + y_mean
-        score = [np.mean([srocc(oof[sets == s, j], y[sets == s]) for s in np.unique(sets)]) for j in range(len(alphas))]
-        best = int(np.nanargmax(score))
+        score = []
+        for alpha in alphas:
+            shrink = s2 / (s2 + alpha)
+            fitted = u @ (shrink * uty)
+            leverage = np.clip((u ** 2) @ shrink, None, 1 - 1e-9)
+            residual = (yc - fitted) / (1 - leverage) / root[:, 0]  # leave-one-out, on the target's own scale
+            score.append(np.mean([np.mean(residual[sets == name] ** 2) for name in names]))
+        best = int(np.nanargmin(score))
         if best in (0, len(alphas) - 1):
             logger.info("ridge penalty %.3g is at the edge of the grid", alphas[best])
+    alpha = alphas[best]
+    if vt is not None:
+        weight = vt.T @ (np.sqrt(s2) / (s2 + alpha) * uty)
     else:
-        best = 0
-    mean, std = _standardise(x)
-    weights, y_mean, _ = _ridge_path((x - mean) / std, y, [alphas[best]])
-    return RidgeHead(mean, std, weights[:, 0], float(y_mean), float(alphas[best]))
+        weight = x.T @ (u @ (uty / (s2 + alpha)))
+    return RidgeHead(mean, std, weight, y_mean, float(alpha))
 
 
 @dataclass
@@ -130,34 +141,29 @@ class RatedRows:
 
 def fit_on_sets(config, sets: Sequence[RatedRows], cache_dir, align: str = "z", scale: str | None = None,
                 alphas: Sequence[float] = DEFAULT_ALPHAS, novelty_components: int = 64, progress: bool = True,
-                batch_size: int = 8):
+                batch_size: int = 8, balance: bool = True):
     """An image-only CORE (`config`'s frozen image branch) whose linear head is a ridge regression on every set's
-    rows, their scores aligned within each set (`align`); it keeps the training images' features for novelty.
+    rows, their scores aligned within each set (`align`), each set weighing alike (`balance`); it keeps the training
+    images' features for novelty.
 
     `scale` names the set whose MOS scale `score_mos` reports (default: the first). Returns the model and a
     report (rows per set, the chosen penalty).
     """
-    from dataclasses import replace
-
-    from realness.core.features import cached_features
-    from realness.core.modeling import CoreModel
-
     config = replace(config, mode="image", freeze_image=True, head_hidden=0, n_heads=1, standardize_features=True,
                      dropout=0.0, novelty_rows=0)
     core = CoreModel(config).eval()
-    feats, target, groups, names = [], [], [], []
+    feats, target, names = [], [], []
     for s in sets:
         records = [{"image": str(p)} for p in s.images]
         feats.append(cached_features(core, records, cache_dir, batch_size, progress, text=False).numpy())
         target.append(align_scores(s.mos, [s.name] * len(s.mos), align))
-        groups.append(np.char.add(f"{s.name}:", np.asarray(s.groups).astype(str)))
         names += [s.name] * len(s.mos)
     x = np.concatenate(feats)
-    head = fit_ridge(x, np.concatenate(target), np.concatenate(groups), alphas, sets=names)
+    head = fit_ridge(x, np.concatenate(target), alphas, sets=names, balance=balance)
     head.load_into(core.head)
     core.set_novelty(torch.as_tensor(x), novelty_components)
     ref = next((s for s in sets if s.name == scale), sets[0]) if scale else sets[0]
     core.config.mos_mean, core.config.mos_std = float(np.mean(ref.mos)), float(np.std(ref.mos))
     core.config.mos_range = ref.mos_range
-    return core, {"rows": {s.name: len(s.mos) for s in sets}, "alpha": head.alpha, "align": align,
+    return core, {"rows": {s.name: len(s.mos) for s in sets}, "alpha": head.alpha, "align": align, "balance": balance,
                   "scale": ref.name}
