@@ -279,3 +279,11 @@ def test_bundled_offline_image_is_the_documented_recipe():
     assert (distance < 0.05 * core.novelty.reference.float().median()).all(), distance
     z_and_novelty = core.predict(paths, with_novelty=True)
     assert (z_and_novelty[:, 1] <= 5).all()  # nearer than almost every training image is to the rest
+
+
+def test_a_banner_stays_small():
+    """A 10000x10 strip: the shape-keeping scale would make it 384,000 pixels long; it is squeezed to eight crops."""
+    img = Image.new("RGB", (10000, 10), "gray")
+    views = image_views(img, "crops", (384, 384), 2)
+    assert [v.size for v in views] == [(384, 384)] * 2
+    assert tensor_views(torch.rand(1, 3, 10, 10000), "crops", (384, 384), 2).shape == (1, 2, 3, 384, 384)

@@ -11,6 +11,22 @@ from PIL import Image
 from realness.boxes import strip_boxes
 from realness.core.configuration import CoreConfig
 
+MAX_STRIP = 8  # crops: the scaled image's longer side is at most this many crop widths (a panorama is squeezed)
+
+
+def _scaled_size(h: int, w: int, how: str, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) the image is brought to before cropping: `crops` covers `size` with the shape kept (a strip
+    more than `MAX_STRIP` crops long is squeezed to that length, so a 10000x10 banner cannot take gigabytes);
+    `native` keeps the image as it is unless it is smaller than `size`."""
+    height, width = size
+    scale = max(height / h, width / w) if how == "crops" else max(1.0, height / h, width / w)
+    if scale == 1.0:
+        return w, h
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    if how == "crops":
+        new_w, new_h = min(new_w, MAX_STRIP * width), min(new_h, MAX_STRIP * height)
+    return new_w, new_h
+
 
 def image_views(img: Image.Image, how: str, size: tuple[int, int], n: int = 1) -> list[Image.Image]:
     """What the image backbone sees of one image.
@@ -25,10 +41,8 @@ def image_views(img: Image.Image, how: str, size: tuple[int, int], n: int = 1) -
     height, width = size
     if how == "resize":
         return [img.resize((width, height), Image.Resampling.BILINEAR)]
-    w, h = img.size
-    scale = max(height / h, width / w) if how == "crops" else max(1.0, height / h, width / w)
-    if scale != 1.0:
-        w, h = max(width, round(w * scale)), max(height, round(h * scale))
+    w, h = _scaled_size(img.size[1], img.size[0], how, size)
+    if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.BILINEAR)
     spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
     return [img.crop((x0, y0, x0 + width, y0 + height))
@@ -50,8 +64,7 @@ def tensor_views(images: torch.Tensor, how: str, size: tuple[int, int], n: int =
 
     if how == "resize":
         return scaled(images, height, width)
-    scale = max(height / h, width / w) if how == "crops" else max(1.0, height / h, width / w)
-    new_h, new_w = (max(height, round(h * scale)), max(width, round(w * scale))) if scale != 1.0 else (h, w)
+    new_w, new_h = _scaled_size(h, w, how, size)
     images = scaled(images, new_h, new_w)
     spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
     crops = [images[..., y0:y0 + height, x0:x0 + width]
