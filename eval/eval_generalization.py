@@ -50,6 +50,9 @@ VARIANTS: dict[str, dict] = {
     # native resolution: a 384x384 crop of the image as it is (upscaled only when smaller), two along the longer side
     "native2-levels8": {"image_views": "native", "image_size": [384, 384], "n_views": 2, "image_levels": 8,
                         "image_pooling": "mean_std"},
+    # for users with a network (CLIP ViT-B/32's image tower, OpenAI weights): not measured here, no CLIP ships offline
+    "clip-b32": {"image_backbone": "open_clip/ViT-B-32:openai", "image_views": "crops", "image_size": [224, 224],
+                 "n_views": 2},
 }
 
 

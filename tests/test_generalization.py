@@ -287,3 +287,29 @@ def test_a_banner_stays_small():
     views = image_views(img, "crops", (384, 384), 2)
     assert [v.size for v in views] == [(384, 384)] * 2
     assert tensor_views(torch.rand(1, 3, 10, 10000), "crops", (384, 384), 2).shape == (1, 2, 3, 384, 384)
+
+
+def test_the_clip_image_preset_builds_on_a_tiny_clip(tiny_clip, tmp_path):
+    """`clip-image` (CLIP's image tower, the shape kept) for users with a network, built here on the tiny random CLIP:
+    CLIP's normalisation, two crops per image, its embedding width, and a multi-set fit with novelty on top."""
+    import open_clip
+
+    from realness.core import create_core
+    from realness.core.configuration import CLIP_MEAN, PRESETS
+    from realness.core.multiset import RatedRows, fit_on_sets
+
+    assert PRESETS["clip-image"]["image_backbone"] == "open_clip/ViT-B-32:openai"
+    open_clip.add_model_config(tiny_clip["model_config_dir"])
+    arch = f"open_clip/{tiny_clip['model']}:{tiny_clip['pretrained']}"  # a local weights file in place of a tag
+    model = create_core("clip-image", pretrained=False, image_backbone=arch, image_size=(64, 64)).eval()
+    assert model.config.image_mean == CLIP_MEAN and model.config.views == 2
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"c{i}.png"
+        Image.fromarray(rng.integers(0, 255, (48, 96, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    assert model.predict_features(paths[:2]).shape == (2, 32)
+    core, _ = fit_on_sets(model.config, [RatedRows("s", paths, rng.uniform(0, 5, 6), np.array(paths), (0.0, 5.0))],
+                          tmp_path / "cache", novelty_components=4, progress=False)
+    assert core.predict(paths[:2], with_novelty=True).shape == (2, 2)

@@ -82,12 +82,34 @@ def _build_image_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
 
         model = timm.create_model(arch, pretrained=pretrained, num_classes=0)
         return model, model.num_features
+    if family == "open_clip":  # CLIP's image tower: `open_clip/<arch>[:<tag or weights file>]`, tag default openai
+        try:
+            import open_clip
+        except ImportError as err:
+            raise ImportError(f"{name} needs open_clip: pip install 'realness[dream]'") from err
+        arch, _, tag = arch.partition(":")
+        clip = open_clip.create_model(arch, pretrained=(tag or "openai") if pretrained else None)
+        return ClipImageTower(clip.visual), int(clip.visual.output_dim)
     if family == "torchvision":
         import torchvision
 
         model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
         return model, _strip_classifier(model, arch)
-    raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name> or one of {list(OFFLINE_IMAGE_BACKBONES)}")
+    raise ValueError(f"unknown image backbone {name!r}: use torchvision/<name>, timm/<name>, open_clip/<arch>[:<tag>] or "
+                     f"one of {list(OFFLINE_IMAGE_BACKBONES)}")
+
+
+class ClipImageTower(nn.Module):
+    """An open_clip image tower as CORE's image branch: (B, 3, H, W) to its pooled, projected embedding (B, D), the
+    features CLIP-based quality models read (the tower is all that is kept; the text tower is dropped)."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.visual(pixel_values)
+        return out[0] if isinstance(out, tuple) else out
 
 
 class MultiLevel(nn.Module):

