@@ -14,7 +14,7 @@ cells, each SROCC and PLCC with a 95 % bootstrap interval:
 - **leave one generator out** (AGIQA-3K): for each generator G and prompt fold f, fitted on the other generators'
   images of the other prompts (with `--logo_with_raise`, and all of RAISE), scored on G's images of f's prompts;
   SROCC within G, and the mean over generators;
-- **novelty** (`realness.core.multiset.Novelty`): fitted on one set's training folds, how well its
+- **novelty** (`realness.core.novelty.Novelty`): fitted on one set's training folds, how well its
   percentile tells that set's held-out images from the other set's (AUROC), and the Spearman correlation of the
   percentile with the absolute error of the within-set predictions.
 
@@ -140,7 +140,6 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
         gens = np.asarray(sets[n]["generator"])
         if len({g for g in gens if g and g != "real"}) < 3:
             continue
-        groups = np.asarray(sets[n]["groups"])
         extra = [(o, np.arange(len(target[o]))) for o in names if o != n and logo_with_raise]
         per = {}
         for g in sorted(set(gens)):
@@ -148,7 +147,8 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
             # one penalty for this generator's folds, chosen by CV on the other generators' rows alone
             alpha = fit([(n, np.flatnonzero(~rows)), *extra]).alpha
             for fold in split[n]:
-                held = np.isin(groups, groups[fold.val])
+                held = np.zeros(len(gens), dtype=bool)
+                held[fold.val] = True  # the fold's prompts: group_kfold keeps every row of a prompt in one fold
                 train = np.flatnonzero(~rows & ~held)
                 test = np.flatnonzero(rows & held)
                 if len(test):
@@ -174,15 +174,16 @@ def evaluate(features: dict[str, np.ndarray], sets: dict[str, dict], align: str 
     return out
 
 
-def _features(variant: str, ds, cache: str, batch_size: int, progress: bool) -> np.ndarray:
-    """Frozen features of one set under one variant, from CORE's feature cache (`realness.core.features`, keyed by
-    the variant's options and every file), shared with `training/train_core_multiset.py`."""
+def _features(variant: str, datasets: list, cache: str, batch_size: int, progress: bool) -> list[np.ndarray]:
+    """Frozen features of each set under one variant (its backbone built once), from CORE's feature cache
+    (`realness.core.features`, keyed by the variant's options and every file), shared with
+    `training/train_core_multiset.py`."""
     from realness.core import create_core
     from realness.core.features import cached_features
 
     model = create_core("offline", mode="image", freeze_image=True, **VARIANTS[variant]).eval()
-    records = [{"image": p} for p in ds["image"]]
-    return cached_features(model, records, cache, batch_size, progress, text=False).numpy()
+    return [cached_features(model, [{"image": p} for p in ds["image"]], cache, batch_size, progress, text=False).numpy()
+            for ds in datasets]
 
 
 def _bundled(feats: dict, meta: dict, n_boot: int) -> dict:
@@ -254,8 +255,8 @@ def main(argv=None) -> dict:
     results = json.loads((out / "generalization.json").read_text()) if (out / "generalization.json").is_file() else {}
     for variant in a.variants:
         start = time.perf_counter()
-        feats = {name: _features(variant, ds, a.feature_cache, a.batch_size, a.progress)
-                 for name, (spec, ds) in loaded.items()}
+        feats = dict(zip(loaded, _features(variant, [ds for _, ds in loaded.values()], a.feature_cache, a.batch_size,
+                                           a.progress)))
         seconds = time.perf_counter() - start
         meta = {n: {"mos": np.asarray(ds["mos"], dtype=float), "groups": np.asarray(ds[spec.group_by]),
                     "generator": np.asarray(ds["generator"])} for n, (spec, ds) in loaded.items()}

@@ -81,10 +81,10 @@ def _img(src: str, alt: str) -> str:
     return f'<img src="{_e(quote(src))}" alt="{_e(alt)}" loading="lazy">' if src else ""
 
 
-def _num(value, digits: int) -> str:
+def _num(value, digits: int, css: str = "num") -> str:
     if value is None:
-        return '<td class="num" data-v=""></td>'
-    return f'<td class="num" data-v="{value:.6f}">{value:.{digits}f}</td>'
+        return f'<td class="{css}" data-v=""></td>'
+    return f'<td class="{css}" data-v="{value:.6f}">{value:.{digits}f}</td>'
 
 
 def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
@@ -167,8 +167,7 @@ def write_report(records: list[dict], summary: dict, path: str | Path) -> Path:
                  f'<td class="name" data-v="{_e(r["filename"])}">{_e(r["filename"])}</td>',
                  _num(score, 1 if has_mos_scale else 3), _num(r.get("score_z"), 3)]
         if has_novelty:
-            cells.append(_num(r.get("novelty"), 0).replace('class="num"', 'class="num warned"' if r.get("warning")
-                                                          else 'class="num"'))
+            cells.append(_num(r.get("novelty"), 0, "num warned" if r.get("warning") else "num"))
         if has_truth:
             cells.append(_num(r.get("mos"), 1))
         verdict = r.get("verdict") or ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,11 +92,10 @@ def score_images(
                 logger.warning("%s", value if value.startswith(str(paths[index])) else f"{paths[index]}: {value}")
                 yield CoreScore(name, None, None, text, value)
                 continue
-            z, novelty = float(value[0]), float(value[1])
+            z = float(value[0])
             mos = model.to_mos(z)
-            novelty = None if math.isnan(novelty) else novelty
-            yield CoreScore(name, z, None if mos is None else float(mos), text, novelty=novelty,
-                            warning=model.novelty_warning(novelty))
+            novelty, warning = model.novelty_report(float(value[1]))
+            yield CoreScore(name, z, None if mos is None else float(mos), text, novelty=novelty, warning=warning)
 
 
 def write_scores(results: Iterable[CoreScore], out: str | Path) -> tuple[int, dict[str, str]]:

@@ -13,7 +13,6 @@ on the chunk is rerun image by image. `Models` loads each model on first use and
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -375,9 +374,9 @@ def _score(models: Models, images: list, recs: list[dict]) -> None:
                        batch_size=batch, num_workers=min(workers, len(images) // batch), with_novelty=True)
     for rec, (value, novelty) in zip(recs, out.tolist()):
         mos = core.to_mos(value)
-        novelty = None if math.isnan(novelty) else round(novelty, 1)
+        novelty, warning = core.novelty_report(novelty)
         rec.update(score_z=float(value), score_mos=None if mos is None else float(mos), novelty=novelty,
-                   warning=core.novelty_warning(novelty))
+                   warning=warning)
 
 
 OUTPUT_KEYS = ("map", "overlay", "overlay_thumb", "thumb")

@@ -226,7 +226,7 @@ def test_novelty_reaches_scores_csv_and_the_report(tmp_path):
     config = CoreConfig(image_backbone="offline/efficientnet_lite0", mode="image", image_views="crops",
                         image_size=(64, 64), n_views=1)
     mos = rng.uniform(0, 100, 22)
-    core, report = fit_on_sets(config, [RatedRows("s", paths, mos, np.array(paths), (0.0, 100.0))],
+    core, report = fit_on_sets(config, [RatedRows("s", paths, mos, (0.0, 100.0))],
                                tmp_path / "cache", novelty_components=8, progress=False)
     assert core.config.novelty_rows == 22 and report["rows"] == {"s": 22}
     core.save_pretrained(tmp_path / "core", include_frozen=False)
@@ -302,7 +302,7 @@ def test_the_clip_image_preset_builds_on_a_tiny_clip(tiny_clip, tmp_path):
     open_clip.add_model_config(tiny_clip["model_config_dir"])
     arch = f"open_clip/{tiny_clip['model']}:{tiny_clip['pretrained']}"  # a local weights file in place of a tag
     model = create_core("clip-image", pretrained=False, image_backbone=arch, image_size=(64, 64)).eval()
-    assert model.config.image_mean == CLIP_MEAN and model.config.views == 2
+    assert model.config.image_mean == CLIP_MEAN and model.config.n_views == 2
     rng = np.random.default_rng(0)
     paths = []
     for i in range(6):
@@ -310,6 +310,6 @@ def test_the_clip_image_preset_builds_on_a_tiny_clip(tiny_clip, tmp_path):
         Image.fromarray(rng.integers(0, 255, (48, 96, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
     assert model.predict_features(paths[:2]).shape == (2, 32)
-    core, _ = fit_on_sets(model.config, [RatedRows("s", paths, rng.uniform(0, 5, 6), np.array(paths), (0.0, 5.0))],
+    core, _ = fit_on_sets(model.config, [RatedRows("s", paths, rng.uniform(0, 5, 6), (0.0, 5.0))],
                           tmp_path / "cache", novelty_components=4, progress=False)
     assert core.predict(paths[:2], with_novelty=True).shape == (2, 2)

@@ -53,8 +53,7 @@ def main(argv=None) -> dict:
     sets = []
     for name in cfg.sets:
         spec, ds = load_rated(name)
-        sets.append(RatedRows(spec.name, list(ds["image"]), np.asarray(ds["mos"], dtype=float),
-                              np.asarray(ds[spec.group_by]), spec.mos_range))
+        sets.append(RatedRows(spec.name, list(ds["image"]), np.asarray(ds["mos"], dtype=float), spec.mos_range))
     core, report = fit_on_sets(cfg.model, sets, cfg.feature_cache, cfg.align, cfg.scale,
                                novelty_components=cfg.novelty_components, progress=cfg.progress, balance=cfg.balance)
     out = Path(cfg.out)

@@ -162,11 +162,6 @@ class CoreConfig:
         """Whether the text branch carries a trainable LoRA adapter."""
         return self.uses_text and self.text_lora_rank > 0
 
-    @property
-    def views(self) -> int:
-        """Views the image branch reads per image (crops; a mirror image with flip_tta is on top of these)."""
-        return self.n_views if self.image_views != "resize" else 1
-
     def to_dict(self) -> dict:
         return asdict(self)
 

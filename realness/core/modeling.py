@@ -144,6 +144,14 @@ class CoreModel(nn.Module):
         image = features[..., :self.novelty.mean.shape[0]]
         return torch.stack([z, self.novelty(image).to(z)], dim=1)
 
+    def novelty_report(self, novelty: float) -> tuple[float | None, str]:
+        """A `score_and_novelty` percentile as scores carry it: rounded to 0.1 (None when the model keeps no training
+        features, NaN), beside the plain warning it calls for ("" when none)."""
+        if novelty != novelty:  # NaN: no training features kept
+            return None, ""
+        novelty = round(float(novelty), 1)
+        return novelty, self.novelty_warning(novelty)
+
     def novelty_warning(self, novelty: float | None) -> str:
         """The plain warning a score carries when its image is unlike the images the model learned from ("" when
         it is not, or when the model keeps no training features)."""

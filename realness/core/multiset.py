@@ -2,8 +2,8 @@
 how unlike the training images an image is.
 
 Why closed form: with frozen backbones the head is all that trains, and a ridge regression on standardised
-features is exact, takes milliseconds for thousands of rows, and has one knob (its penalty) chosen by grouped
-cross-validation on the training rows alone. It loads into `CoreHead` (linear, standardised) unchanged, so a
+features is exact, takes seconds for thousands of rows, and has one knob (its penalty) chosen by closed-form
+leave-one-out on the training rows alone. It loads into `CoreHead` (linear, standardised) unchanged, so a
 model fitted here is an ordinary `CoreModel`.
 
 Scales are never mixed: each rated set's MOS is turned into z-scores within that set (`align_scores`) before the
@@ -130,12 +130,11 @@ def fit_ridge(features: np.ndarray, target: np.ndarray, alphas: Sequence[float] 
 
 @dataclass
 class RatedRows:
-    """One rated set's rows for fitting: image paths, scores on its own scale and the groups no split may cut."""
+    """One rated set's rows for fitting: image paths and scores on its own scale."""
 
     name: str
     images: list[str]
     mos: np.ndarray
-    groups: np.ndarray
     mos_range: tuple[float, float] | None = None
 
 

@@ -28,6 +28,14 @@ def _scaled_size(h: int, w: int, how: str, size: tuple[int, int]) -> tuple[int, 
     return new_w, new_h
 
 
+def _crop_origins(w: int, h: int, size: tuple[int, int], n: int) -> list[tuple[int, int]]:
+    """Top-left corners of `n` crops of `size` evenly spaced from the top-left to the bottom-right of a w x h image
+    (one crop: the centre)."""
+    height, width = size
+    spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+    return [(round((w - width) * t), round((h - height) * t)) for t in spots]
+
+
 def image_views(img: Image.Image, how: str, size: tuple[int, int], n: int = 1) -> list[Image.Image]:
     """What the image backbone sees of one image.
 
@@ -44,9 +52,7 @@ def image_views(img: Image.Image, how: str, size: tuple[int, int], n: int = 1) -
     w, h = _scaled_size(img.size[1], img.size[0], how, size)
     if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.BILINEAR)
-    spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
-    return [img.crop((x0, y0, x0 + width, y0 + height))
-            for x0, y0 in ((round((w - width) * t), round((h - height) * t)) for t in spots)]
+    return [img.crop((x0, y0, x0 + width, y0 + height)) for x0, y0 in _crop_origins(w, h, size, n)]
 
 
 def tensor_views(images: torch.Tensor, how: str, size: tuple[int, int], n: int = 1) -> torch.Tensor:
@@ -66,10 +72,8 @@ def tensor_views(images: torch.Tensor, how: str, size: tuple[int, int], n: int =
         return scaled(images, height, width)
     new_w, new_h = _scaled_size(h, w, how, size)
     images = scaled(images, new_h, new_w)
-    spots = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
-    crops = [images[..., y0:y0 + height, x0:x0 + width]
-             for x0, y0 in ((round((new_w - width) * t), round((new_h - height) * t)) for t in spots)]
-    return torch.stack(crops, dim=1)
+    return torch.stack([images[..., y0:y0 + height, x0:x0 + width]
+                        for x0, y0 in _crop_origins(new_w, new_h, size, n)], dim=1)
 
 
 class CoreProcessor:
